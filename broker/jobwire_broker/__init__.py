@@ -1,0 +1,1 @@
+"""Jobwire's broker: a gRPC job broker over Redis or Valkey."""

@@ -1,0 +1,1 @@
+"""The gRPC surface: request validation, status codes, proto <-> domain mapping."""

@@ -1,0 +1,258 @@
+"""Turns requests into domain values, collecting every field violation on the way, so a
+bad request is rejected whole with each problem named and nothing written."""
+
+import json
+import math
+
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from jobwire.v1 import broker_service_pb2 as pb
+from jobwire.v1 import job_pb2
+
+from ..domain.errors import FieldViolation, invalid
+from ..domain.ids import parse_job_id, queue_problem
+from ..domain.limits import SECOND_MS, Defaults, Limits
+from ..store import (
+    Backoff,
+    BackoffKind,
+    CompleteItem,
+    FailItem,
+    HeartbeatItem,
+    JobError,
+    NewJob,
+    Progress,
+    TraceContext,
+)
+
+MAX_TOKEN_BYTES = 128
+MAX_TRACEPARENT_BYTES = 256
+MAX_TRACESTATE_BYTES = 512
+MAX_BAGGAGE_BYTES = 8_192
+
+
+class Parser:
+    """Parses one request. Check methods record violations; `done()` raises them all."""
+
+    def __init__(self, limits: Limits, defaults: Defaults) -> None:
+        self.limits = limits
+        self.defaults = defaults
+        self.violations: list[FieldViolation] = []
+
+    def bad(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def done(self) -> None:
+        if self.violations:
+            raise invalid(self.violations)
+
+    # -- scalars ----------------------------------------------------------------------
+
+    def size(self, field: str, value: str | bytes, limit: int) -> None:
+        n = len(value.encode()) if isinstance(value, str) else len(value)
+        if n > limit:
+            self.bad(field, f"is too large: {n} bytes, limit {limit}")
+
+    def required(self, field: str, value: str) -> None:
+        if not value:
+            self.bad(field, "is required")
+
+    def in_range(self, field: str, value: float, low: float, high: float) -> None:
+        if math.isnan(value) or not low <= value <= high:
+            self.bad(field, f"must be in [{low:g}, {high:g}], got {value:g}")
+
+    def duration_ms(self, field: str, d: Duration, low_ms: int, high_ms: int) -> int:
+        """A set Duration in ms; violations for negative, malformed or out-of-range."""
+        if d.seconds < 0 or d.nanos < 0 or d.nanos > 999_999_999:
+            self.bad(field, "must be a non-negative duration")
+            return 0
+        ms = d.seconds * 1_000 + d.nanos // 1_000_000
+        if not low_ms <= ms <= high_ms:
+            self.bad(field, f"must be in [{_human(low_ms)}, {_human(high_ms)}]")
+        return ms
+
+    def timestamp_ms(self, field: str, t: Timestamp) -> int:
+        if t.seconds < 0 or not 0 <= t.nanos <= 999_999_999:
+            self.bad(field, "must be a valid time after 1970")
+            return 0
+        return t.seconds * 1_000 + t.nanos // 1_000_000
+
+    def queue(self, field: str, queue: str) -> str:
+        problem = queue_problem(queue)
+        if problem:
+            self.bad(field, problem)
+        return queue
+
+    def job_id(self, field: str, job_id: str) -> tuple[str, int]:
+        try:
+            return parse_job_id(job_id, field)
+        except Exception:
+            self.bad(
+                field,
+                "is required" if not job_id else "must be a job id of the form <queue>:<number>",
+            )
+            return "", 0
+
+    def token(self, field: str, token: str) -> str:
+        self.required(field, token)
+        self.size(field, token, MAX_TOKEN_BYTES)
+        return token
+
+    def batch(self, field: str, n: int) -> None:
+        if not 1 <= n <= self.limits.max_batch:
+            self.bad(field, f"must hold 1 to {self.limits.max_batch} items, got {n}")
+
+    # -- messages ---------------------------------------------------------------------
+
+    def new_job(self, field: str, spec: job_pb2.JobSpec) -> NewJob:
+        lim, dft = self.limits, self.defaults
+        self.size(f"{field}.payload", spec.payload, lim.max_payload_bytes)
+        self.size(f"{field}.content_type", spec.content_type, lim.max_content_type_bytes)
+        self._headers(f"{field}.headers", dict(spec.headers))
+        self.in_range(f"{field}.priority", spec.priority, -lim.max_priority, lim.max_priority)
+        delay = 0
+        if spec.HasField("delay"):
+            delay = self.duration_ms(f"{field}.delay", spec.delay, 0, lim.max_delay_ms)
+        run_at = 0
+        if spec.HasField("run_time"):
+            run_at = self.timestamp_ms(f"{field}.run_time", spec.run_time)
+        self.in_range(f"{field}.max_attempts", spec.max_attempts, 0, lim.max_attempts)
+        lease = dft.lease_ms
+        if spec.HasField("lease_duration"):
+            lease = self.duration_ms(
+                f"{field}.lease_duration", spec.lease_duration, lim.min_lease_ms, lim.max_lease_ms
+            )
+        timeout = 0
+        if spec.HasField("execution_timeout"):
+            timeout = self.duration_ms(
+                f"{field}.execution_timeout",
+                spec.execution_timeout,
+                SECOND_MS,
+                lim.max_timeout_ms,
+            )
+        self.size(f"{field}.idempotency_key", spec.idempotency_key, lim.max_key_bytes)
+        window = dft.idempotency_window_ms
+        if spec.HasField("idempotency_window"):
+            window = self.duration_ms(
+                f"{field}.idempotency_window",
+                spec.idempotency_window,
+                SECOND_MS,
+                lim.max_idempotency_window_ms,
+            )
+        return NewJob(
+            payload=spec.payload,
+            content_type=spec.content_type,
+            headers=dict(spec.headers),
+            priority=spec.priority,
+            delay_ms=delay,
+            run_at_ms=run_at,
+            max_attempts=spec.max_attempts or dft.max_attempts,
+            backoff=self._backoff(f"{field}.backoff", spec),
+            lease_ms=lease,
+            timeout_ms=timeout,
+            idempotency_key=spec.idempotency_key,
+            idempotency_window_ms=window,
+            trace=self.trace(f"{field}.trace_context", spec.trace_context),
+        )
+
+    def _headers(self, field: str, headers: dict[str, str]) -> None:
+        lim = self.limits
+        if len(headers) > lim.max_headers:
+            self.bad(field, f"has {len(headers)} entries, limit {lim.max_headers}")
+        for key, value in headers.items():
+            if not key:
+                self.bad(field, "keys must not be empty")
+            self.size(f"{field}[{key[:64]}]", key, lim.max_header_key_bytes)
+            self.size(f"{field}[{key[:64]}]", value, lim.max_header_value_bytes)
+
+    def _backoff(self, field: str, spec: job_pb2.JobSpec) -> Backoff:
+        dft, lim = self.defaults, self.limits
+        if not spec.HasField("backoff"):
+            return Backoff(
+                BackoffKind.EXPONENTIAL,
+                dft.backoff_initial_ms,
+                dft.backoff_max_ms,
+                dft.backoff_multiplier,
+                0.0,
+            )
+        b = spec.backoff
+        kind = b.kind or job_pb2.BACKOFF_KIND_EXPONENTIAL
+        if int(kind) not in {k.value for k in BackoffKind}:
+            self.bad(f"{field}.kind", f"is not a known BackoffKind: {b.kind}")
+            kind = job_pb2.BACKOFF_KIND_EXPONENTIAL
+        initial = dft.backoff_initial_ms
+        if b.HasField("initial_delay"):
+            initial = self.duration_ms(
+                f"{field}.initial_delay", b.initial_delay, 0, lim.max_backoff_ms
+            )
+        cap = dft.backoff_max_ms
+        if b.HasField("max_delay"):
+            cap = self.duration_ms(f"{field}.max_delay", b.max_delay, 0, lim.max_backoff_ms)
+        if b.multiplier != 0:
+            self.in_range(f"{field}.multiplier", b.multiplier, 1, 100)
+        self.in_range(f"{field}.jitter", b.jitter, 0, 1)
+        return Backoff(
+            BackoffKind(kind), initial, cap, b.multiplier or dft.backoff_multiplier, b.jitter
+        )
+
+    def trace(self, field: str, t: job_pb2.TraceContext) -> TraceContext:
+        self.size(f"{field}.traceparent", t.traceparent, MAX_TRACEPARENT_BYTES)
+        self.size(f"{field}.tracestate", t.tracestate, MAX_TRACESTATE_BYTES)
+        self.size(f"{field}.baggage", t.baggage, MAX_BAGGAGE_BYTES)
+        return TraceContext(t.traceparent, t.tracestate, t.baggage)
+
+    def progress(self, field: str, p: job_pb2.Progress) -> Progress:
+        lim = self.limits
+        self.in_range(f"{field}.percent", p.percent, 0, 100)
+        self.size(f"{field}.message", p.message, lim.max_progress_message_bytes)
+        details = ""
+        if p.HasField("details"):
+            details = json.dumps(json_format.MessageToDict(p.details), separators=(",", ":"))
+            self.size(f"{field}.details", details, lim.max_progress_details_bytes)
+        return Progress(p.percent, p.message, details)
+
+    def heartbeat(self, field: str, r: pb.HeartbeatRequest) -> tuple[str, HeartbeatItem]:
+        queue, seq = self.job_id(f"{field}job_id", r.job_id)
+        token = self.token(f"{field}lease_token", r.lease_token)
+        extension = 0
+        if r.HasField("lease_extension"):
+            extension = self.duration_ms(
+                f"{field}lease_extension",
+                r.lease_extension,
+                self.limits.min_lease_ms,
+                self.limits.max_lease_ms,
+            )
+        progress = self.progress(f"{field}progress", r.progress) if r.HasField("progress") else None
+        return queue, HeartbeatItem(seq, token, extension, progress)
+
+    def complete(self, field: str, r: pb.CompleteRequest) -> tuple[str, CompleteItem]:
+        queue, seq = self.job_id(f"{field}job_id", r.job_id)
+        token = self.token(f"{field}lease_token", r.lease_token)
+        self.size(f"{field}result", r.result, self.limits.max_payload_bytes)
+        self.size(
+            f"{field}result_content_type", r.result_content_type, self.limits.max_content_type_bytes
+        )
+        return queue, CompleteItem(seq, token, r.result, r.result_content_type)
+
+    def fail(self, field: str, r: pb.FailRequest) -> tuple[str, FailItem]:
+        queue, seq = self.job_id(f"{field}job_id", r.job_id)
+        token = self.token(f"{field}lease_token", r.lease_token)
+        if not r.HasField("error"):
+            self.bad(f"{field}error", "is required")
+        self.required(f"{field}error.type", r.error.type)
+        self.size(f"{field}error.type", r.error.type, self.limits.max_key_bytes)
+        self.size(f"{field}error.message", r.error.message, self.limits.max_error_message_bytes)
+        delay = -1
+        if r.HasField("retry_delay"):
+            delay = self.duration_ms(
+                f"{field}retry_delay", r.retry_delay, 0, self.limits.max_delay_ms
+            )
+        error = JobError(r.error.type, r.error.message, r.error.non_retryable)
+        return queue, FailItem(seq, token, error, delay)
+
+
+def _human(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

@@ -1,0 +1,137 @@
+"""Maps store records to protobuf messages."""
+
+import json
+
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+from jobwire.v1 import broker_service_pb2 as pb
+from jobwire.v1 import job_pb2
+
+from ..domain.broker import WatchEvent
+from ..store import Backoff, JobError, JobRecord, JobState, Progress
+
+STATES = {
+    JobState.SCHEDULED: job_pb2.JOB_STATE_SCHEDULED,
+    JobState.READY: job_pb2.JOB_STATE_READY,
+    JobState.ACTIVE: job_pb2.JOB_STATE_ACTIVE,
+    JobState.COMPLETED: job_pb2.JOB_STATE_COMPLETED,
+    JobState.DEAD: job_pb2.JOB_STATE_DEAD,
+    JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+}
+EVENT_KINDS = {
+    "state": pb.EVENT_KIND_STATE_CHANGED,
+    "progress": pb.EVENT_KIND_PROGRESS,
+    "cancel": pb.EVENT_KIND_CANCEL_REQUESTED,
+}
+
+
+def timestamp(ms: int) -> Timestamp:
+    return Timestamp(seconds=ms // 1_000, nanos=(ms % 1_000) * 1_000_000)
+
+
+def duration(ms: int) -> Duration:
+    return Duration(seconds=ms // 1_000, nanos=(ms % 1_000) * 1_000_000)
+
+
+def progress(p: Progress) -> job_pb2.Progress:
+    message = job_pb2.Progress(percent=p.percent, message=p.message)
+    if p.details_json:
+        details = Struct()
+        json_format.ParseDict(json.loads(p.details_json), details)
+        message.details.CopyFrom(details)
+    return message
+
+
+def error(e: JobError) -> job_pb2.JobError:
+    return job_pb2.JobError(type=e.type, message=e.message, non_retryable=e.non_retryable)
+
+
+def backoff(b: Backoff) -> job_pb2.BackoffPolicy:
+    return job_pb2.BackoffPolicy(
+        kind=job_pb2.BackoffKind.ValueType(b.kind),
+        initial_delay=duration(b.initial_ms),
+        max_delay=duration(b.max_ms),
+        multiplier=b.multiplier,
+        jitter=b.jitter,
+    )
+
+
+def spec(job: JobRecord) -> job_pb2.JobSpec:
+    out = job_pb2.JobSpec(
+        payload=job.payload,
+        content_type=job.content_type,
+        headers=job.headers,
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+        backoff=backoff(job.backoff),
+        lease_duration=duration(job.lease_ms),
+        idempotency_key=job.idempotency_key,
+        trace_context=job_pb2.TraceContext(
+            traceparent=job.trace.traceparent,
+            tracestate=job.trace.tracestate,
+            baggage=job.trace.baggage,
+        ),
+    )
+    if job.timeout_ms:
+        out.execution_timeout.CopyFrom(duration(job.timeout_ms))
+    return out
+
+
+def job(j: JobRecord) -> job_pb2.Job:
+    out = job_pb2.Job(
+        id=j.id,
+        queue=j.queue,
+        state=STATES[j.state],
+        spec=spec(j),
+        attempt=j.attempt,
+        result=j.result,
+        result_content_type=j.result_content_type,
+        cancel_requested=j.cancel_requested,
+        create_time=timestamp(j.created_ms),
+        run_time=timestamp(j.run_at_ms),
+    )
+    if j.progress:
+        out.progress.CopyFrom(progress(j.progress))
+    if j.error:
+        out.last_error.CopyFrom(error(j.error))
+    if j.started_ms:
+        out.start_time.CopyFrom(timestamp(j.started_ms))
+    if j.finished_ms:
+        out.finish_time.CopyFrom(timestamp(j.finished_ms))
+    if j.state is JobState.ACTIVE:
+        out.lease_expire_time.CopyFrom(timestamp(j.lease_until_ms))
+    return out
+
+
+def leased_job(j: JobRecord) -> pb.LeasedJob:
+    return pb.LeasedJob(
+        job=job(j),
+        lease_token=j.token,
+        lease_expire_time=timestamp(j.lease_until_ms),
+        attempt=j.attempt,
+    )
+
+
+def watch_event(w: WatchEvent, queue: str, job_id: str) -> pb.StreamProgressResponse:
+    ev = w.event
+    out = pb.StreamProgressResponse(event_id=w.id)
+    out.kind = pb.EVENT_KIND_SNAPSHOT if ev is None else EVENT_KINDS[ev.kind]
+    if ev is not None:
+        out.event_time.CopyFrom(timestamp(ev.time_ms))
+    if w.job is not None:
+        out.job.CopyFrom(job(w.job))
+    elif ev is not None:
+        out.job.CopyFrom(
+            job_pb2.Job(id=job_id, queue=queue, state=STATES[ev.state], attempt=ev.attempt)
+        )
+        if ev.progress:
+            out.job.progress.CopyFrom(progress(ev.progress))
+        if ev.error:
+            out.job.last_error.CopyFrom(error(ev.error))
+    if ev is None and w.job is not None:
+        out.event_time.CopyFrom(
+            timestamp(max(w.job.created_ms, w.job.started_ms, w.job.finished_ms))
+        )
+    return out

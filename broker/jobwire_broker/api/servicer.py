@@ -1,0 +1,212 @@
+"""BrokerService: validates each request, calls the domain, maps the answer to protobuf."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from jobwire.v1 import broker_service_pb2 as pb
+from jobwire.v1 import broker_service_pb2_grpc as rpc
+
+from ..domain.broker import Broker, Settlement, SettleResult
+from ..domain.errors import Reason, lease_lost, not_found
+from ..domain.ids import job_id
+from ..domain.limits import Defaults, Limits
+from ..store import Code, FailResult, ItemResult
+from . import responses as out
+from .errors import streaming, unary
+from .requests import Parser
+
+Context = grpc.aio.ServicerContext[Any, Any]
+DEADLINE_MARGIN_S = 0.05
+
+ITEM_CODES = {
+    Code.OK: (grpc.StatusCode.OK.value[0], ""),
+    Code.NOT_FOUND: (grpc.StatusCode.NOT_FOUND.value[0], Reason.JOB_NOT_FOUND),
+    Code.LEASE_LOST: (grpc.StatusCode.FAILED_PRECONDITION.value[0], Reason.LEASE_LOST),
+}
+
+
+def _item_status(code: int, reason: str) -> pb.ItemStatus:
+    grpc_code, stable = ITEM_CODES[Code(code)]
+    return pb.ItemStatus(code=grpc_code, reason=stable, message=reason)
+
+
+def _raise_item(job: str, code: int, reason: str) -> None:
+    if code == Code.NOT_FOUND:
+        raise not_found(job)
+    if code == Code.LEASE_LOST:
+        raise lease_lost(job, reason)
+
+
+def _fail_response(r: FailResult) -> pb.FailResponse:
+    response = pb.FailResponse()
+    if r.state is not None:
+        response.state = out.STATES[r.state]
+    if r.due_ms:
+        response.retry_time.CopyFrom(out.timestamp(r.due_ms))
+    return response
+
+
+class BrokerServicer(rpc.BrokerServiceServicer):
+    def __init__(self, broker: Broker, limits: Limits, defaults: Defaults) -> None:
+        self.broker = broker
+        self.limits = limits
+        self.defaults = defaults
+
+    def _parser(self) -> Parser:
+        return Parser(self.limits, self.defaults)
+
+    @unary
+    async def Enqueue(self, request: pb.EnqueueRequest, context: Context) -> pb.EnqueueResponse:
+        p = self._parser()
+        queue = p.queue("queue", request.queue)
+        job = p.new_job("job", request.job)
+        p.done()
+        (result,) = await self.broker.enqueue(queue, [job])
+        return pb.EnqueueResponse(
+            job_id=job_id(queue, result.seq),
+            duplicate=result.duplicate,
+            state=out.STATES[result.state],
+        )
+
+    @unary
+    async def EnqueueBatch(
+        self, request: pb.EnqueueBatchRequest, context: Context
+    ) -> pb.EnqueueBatchResponse:
+        p = self._parser()
+        queue = p.queue("queue", request.queue)
+        p.batch("jobs", len(request.jobs))
+        jobs = [p.new_job(f"jobs[{i}]", spec) for i, spec in enumerate(request.jobs)]
+        p.done()
+        results = await self.broker.enqueue(queue, jobs)
+        return pb.EnqueueBatchResponse(
+            results=[
+                pb.EnqueueResponse(
+                    job_id=job_id(queue, r.seq), duplicate=r.duplicate, state=out.STATES[r.state]
+                )
+                for r in results
+            ]
+        )
+
+    @unary
+    async def Lease(self, request: pb.LeaseRequest, context: Context) -> pb.LeaseResponse:
+        p = self._parser()
+        queue = p.queue("queue", request.queue)
+        p.in_range("max_jobs", request.max_jobs, 0, self.limits.max_batch)
+        wait_ms = 0
+        if request.HasField("wait"):
+            wait_ms = p.duration_ms("wait", request.wait, 0, self.limits.max_wait_ms)
+        p.size("worker_id", request.worker_id, self.limits.max_key_bytes)
+        p.done()
+        wait_s = wait_ms / 1000
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait_s = min(wait_s, remaining - DEADLINE_MARGIN_S)
+        jobs = await self.broker.lease(queue, request.max_jobs or 1, wait_s)
+        return pb.LeaseResponse(jobs=[out.leased_job(j) for j in jobs])
+
+    @unary
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: Context
+    ) -> pb.HeartbeatResponse:
+        p = self._parser()
+        item = p.heartbeat("", request)
+        p.done()
+        (result,) = await self.broker.heartbeat([item])
+        _raise_item(request.job_id, result.code, result.reason)
+        return pb.HeartbeatResponse(
+            lease_expire_time=out.timestamp(result.lease_until_ms),
+            cancel_requested=result.cancel_requested,
+        )
+
+    @unary
+    async def HeartbeatBatch(
+        self, request: pb.HeartbeatBatchRequest, context: Context
+    ) -> pb.HeartbeatBatchResponse:
+        p = self._parser()
+        p.batch("heartbeats", len(request.heartbeats))
+        items = [p.heartbeat(f"heartbeats[{i}].", r) for i, r in enumerate(request.heartbeats)]
+        p.done()
+        results = await self.broker.heartbeat(items)
+        response = pb.HeartbeatBatchResponse()
+        for r in results:
+            item = response.results.add(
+                status=_item_status(r.code, r.reason), cancel_requested=r.cancel_requested
+            )
+            if r.code == Code.OK:
+                item.lease_expire_time.CopyFrom(out.timestamp(r.lease_until_ms))
+        return response
+
+    @unary
+    async def Complete(self, request: pb.CompleteRequest, context: Context) -> pb.CompleteResponse:
+        p = self._parser()
+        item = p.complete("", request)
+        p.done()
+        (result,) = await self.broker.complete([item])
+        _raise_item(request.job_id, result.code, result.reason)
+        return pb.CompleteResponse()
+
+    @unary
+    async def Fail(self, request: pb.FailRequest, context: Context) -> pb.FailResponse:
+        p = self._parser()
+        item = p.fail("", request)
+        p.done()
+        (result,) = await self.broker.fail([item])
+        _raise_item(request.job_id, result.code, result.reason)
+        return _fail_response(result)
+
+    @unary
+    async def SettleBatch(
+        self, request: pb.SettleBatchRequest, context: Context
+    ) -> pb.SettleBatchResponse:
+        p = self._parser()
+        p.batch("settlements", len(request.settlements))
+        items = []
+        for i, s in enumerate(request.settlements):
+            field = f"settlements[{i}]"
+            if s.HasField("complete"):
+                queue, complete = p.complete(f"{field}.complete.", s.complete)
+                items.append(Settlement(queue, complete=complete))
+            elif s.HasField("fail"):
+                queue, fail = p.fail(f"{field}.fail.", s.fail)
+                items.append(Settlement(queue, fail=fail))
+            else:
+                p.bad(field, "must set complete or fail")
+        p.done()
+        results = await self.broker.settle(items)
+        return pb.SettleBatchResponse(results=[self._settlement(r) for r in results])
+
+    @staticmethod
+    def _settlement(r: SettleResult) -> pb.SettlementResult:
+        result = pb.SettlementResult(status=_item_status(r.code, r.reason))
+        if isinstance(r, FailResult) and r.code == Code.OK:
+            result.fail.CopyFrom(_fail_response(r))
+        assert isinstance(r, ItemResult | FailResult)
+        return result
+
+    @streaming
+    async def StreamProgress(
+        self, request: pb.StreamProgressRequest, context: Context
+    ) -> AsyncIterator[pb.StreamProgressResponse]:
+        p = self._parser()
+        queue, seq = p.job_id("job_id", request.job_id)
+        p.done()
+        async for event in self.broker.watch(queue, seq, request.after_event_id):
+            yield out.watch_event(event, queue, request.job_id)
+
+    @unary
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
+        p = self._parser()
+        queue, seq = p.job_id("job_id", request.job_id)
+        p.done()
+        return pb.GetJobResponse(job=out.job(await self.broker.get(queue, seq)))
+
+    @unary
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: Context
+    ) -> pb.CancelJobResponse:
+        p = self._parser()
+        queue, seq = p.job_id("job_id", request.job_id)
+        p.done()
+        state = await self.broker.cancel(queue, seq)
+        return pb.CancelJobResponse(state=out.STATES[state])

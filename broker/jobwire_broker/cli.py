@@ -1,0 +1,101 @@
+"""`jobwire serve`: runs one broker replica until SIGTERM or SIGINT."""
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .config import Settings, env
+from .domain.limits import Limits
+from .server import BrokerApp
+
+
+def parser() -> argparse.ArgumentParser:
+    d = Settings()
+    root = argparse.ArgumentParser(prog="jobwire", description="Jobwire job broker.")
+    commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a broker replica")
+    serve.add_argument(
+        "--listen",
+        default=env("LISTEN", d.listen),
+        help="host:port to serve gRPC on (JOBWIRE_LISTEN)",
+    )
+    serve.add_argument(
+        "--redis-url",
+        default=env("REDIS_URL", d.redis_url),
+        help="redis://, rediss:// or unix:// URL; empty starts an embedded "
+        "Valkey (JOBWIRE_REDIS_URL)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env("DATA_DIR", str(d.data_dir))),
+        help="data directory of the embedded Valkey (JOBWIRE_DATA_DIR)",
+    )
+    serve.add_argument(
+        "--key-prefix",
+        default=env("KEY_PREFIX", d.key_prefix),
+        help="prefix of every Redis key (JOBWIRE_KEY_PREFIX)",
+    )
+    serve.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=int(env("MAX_PAYLOAD_BYTES", str(d.limits.max_payload_bytes))),
+        help="largest payload or result accepted (JOBWIRE_MAX_PAYLOAD_BYTES)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=float(env("GRACE", str(d.grace_s))),
+        help="seconds in-flight calls get on shutdown (JOBWIRE_GRACE)",
+    )
+    serve.add_argument(
+        "--embedded-restart-delay",
+        type=float,
+        default=float(env("EMBEDDED_RESTART_DELAY", str(d.embedded_restart_delay_s))),
+        help="seconds before restarting a crashed embedded Valkey",
+    )
+    serve.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    return root
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        listen=args.listen,
+        redis_url=args.redis_url,
+        data_dir=args.data_dir,
+        key_prefix=args.key_prefix,
+        grace_s=args.grace,
+        embedded_restart_delay_s=args.embedded_restart_delay,
+        limits=dataclasses.replace(Limits(), max_payload_bytes=args.max_payload_bytes),
+    )
+
+
+async def serve(settings: Settings) -> None:
+    app = BrokerApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    print(f"jobwire: serving on {settings.listen} (port {app.port})", flush=True)
+    await stop.wait()
+    logging.getLogger(__name__).info("shutting down")
+    await app.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        asyncio.run(serve(settings_from(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

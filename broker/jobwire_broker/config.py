@@ -1,0 +1,34 @@
+"""Broker settings: flags, with matching JOBWIRE_* environment variables as defaults."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .domain.limits import Defaults, Limits
+from .domain.maintenance import MaintenanceSettings
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    # Empty: start an embedded Valkey with its data (AOF) in data_dir.
+    redis_url: str = ""
+    data_dir: Path = Path(".jobwire/data")
+    key_prefix: str = "jw"
+    redis_max_connections: int = 64
+    redis_timeout_s: float = 5.0
+    grace_s: float = 10.0
+    embedded_restart_delay_s: float = 1.0
+    health_interval_s: float = 0.5
+    limits: Limits = field(default_factory=Limits)
+    defaults: Defaults = field(default_factory=Defaults)
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+
+    @property
+    def max_message_bytes(self) -> int:
+        """gRPC message limit: room for a full batch of largest payloads, capped at 512 MiB."""
+        return min(512 << 20, self.limits.max_payload_bytes * 4 + (4 << 20))
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(f"JOBWIRE_{name}", default)

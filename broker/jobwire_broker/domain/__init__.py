@@ -1,0 +1,1 @@
+"""The domain layer: broker behaviour, limits, ids and errors. No protobuf here."""

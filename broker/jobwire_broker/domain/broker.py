@@ -1,0 +1,244 @@
+"""The broker's behaviour on top of the store: long-polling leases, batches that span
+queues, and event streams for watchers."""
+
+import asyncio
+import contextlib
+import functools
+import re
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from ..store import (
+    CompleteItem,
+    Enqueued,
+    Event,
+    FailItem,
+    FailResult,
+    HeartbeatItem,
+    HeartbeatResult,
+    ItemResult,
+    JobRecord,
+    JobState,
+    NewJob,
+    Store,
+    StoreUnavailable,
+)
+from ..store.notify import Notifier
+from .errors import FieldViolation, invalid, job_finished, not_found, store_unavailable
+from .ids import job_id
+
+P = ParamSpec("P")
+T = TypeVar("T")
+T_contra = TypeVar("T_contra")
+
+EVENT_ID_RE = re.compile(r"\d+-\d+")
+RECHECK_S = 2.0  # long-poll re-check in case a wake-up was missed
+OFFLINE_RECHECK_S = 0.25  # faster while pub/sub is down, to recover quickly
+WATCH_RECHECK_S = 5.0
+EVENT_PAGE = 100
+
+
+def store_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turns an unreachable store into the domain's UNAVAILABLE error."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except StoreUnavailable as exc:
+            raise store_unavailable(str(exc)) from exc
+
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One message of a job's event stream. `job` is the whole job for a snapshot and
+    for the terminal event; `event` is set for everything but a snapshot."""
+
+    id: str
+    job: JobRecord | None
+    event: Event | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A Complete or a Fail of one leased job, for SettleBatch."""
+
+    queue: str
+    complete: CompleteItem | None = None
+    fail: FailItem | None = None
+
+
+SettleResult = ItemResult | FailResult
+
+
+class Broker:
+    def __init__(self, store: Store, notifier: Notifier) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.closing = asyncio.Event()
+
+    @store_errors
+    async def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        return await self.store.enqueue(queue, jobs)
+
+    @store_errors
+    async def lease(self, queue: str, max_jobs: int, wait_s: float) -> list[JobRecord]:
+        """Leases up to max_jobs, waiting up to wait_s for the first one to arrive."""
+        batch = await self.store.lease(queue, max_jobs)
+        if batch.jobs or wait_s <= 0:
+            return batch.jobs
+        return await self._wait_and_lease(queue, max_jobs, wait_s)
+
+    async def _wait_and_lease(self, queue: str, max_jobs: int, wait_s: float) -> list[JobRecord]:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait_s
+        woken = asyncio.Event()
+        channel = self.store.keys(queue).wake_channel
+
+        def on_wake(_: bytes) -> None:
+            woken.set()
+
+        subscribed = await self.notifier.listen(channel, on_wake, within_s=min(wait_s, 1.0))
+        try:
+            while not self.closing.is_set():
+                remaining = end - loop.time()
+                if remaining <= 0:
+                    return []
+                woken.clear()
+                timeout = RECHECK_S if subscribed else OFFLINE_RECHECK_S
+                try:
+                    batch = await self.store.lease(queue, max_jobs, int(remaining * 1000) + 1000)
+                except StoreUnavailable:
+                    if end - loop.time() <= timeout:
+                        raise
+                    subscribed = False
+                else:
+                    if batch.jobs:
+                        return batch.jobs
+                    if batch.next_due_in_ms is not None:
+                        timeout = min(timeout, batch.next_due_in_ms / 1000 + 0.001)
+                    subscribed = subscribed or self.notifier.connected.is_set()
+                await _wait(woken, min(timeout, remaining))
+            return []
+        finally:
+            self.notifier.unlisten(channel, on_wake)
+
+    @store_errors
+    async def heartbeat(self, items: Sequence[tuple[str, HeartbeatItem]]) -> list[HeartbeatResult]:
+        return await _per_queue(items, self.store.heartbeat)
+
+    @store_errors
+    async def complete(self, items: Sequence[tuple[str, CompleteItem]]) -> list[ItemResult]:
+        return await _per_queue(items, self.store.complete)
+
+    @store_errors
+    async def fail(self, items: Sequence[tuple[str, FailItem]]) -> list[FailResult]:
+        return await _per_queue(items, self.store.fail)
+
+    @store_errors
+    async def settle(self, items: Sequence[Settlement]) -> list[SettleResult]:
+        completes = [(i, (s.queue, s.complete)) for i, s in enumerate(items) if s.complete]
+        fails = [(i, (s.queue, s.fail)) for i, s in enumerate(items) if s.fail]
+        done, failed = await asyncio.gather(
+            _per_queue([c for _, c in completes], self.store.complete),
+            _per_queue([f for _, f in fails], self.store.fail),
+        )
+        results: list[SettleResult | None] = [None] * len(items)
+        for (i, _), c_result in zip(completes, done, strict=True):
+            results[i] = c_result
+        for (i, _), f_result in zip(fails, failed, strict=True):
+            results[i] = f_result
+        return [r for r in results if r is not None]
+
+    @store_errors
+    async def get(self, queue: str, seq: int) -> JobRecord:
+        job = await self.store.get(queue, seq)
+        if job is None:
+            raise not_found(job_id(queue, seq))
+        return job
+
+    @store_errors
+    async def cancel(self, queue: str, seq: int) -> JobState:
+        result = await self.store.cancel(queue, seq)
+        if result.state is None:
+            raise not_found(job_id(queue, seq))
+        if result.code != 0:
+            raise job_finished(job_id(queue, seq), result.state)
+        return result.state
+
+    async def watch(self, queue: str, seq: int, after_id: str) -> AsyncIterator[WatchEvent]:
+        """A job's events: a snapshot first (unless resuming), then each change, until a
+        terminal state."""
+        if after_id and not EVENT_ID_RE.fullmatch(after_id):
+            raise invalid([FieldViolation("after_event_id", "must be an event id from this API")])
+        changed = asyncio.Event()
+        channel = self.store.keys(queue).events_channel
+        wanted = str(seq).encode()
+
+        def on_event(data: bytes) -> None:
+            if data in (wanted, b""):
+                changed.set()
+
+        await self.notifier.listen(channel, on_event)
+        try:
+            async for event in self._watch(queue, seq, after_id, changed):
+                yield event
+        except StoreUnavailable as exc:
+            raise store_unavailable(str(exc)) from exc
+        finally:
+            self.notifier.unlisten(channel, on_event)
+
+    async def _watch(
+        self, queue: str, seq: int, after_id: str, changed: asyncio.Event
+    ) -> AsyncIterator[WatchEvent]:
+        watched = await self.store.watch(queue, seq)
+        if watched is None:
+            raise not_found(job_id(queue, seq))
+        job, cursor = watched
+        if not after_id:
+            yield WatchEvent(cursor, job, None)
+            if job.state.terminal:
+                return
+        else:
+            cursor = after_id
+        while not self.closing.is_set():
+            changed.clear()
+            events = await self.store.events_after(queue, seq, cursor, EVENT_PAGE)
+            for event in events:
+                cursor = event.id
+                if event.kind == "state" and event.state.terminal:
+                    yield WatchEvent(event.id, await self.store.get(queue, seq), event)
+                    return
+                yield WatchEvent(event.id, None, event)
+            if not events and job.state.terminal:
+                yield WatchEvent(cursor, job, None)  # resumed after the end
+                return
+            if not events:
+                await _wait(changed, WATCH_RECHECK_S)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+async def _per_queue(
+    items: Sequence[tuple[str, T_contra]],
+    call: Callable[[str, list[T_contra]], Awaitable[list[T]]],
+) -> list[T]:
+    """Runs one script call per queue (concurrently) and returns results in item order."""
+    by_queue: dict[str, list[int]] = defaultdict(list)
+    for index, (queue, _) in enumerate(items):
+        by_queue[queue].append(index)
+    outcomes = await asyncio.gather(
+        *(call(queue, [items[i][1] for i in idx]) for queue, idx in by_queue.items())
+    )
+    results: list[T | None] = [None] * len(items)
+    for idx, outcome in zip(by_queue.values(), outcomes, strict=True):
+        for i, result in zip(idx, outcome, strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]

@@ -1,0 +1,71 @@
+"""Domain errors. Each carries a canonical code and a stable reason; the gRPC layer
+turns them into a status in exactly one place (api/errors.py)."""
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ErrorCode(Enum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+class Reason:
+    """Stable machine-readable reasons, sent as google.rpc.ErrorInfo.reason."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    LEASE_LOST = "LEASE_LOST"
+    JOB_FINISHED = "JOB_FINISHED"
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass
+class JobwireError(Exception):
+    code: ErrorCode
+    reason: str
+    message: str
+    violations: list[FieldViolation] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def invalid(violations: list[FieldViolation]) -> JobwireError:
+    too_large = any("too large" in v.description for v in violations)
+    reason = Reason.PAYLOAD_TOO_LARGE if too_large else Reason.INVALID_ARGUMENT
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return JobwireError(ErrorCode.INVALID_ARGUMENT, reason, summary, violations)
+
+
+def not_found(job_id: str) -> JobwireError:
+    return JobwireError(ErrorCode.NOT_FOUND, Reason.JOB_NOT_FOUND, f"job {job_id} not found")
+
+
+def lease_lost(job_id: str, detail: str) -> JobwireError:
+    return JobwireError(
+        ErrorCode.FAILED_PRECONDITION, Reason.LEASE_LOST, f"lease on job {job_id} lost: {detail}"
+    )
+
+
+def job_finished(job_id: str, state: str) -> JobwireError:
+    return JobwireError(
+        ErrorCode.FAILED_PRECONDITION, Reason.JOB_FINISHED, f"job {job_id} is already {state}"
+    )
+
+
+def store_unavailable(detail: str) -> JobwireError:
+    return JobwireError(
+        ErrorCode.UNAVAILABLE, Reason.STORE_UNAVAILABLE, f"job store unavailable: {detail}"
+    )

@@ -1,0 +1,50 @@
+"""The loop every replica runs: take back expired leases, promote due jobs, apply
+retention. Each step is one atomic script per queue, so replicas may overlap freely."""
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+from ..store import Retention, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceSettings:
+    interval_s: float = 0.25
+    prune_interval_s: float = 5.0
+    retention: Retention = field(default_factory=Retention)
+
+
+class Maintenance:
+    def __init__(self, store: Store, settings: MaintenanceSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._last_prune = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except StoreUnavailable as exc:
+                log.debug("maintenance skipped, store unavailable: %s", exc)
+            # Jitter keeps replicas from running in lockstep.
+            await asyncio.sleep(self.settings.interval_s * random.uniform(0.8, 1.2))
+
+    async def tick(self) -> None:
+        prune = time.monotonic() - self._last_prune >= self.settings.prune_interval_s
+        queues = await self.store.queues()
+        await asyncio.gather(*(self._queue(q, prune) for q in queues))
+        if prune:
+            self._last_prune = time.monotonic()
+
+    async def _queue(self, queue: str, prune: bool) -> None:
+        reclaimed = await self.store.reclaim(queue)
+        if reclaimed:
+            log.info("took back %d expired leases in %s", reclaimed, queue)
+        await self.store.promote(queue)
+        if prune:
+            await self.store.prune(queue, self.settings.retention)

@@ -1,0 +1,132 @@
+"""Wires a broker replica: Redis client, store, gRPC server with health and reflection,
+the maintenance loop and a Redis health monitor."""
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from jobwire.v1 import broker_service_pb2 as pb
+from jobwire.v1 import broker_service_pb2_grpc as rpc
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .api.servicer import BrokerServicer
+from .config import Settings
+from .domain.broker import Broker
+from .domain.maintenance import Maintenance
+from .embedded import EmbeddedValkey
+from .store import Store, StoreUnavailable
+from .store.notify import Notifier
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BrokerService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def redis_client(settings: Settings, url: str) -> Redis:
+    # No automatic retries: a retried script could apply twice. Callers get
+    # UNAVAILABLE and retry with their own idempotency.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis(connection_pool=pool)
+
+
+class BrokerApp:
+    """One broker replica. `await start()` returns the bound port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedValkey | None = None
+        # grpc-stubs does not know the asyncio servicer.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+
+    async def start(self) -> int:
+        url = self.settings.redis_url
+        if not url:
+            self.embedded = EmbeddedValkey(
+                self.settings.data_dir, self.settings.embedded_restart_delay_s
+            )
+            url = await self.embedded.start()  # before gRPC starts threads: it forks
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.settings.max_message_bytes),
+                ("grpc.max_send_message_length", self.settings.max_message_bytes),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ]
+        )
+        self.redis = redis_client(self.settings, url)
+        self.store = Store(self.redis, self.settings.key_prefix)
+        self.notifier = Notifier(self.redis)
+        self.notifier.start()
+        self.broker = Broker(self.store, self.notifier)
+        servicer = BrokerServicer(self.broker, self.settings.limits, self.settings.defaults)
+        rpc.add_BrokerServiceServicer_to_server(servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(self.settings.listen)
+        await self.server.start()
+        maintenance = Maintenance(self.store, self.settings.maintenance)
+        self._tasks = [
+            asyncio.create_task(maintenance.run(), name="maintenance"),
+            asyncio.create_task(self._monitor_redis(), name="redis-health"),
+        ]
+        log.info("jobwire broker listening on %s (port %d)", self.settings.listen, self.port)
+        return self.port
+
+    async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def _monitor_redis(self) -> None:
+        """NOT_SERVING while Redis is unreachable. On recovery, drops pooled connections
+        so no call trips over a socket to the old server."""
+        serving: bool | None = None
+        while True:
+            try:
+                await asyncio.wait_for(self.store.ping(), self.settings.health_interval_s * 2)
+                ok = True
+            except (StoreUnavailable, TimeoutError):
+                ok = False
+            if ok != serving:
+                if ok and serving is False:
+                    await self.redis.connection_pool.disconnect(inuse_connections=False)
+                log.log(
+                    logging.INFO if ok else logging.ERROR,
+                    "redis %s",
+                    "reachable" if ok else "unreachable",
+                )
+                await self._set_health(SERVING if ok else NOT_SERVING)
+                serving = ok
+            await asyncio.sleep(self.settings.health_interval_s)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, waiting Leases return, in-flight calls finish."""
+        await self.health.enter_graceful_shutdown()
+        self.broker.closing.set()
+        await self.server.stop(self.settings.grace_s if grace_s is None else grace_s)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.notifier.stop()
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
+        if self.embedded:
+            await self.embedded.stop()

@@ -1,0 +1,50 @@
+"""The store layer: Redis keys, Lua scripts and a typed async API over them."""
+
+from .records import (
+    Backoff,
+    BackoffKind,
+    CancelResult,
+    CompleteItem,
+    Enqueued,
+    Event,
+    FailItem,
+    FailResult,
+    HeartbeatItem,
+    HeartbeatResult,
+    ItemResult,
+    JobError,
+    JobRecord,
+    JobState,
+    LeaseBatch,
+    NewJob,
+    Progress,
+    Retention,
+    TraceContext,
+)
+from .scripts import Code
+from .store import Store, StoreUnavailable
+
+__all__ = [
+    "Backoff",
+    "BackoffKind",
+    "CancelResult",
+    "Code",
+    "CompleteItem",
+    "Enqueued",
+    "Event",
+    "FailItem",
+    "FailResult",
+    "HeartbeatItem",
+    "HeartbeatResult",
+    "ItemResult",
+    "JobError",
+    "JobRecord",
+    "JobState",
+    "LeaseBatch",
+    "NewJob",
+    "Progress",
+    "Retention",
+    "Store",
+    "StoreUnavailable",
+    "TraceContext",
+]

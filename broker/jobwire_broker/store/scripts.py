@@ -1,0 +1,42 @@
+"""Loads the Lua scripts: each file is one state transition, prefixed with lib.lua."""
+
+from enum import IntEnum
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+SCRIPT_NAMES = (
+    "enqueue",
+    "lease",
+    "heartbeat",
+    "complete",
+    "fail",
+    "reclaim",
+    "promote",
+    "prune",
+    "cancel",
+    "watch",
+)
+
+
+class Code(IntEnum):
+    """Result codes of the scripts; lib.lua defines the same numbers (a test checks)."""
+
+    OK = 0
+    NOT_FOUND = 1
+    LEASE_LOST = 2
+    JOB_FINISHED = 3
+
+
+def script_source(name: str) -> str:
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
+
+
+def full_source(name: str) -> str:
+    return script_source("lib") + "\n" + script_source(name)
+
+
+def load_scripts(client: "Redis") -> dict[str, AsyncScript]:
+    """Registers every script; redis-py calls them by SHA and reloads after NOSCRIPT."""
+    return {name: client.register_script(full_source(name)) for name in SCRIPT_NAMES}

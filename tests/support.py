@@ -1,0 +1,149 @@
+"""Real servers for tests: Valkey/Redis processes and broker replicas, in-process or as
+separate processes that tests may SIGKILL."""
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from jobwire.v1 import broker_service_pb2_grpc as rpc
+from jobwire_broker.config import Settings
+from jobwire_broker.embedded import free_port, valkey_binary
+from jobwire_broker.server import BrokerApp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def redis_server_binary() -> str:
+    """JOBWIRE_TEST_REDIS_SERVER picks the server (e.g. redis-server); Valkey by default."""
+    chosen = os.environ.get("JOBWIRE_TEST_REDIS_SERVER", "")
+    return shutil.which(chosen) or chosen if chosen else valkey_binary()
+
+
+class RedisServer:
+    """A real Valkey/Redis process on loopback. Persistence off unless `aof`."""
+
+    def __init__(self, aof: bool = False, port: int = 0) -> None:
+        self.port = port or free_port()
+        self.aof = aof
+        self.dir = tempfile.mkdtemp(prefix="jobwire-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--appendonly", "yes" if self.aof else "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing answered PING on port {port}")
+
+
+def unique_prefix() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+def test_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
+    return Settings(listen="127.0.0.1:0", redis_url=redis_url, key_prefix=prefix, grace_s=0.5,
+                    **overrides)
+
+
+@contextlib.asynccontextmanager
+async def running_broker(settings: Settings) -> AsyncIterator[BrokerApp]:
+    app = BrokerApp(settings)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop(grace_s=0.2)
+
+
+@contextlib.asynccontextmanager
+async def stub_for(port: int) -> AsyncIterator[rpc.BrokerServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield rpc.BrokerServiceStub(channel)
+
+
+class BrokerProcess:
+    """`jobwire serve` as a separate process, so a test can SIGKILL it."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        cmd = [sys.executable, "-m", "jobwire_broker", "serve", "--listen", "127.0.0.1:0", *args]
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+        self.output: list[str] = []
+        self.port = self._read_port()
+
+    def _read_port(self, timeout_s: float = 30.0) -> int:
+        assert self.process.stdout is not None
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            line = self.process.stdout.readline().decode()
+            if not line and self.process.poll() is not None:
+                break
+            self.output.append(line)
+            found = re.search(r"serving on .* \(port (\d+)\)", line)
+            if found:
+                return int(found.group(1))
+        raise RuntimeError("broker did not start:\n" + "".join(self.output))
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def terminate(self, timeout_s: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0,
+                     every_s: float = 0.02) -> None:
+    """Polls an async condition until true; fails the test after timeout_s."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if await check():
+            return
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
