@@ -8,7 +8,7 @@ from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire_broker.server import BrokerApp
 from jobwire_broker.store import Store
 from redis.asyncio import Redis
-from support import RedisServer, running_broker, stub_for, test_settings, unique_prefix
+from support import RedisServer, running_broker, stub_for, broker_settings, unique_prefix
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ async def store(redis: Redis, prefix: str) -> Store:
 
 @pytest.fixture
 async def broker(redis_server: RedisServer, prefix: str) -> AsyncIterator[BrokerApp]:
-    async with running_broker(test_settings(redis_server.url, prefix)) as app:
+    async with running_broker(broker_settings(redis_server.url, prefix)) as app:
         yield app
 
 

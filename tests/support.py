@@ -46,8 +46,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.dir, "--save", "", "--appendonly", "yes" if self.aof else "no"]
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.aof else "no",
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         wait_for_port(self.port)
         return self
@@ -77,9 +88,10 @@ def unique_prefix() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
-def test_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
-    return Settings(listen="127.0.0.1:0", redis_url=redis_url, key_prefix=prefix, grace_s=0.5,
-                    **overrides)
+def broker_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
+    return Settings(
+        listen="127.0.0.1:0", redis_url=redis_url, key_prefix=prefix, grace_s=0.5, **overrides
+    )
 
 
 @contextlib.asynccontextmanager
@@ -104,7 +116,10 @@ class BrokerProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "jobwire_broker", "serve", "--listen", "127.0.0.1:0", *args]
         self.process = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
             env={**os.environ, **(env or {})},
         )
         self.output: list[str] = []
@@ -138,8 +153,9 @@ class BrokerProcess:
         return self.process.wait(timeout_s)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0,
-                     every_s: float = 0.02) -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, every_s: float = 0.02
+) -> None:
     """Polls an async condition until true; fails the test after timeout_s."""
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
