@@ -8,7 +8,7 @@ from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire_broker.server import BrokerApp
 from jobwire_broker.store import Store
 from redis.asyncio import Redis
-from support import RedisServer, running_broker, stub_for, broker_settings, unique_prefix
+from support import RedisServer, broker_settings, running_broker, stub_for, unique_prefix
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ at a terminal state, and resumes from the last event id without missing anything
 import asyncio
 
 import grpc
+import pytest
 from helpers import enqueue, lease
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
@@ -98,13 +99,10 @@ async def test_stream_of_a_finished_job_is_one_snapshot(stub: rpc.BrokerServiceS
 
 async def test_stream_of_an_unknown_job_is_not_found(stub: rpc.BrokerServiceStub) -> None:
     call = stub.StreamProgress(pb.StreamProgressRequest(job_id="q:77"))
-    try:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
         async for _ in call:
-            raise AssertionError("no event expected")
-    except grpc.aio.AioRpcError as err:
-        assert err.code() == grpc.StatusCode.NOT_FOUND
-    else:
-        raise AssertionError("expected NOT_FOUND")
+            pass
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_many_watchers_share_one_connection(stub: rpc.BrokerServiceStub) -> None:

@@ -3,7 +3,8 @@
 //        [--only enqueue,process,latency] [--rate 500] [--keep-completed 1000] [--json out.json]
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Queue, Worker } from 'bullmq';
@@ -237,6 +238,7 @@ async function main() {
       settings: { jobs: N, repeat: Number(args.repeat), rate: RATE, job_options: jobOptions(KEEP) },
       figures,
     };
+    mkdirSync(dirname(args.json), { recursive: true });
     writeFileSync(args.json, `${JSON.stringify(result, null, 2)}\n`);
   }
 }

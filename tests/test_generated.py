@@ -1,0 +1,39 @@
+"""The stale-stub check: it passes on the repository and fails once a .proto changes
+without regenerating (shown on a copy, never on the real tree)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK = [sys.executable, str(ROOT / "tools/check_generated.py")]
+COPIED = ("buf.yaml", "buf.gen.yaml", "protos", "tools", "clients/python/src/jobwire/v1")
+
+
+def copy_repo(dest: Path) -> None:
+    for name in COPIED:
+        src, dst = ROOT / name, dest / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+
+
+def test_checked_in_stubs_are_fresh() -> None:
+    run = subprocess.run(CHECK, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_proto_change_without_regeneration_fails_the_check(tmp_path: Path) -> None:
+    copy_repo(tmp_path)
+    proto = tmp_path / "protos/jobwire/v1/job.proto"
+    proto.write_text(proto.read_text().replace(
+        "  google.protobuf.Timestamp lease_expire_time = 15;\n",
+        "  google.protobuf.Timestamp lease_expire_time = 15;\n  string added_later = 16;\n",
+    ))
+    run = subprocess.run([*CHECK, "--root", str(tmp_path)], capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 1
+    assert "stale: clients/python/src/jobwire/v1/job_pb2.py" in run.stdout
