@@ -24,6 +24,7 @@ lint: setup
 	$(UV) run ruff format --check .
 	$(UV) run mypy broker clients/python/src
 	$(UV) run buf lint
+	$(UV) run buf breaking --against '.git#branch=main'
 
 generate: setup
 	$(UV) run buf generate

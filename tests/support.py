@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,15 +36,17 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A real Valkey/Redis process on loopback. Persistence off unless `aof`."""
 
-    def __init__(self, aof: bool = False, port: int = 0) -> None:
+    def __init__(self, aof: bool = False, port: int = 0, password: str = "") -> None:
         self.port = port or free_port()
         self.aof = aof
+        self.password = password
         self.dir = tempfile.mkdtemp(prefix="jobwire-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         args = [
@@ -59,6 +62,8 @@ class RedisServer:
             "--appendonly",
             "yes" if self.aof else "no",
         ]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         wait_for_port(self.port)
         return self
@@ -78,7 +83,7 @@ def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
     while time.monotonic() < end:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
             s.sendall(b"PING\r\n")
-            if s.recv(16).startswith(b"+PONG"):
+            if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                 return
         time.sleep(0.02)
     raise TimeoutError(f"nothing answered PING on port {port}")
@@ -123,7 +128,21 @@ class BrokerProcess:
             env={**os.environ, **(env or {})},
         )
         self.output: list[str] = []
-        self.port = self._read_port()
+        try:
+            self.port = self._read_port()
+        except RuntimeError:
+            self.process.kill()
+            self.process.communicate()
+            raise
+        # Keep draining, or a chatty broker blocks once the pipe buffer is full.
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+
+    def _read_rest(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout:
+            for line in self.process.stdout:
+                self.output.append(line.decode(errors="replace"))
 
     def _read_port(self, timeout_s: float = 30.0) -> int:
         assert self.process.stdout is not None
@@ -146,11 +165,14 @@ class BrokerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        self._drain.join(5)
 
     def terminate(self, timeout_s: float = 15.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout_s)
+        code = self.process.wait(timeout_s)
+        self._drain.join(5)
+        return code
 
 
 async def eventually(

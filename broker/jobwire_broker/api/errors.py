@@ -62,7 +62,7 @@ def rich_status(err: JobwireError) -> status_pb2.Status:
                 error_details_pb2.PreconditionFailure(
                     violations=[
                         error_details_pb2.PreconditionFailure.Violation(
-                            type=err.reason, subject="lease_token", description=err.message
+                            type=err.reason, subject=err.subject, description=err.message
                         )
                     ]
                 )
@@ -78,7 +78,23 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], err: JobwireError) 
 
 async def abort_internal(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
     log.exception("unexpected error", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+    rich = status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error: {type(exc).__name__}",
+        details=[_pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN))],
+    )
+    status = rpc_status.to_status(rich)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+async def _abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    """Ends the call with the status for `exc`; aborts already under way pass through."""
+    if isinstance(exc, JobwireError):
+        await abort(context, exc)
+    elif isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    else:
+        await abort_internal(context, exc)
 
 
 def unary(
@@ -92,12 +108,8 @@ def unary(
     ) -> Resp:
         try:
             return await fn(self, request, context)
-        except JobwireError as err:
-            await abort(context, err)
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            await abort_internal(context, exc)
+            await _abort_for(context, exc)
         raise AssertionError("abort returned")  # pragma: no cover
 
     return handler
@@ -115,11 +127,7 @@ def streaming(
         try:
             async for item in fn(self, request, context):
                 yield item
-        except JobwireError as err:
-            await abort(context, err)
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            await abort_internal(context, exc)
+            await _abort_for(context, exc)
 
     return handler

@@ -3,6 +3,7 @@ bad request is rejected whole with each problem named and nothing written."""
 
 import json
 import math
+import re
 
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
@@ -25,6 +26,7 @@ from ..store import (
     TraceContext,
 )
 
+EVENT_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})", re.ASCII)
 MAX_TOKEN_BYTES = 128
 MAX_TRACEPARENT_BYTES = 256
 MAX_TRACESTATE_BYTES = 512
@@ -52,6 +54,25 @@ class Parser:
         n = len(value.encode()) if isinstance(value, str) else len(value)
         if n > limit:
             self.bad(field, f"is too large: {n} bytes, limit {limit}")
+
+    def payload_size(self, field: str, value: bytes) -> None:
+        """Like size(), but the error's reason becomes PAYLOAD_TOO_LARGE."""
+        limit = self.limits.max_payload_bytes
+        if len(value) > limit:
+            self.violations.append(
+                FieldViolation(
+                    field,
+                    f"is too large: {len(value)} bytes, limit {limit}",
+                    payload_too_large=True,
+                )
+            )
+
+    def event_id(self, field: str, event_id: str) -> str:
+        """Empty, or a stream entry id as this API hands out: <ms>-<seq>, both uint64."""
+        parts = EVENT_ID_RE.fullmatch(event_id)
+        if event_id and not (parts and all(int(p) < 2**64 for p in parts.groups())):
+            self.bad(field, "must be an event_id received from StreamProgress")
+        return event_id
 
     def required(self, field: str, value: str) -> None:
         if not value:
@@ -106,7 +127,7 @@ class Parser:
 
     def new_job(self, field: str, spec: job_pb2.JobSpec) -> NewJob:
         lim, dft = self.limits, self.defaults
-        self.size(f"{field}.payload", spec.payload, lim.max_payload_bytes)
+        self.payload_size(f"{field}.payload", spec.payload)
         self.size(f"{field}.content_type", spec.content_type, lim.max_content_type_bytes)
         self._headers(f"{field}.headers", dict(spec.headers))
         self.in_range(f"{field}.priority", spec.priority, -lim.max_priority, lim.max_priority)
@@ -207,7 +228,12 @@ class Parser:
         self.size(f"{field}.message", p.message, lim.max_progress_message_bytes)
         details = ""
         if p.HasField("details"):
-            details = json.dumps(json_format.MessageToDict(p.details), separators=(",", ":"))
+            try:
+                as_dict = json_format.MessageToDict(p.details)
+            except ValueError:  # NaN or Infinity: not representable in JSON
+                self.bad(f"{field}.details", "must hold only finite numbers")
+                as_dict = {}
+            details = json.dumps(as_dict, separators=(",", ":"))
             self.size(f"{field}.details", details, lim.max_progress_details_bytes)
         return Progress(p.percent, p.message, details)
 
@@ -228,7 +254,7 @@ class Parser:
     def complete(self, field: str, r: pb.CompleteRequest) -> tuple[str, CompleteItem]:
         queue, seq = self.job_id(f"{field}job_id", r.job_id)
         token = self.token(f"{field}lease_token", r.lease_token)
-        self.size(f"{field}result", r.result, self.limits.max_payload_bytes)
+        self.payload_size(f"{field}result", r.result)
         self.size(
             f"{field}result_content_type", r.result_content_type, self.limits.max_content_type_bytes
         )

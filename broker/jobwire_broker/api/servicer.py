@@ -190,8 +190,9 @@ class BrokerServicer(rpc.BrokerServiceServicer):
     ) -> AsyncIterator[pb.StreamProgressResponse]:
         p = self._parser()
         queue, seq = p.job_id("job_id", request.job_id)
+        after = p.event_id("after_event_id", request.after_event_id)
         p.done()
-        async for event in self.broker.watch(queue, seq, request.after_event_id):
+        async for event in self.broker.watch(queue, seq, after):
             yield out.watch_event(event, queue, request.job_id)
 
     @unary

@@ -29,6 +29,7 @@ class Reason:
 class FieldViolation:
     field: str
     description: str
+    payload_too_large: bool = False  # a payload or result over the size limit
 
 
 @dataclass
@@ -37,13 +38,14 @@ class JobwireError(Exception):
     reason: str
     message: str
     violations: list[FieldViolation] = field(default_factory=list)
+    subject: str = ""  # what a FAILED_PRECONDITION is about, e.g. "lease_token"
 
     def __str__(self) -> str:
         return self.message
 
 
 def invalid(violations: list[FieldViolation]) -> JobwireError:
-    too_large = any("too large" in v.description for v in violations)
+    too_large = any(v.payload_too_large for v in violations)
     reason = Reason.PAYLOAD_TOO_LARGE if too_large else Reason.INVALID_ARGUMENT
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
     return JobwireError(ErrorCode.INVALID_ARGUMENT, reason, summary, violations)
@@ -55,13 +57,19 @@ def not_found(job_id: str) -> JobwireError:
 
 def lease_lost(job_id: str, detail: str) -> JobwireError:
     return JobwireError(
-        ErrorCode.FAILED_PRECONDITION, Reason.LEASE_LOST, f"lease on job {job_id} lost: {detail}"
+        ErrorCode.FAILED_PRECONDITION,
+        Reason.LEASE_LOST,
+        f"lease on job {job_id} lost: {detail}",
+        subject="lease_token",
     )
 
 
 def job_finished(job_id: str, state: str) -> JobwireError:
     return JobwireError(
-        ErrorCode.FAILED_PRECONDITION, Reason.JOB_FINISHED, f"job {job_id} is already {state}"
+        ErrorCode.FAILED_PRECONDITION,
+        Reason.JOB_FINISHED,
+        f"job {job_id} is already {state}",
+        subject=f"job:{job_id}",
     )
 
 
