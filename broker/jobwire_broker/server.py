@@ -10,9 +10,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .api.servicer import BrokerServicer
 from .config import Settings
@@ -20,26 +17,13 @@ from .domain.broker import Broker
 from .domain.maintenance import Maintenance
 from .embedded import EmbeddedValkey
 from .store import Store, StoreUnavailable
+from .store.connection import redis_client
 from .store.notify import Notifier
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BrokerService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def redis_client(settings: Settings, url: str) -> Redis:
-    # No automatic retries: a retried script could apply twice. Callers get
-    # UNAVAILABLE and retry with their own idempotency.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_timeout_s,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
-    return Redis(connection_pool=pool)
 
 
 class BrokerApp:
@@ -68,7 +52,9 @@ class BrokerApp:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ]
         )
-        self.redis = redis_client(self.settings, url)
+        self.redis = redis_client(
+            url, self.settings.redis_max_connections, self.settings.redis_timeout_s
+        )
         self.store = Store(self.redis, self.settings.key_prefix)
         self.notifier = Notifier(self.redis)
         self.notifier.start()

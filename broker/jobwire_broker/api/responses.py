@@ -1,6 +1,7 @@
 """Maps store records to protobuf messages."""
 
 import json
+from functools import lru_cache
 
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
@@ -48,7 +49,9 @@ def error(e: JobError) -> job_pb2.JobError:
     return job_pb2.JobError(type=e.type, message=e.message, non_retryable=e.non_retryable)
 
 
+@lru_cache(maxsize=256)
 def backoff(b: Backoff) -> job_pb2.BackoffPolicy:
+    """Cached: most jobs share a handful of policies. Callers must not mutate it."""
     return job_pb2.BackoffPolicy(
         kind=job_pb2.BackoffKind.ValueType(b.kind),
         initial_delay=duration(b.initial_ms),

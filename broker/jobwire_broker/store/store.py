@@ -6,6 +6,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -254,24 +255,38 @@ def _int(h: dict[bytes, bytes], name: bytes) -> int:
     return int(h.get(name) or 0)
 
 
+STATES = {state.value.encode(): state for state in JobState}
+NO_TRACE = TraceContext()
+
+
+@lru_cache(maxsize=256)
+def _backoff(spec: bytes) -> Backoff:
+    return Backoff.parse(spec.decode())
+
+
+def _json_map(raw: bytes | None) -> dict[str, str]:
+    return json.loads(raw) if raw and raw != b"{}" else {}
+
+
 def _record(queue: str, h: dict[bytes, bytes]) -> JobRecord:
-    trace = json.loads(h[b"trace"]) if h.get(b"trace") else {}
+    """A job from its hash. Runs once per leased job, so it skips work for empty fields."""
+    trace = h.get(b"trace")
     pct = h.get(b"pct")
     etype = h.get(b"etype")
     return JobRecord(
         queue=queue,
         seq=int(h[b"id"].rsplit(b":", 1)[1]),
-        state=JobState(_str(h, b"state")),
+        state=STATES[h[b"state"]],
         payload=h.get(b"payload", b""),
         content_type=_str(h, b"ctype"),
-        headers=json.loads(h.get(b"headers") or b"{}"),
+        headers=_json_map(h.get(b"headers")),
         priority=_int(h, b"prio"),
         max_attempts=_int(h, b"max_att"),
-        backoff=Backoff.parse(_str(h, b"backoff")),
+        backoff=_backoff(h[b"backoff"]),
         lease_ms=_int(h, b"lease_ms"),
         timeout_ms=_int(h, b"exec_ms"),
         idempotency_key=_str(h, b"idem"),
-        trace=TraceContext(**trace),
+        trace=TraceContext(**json.loads(trace)) if trace else NO_TRACE,
         attempt=_int(h, b"att"),
         token=_str(h, b"token"),
         lease_until_ms=_int(h, b"lease_until"),
