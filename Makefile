@@ -1,7 +1,8 @@
 # Jobwire developer commands. `make serve` and `make test` are the README's two commands.
 SHELL := /bin/bash
 TOOLS := .tools
-UV := $(TOOLS)/bin/uv
+# uv lives in its own venv; $(TOOLS)/bin holds only protoc plugins (see GEN_PATH).
+UV := $(TOOLS)/uv/bin/uv
 UV_VERSION := 0.13.8
 
 .PHONY: setup serve test lint generate check-generated bench clean
@@ -16,8 +17,8 @@ GEN_PATH := $(CURDIR)/$(TOOLS)/bin
 export PATH := $(GEN_PATH):$(PATH)
 
 $(UV):
-	python3 -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+	python3 -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/pip install --quiet uv==$(UV_VERSION)
 
 setup: $(UV)
 	$(UV) sync --locked

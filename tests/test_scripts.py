@@ -398,3 +398,17 @@ async def test_events_are_written_only_once_a_job_is_watched(
     ]
     assert events[1].progress == Progress(10.0, "", "")
     assert await s.watch(Q, 99) is None
+
+
+async def test_release_hands_a_job_back_without_counting_the_attempt(
+    s: Store, redis: Redis, prefix: str
+) -> None:
+    await s.enqueue(Q, [NewJob(b"a", max_attempts=1)])
+    seq, token = await lease_one(s)
+    (r,) = await s.fail(Q, [FailItem(seq, token, JobError(""), release=True)])
+    assert (r.code, r.state) == (Code.OK, JobState.READY)
+    assert await field(redis, prefix, seq, "att") == "0"
+    assert await field(redis, prefix, seq, "etype") is None
+    assert "1" in await zset(redis, prefix, "ready") and await zset(redis, prefix, "active") == {}
+    (again,) = (await s.lease(Q, 1)).jobs  # max_attempts=1 still allows its one attempt
+    assert again.attempt == 1

@@ -15,7 +15,7 @@ from .server import BrokerApp
 
 def parser() -> argparse.ArgumentParser:
     d = Settings()
-    root = argparse.ArgumentParser(prog="jobwire", description="Jobwire job broker.")
+    root = argparse.ArgumentParser(prog="jobwire-broker", description="Jobwire job broker.")
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run a broker replica")
     serve.add_argument(

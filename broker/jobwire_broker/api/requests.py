@@ -263,9 +263,10 @@ class Parser:
     def fail(self, field: str, r: pb.FailRequest) -> tuple[str, FailItem]:
         queue, seq = self.job_id(f"{field}job_id", r.job_id)
         token = self.token(f"{field}lease_token", r.lease_token)
-        if not r.HasField("error"):
+        if not r.release and not r.HasField("error"):
             self.bad(f"{field}error", "is required")
-        self.required(f"{field}error.type", r.error.type)
+        if not r.release:
+            self.required(f"{field}error.type", r.error.type)
         self.size(f"{field}error.type", r.error.type, self.limits.max_key_bytes)
         self.size(f"{field}error.message", r.error.message, self.limits.max_error_message_bytes)
         delay = -1
@@ -274,7 +275,7 @@ class Parser:
                 f"{field}retry_delay", r.retry_delay, 0, self.limits.max_delay_ms
             )
         error = JobError(r.error.type, r.error.message, r.error.non_retryable)
-        return queue, FailItem(seq, token, error, delay)
+        return queue, FailItem(seq, token, error, delay, r.release)
 
 
 def _human(ms: int) -> str:

@@ -159,6 +159,7 @@ class FailItem:
     token: str
     error: JobError
     retry_delay_ms: int = -1  # -1: the job's backoff policy
+    release: bool = False  # hand back without counting the attempt
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,7 @@ class Store:
                 int(err.non_retryable),
                 item.retry_delay_ms,
                 random.random(),
+                int(item.release),
             ]
         rows = await self._run("fail", queue, args)
         return [

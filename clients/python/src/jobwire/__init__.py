@@ -1,3 +1,53 @@
-"""Jobwire's Python client: the generated ``jobwire.v1`` stubs and, on top, the SDK."""
+"""Jobwire's Python SDK: a producer client (async, with a sync facade) and a worker
+runtime for the Jobwire gRPC job broker. The generated stubs are in ``jobwire.v1``."""
 
-__all__: list[str] = []
+from ._client import ChannelOptions, Client, RetryPolicy
+from ._errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    JobwireError,
+    LeaseLost,
+    NotFound,
+    Unavailable,
+)
+from ._models import (
+    Backoff,
+    BackoffKind,
+    EnqueueResult,
+    JobEvent,
+    JobFailure,
+    JobInfo,
+    JobState,
+    Progress,
+    job_spec,
+)
+from ._sync import SyncClient
+from ._worker import Job, NonRetryable, RetryAfter, Worker
+
+__all__ = [
+    "Backoff",
+    "BackoffKind",
+    "ChannelOptions",
+    "Client",
+    "EnqueueResult",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "Job",
+    "JobEvent",
+    "JobFailure",
+    "JobInfo",
+    "JobState",
+    "JobwireError",
+    "LeaseLost",
+    "NonRetryable",
+    "NotFound",
+    "Progress",
+    "RetryAfter",
+    "RetryPolicy",
+    "SyncClient",
+    "Unavailable",
+    "Worker",
+    "job_spec",
+]

@@ -509,10 +509,16 @@ class FailRequest(_message.Message):
     LEASE_TOKEN_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     RETRY_DELAY_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The leased job. Required."""
     lease_token: _builtins.str
     """The token from Lease. Required."""
+    release: _builtins.bool
+    """Hand the job back without counting this attempt, for a job the worker leased but
+    never started (e.g. prefetched when it shut down). The job is ready again at once,
+    or after `retry_delay`; `error` is not recorded and may be left unset.
+    """
     @_builtins.property
     def error(self) -> _job_pb2.JobError:
         """What went wrong. Required (`error.type` must be set)."""
@@ -530,10 +536,11 @@ class FailRequest(_message.Message):
         lease_token: _builtins.str = ...,
         error: _job_pb2.JobError | None = ...,
         retry_delay: _duration_pb2.Duration | None = ...,
+        release: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "retry_delay", b"retry_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "job_id", b"job_id", "lease_token", b"lease_token", "retry_delay", b"retry_delay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "job_id", b"job_id", "lease_token", b"lease_token", "release", b"release", "retry_delay", b"retry_delay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,139 @@
+"""A blocking producer client for synchronous code (scripts, Django, Flask), on gRPC's
+sync channel: no event loop involved."""
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+
+from ._client import DEFAULT_TARGET, ChannelOptions, RetryPolicy
+from ._errors import Unavailable, error_from_rpc
+from ._models import (
+    Backoff,
+    EnqueueResult,
+    JobInfo,
+    JobState,
+    Seconds,
+    job_info,
+    job_spec,
+)
+from ._trace import current_trace_context
+from .v1 import broker_service_pb2 as pb
+from .v1 import broker_service_pb2_grpc as rpc
+from .v1 import job_pb2
+
+T = TypeVar("T")
+
+
+class SyncClient:
+    """The blocking twin of Client: enqueue, enqueue_batch, get and cancel.
+
+    with SyncClient("127.0.0.1:50051") as jobs:
+        jobs.enqueue("emails", {"to": "a@b.c"})
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        options: ChannelOptions | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.options = options or ChannelOptions()
+        self.retry = retry or RetryPolicy()
+        creds = self.options.credentials
+        opts = self.options.grpc_options()
+        self.channel = (
+            grpc.secure_channel(target, creds, opts)
+            if creds
+            else grpc.insecure_channel(target, opts)
+        )
+        self.stub = rpc.BrokerServiceStub(self.channel)
+
+    def __enter__(self) -> "SyncClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, method: Callable[..., T], request: Any, *, idempotent: bool) -> T:
+        attempt = 0
+        while True:
+            try:
+                return method(
+                    request, timeout=self.options.timeout_s, metadata=self.options.metadata
+                )
+            except grpc.RpcError as err:
+                error = error_from_rpc(err)
+            if not (
+                idempotent and isinstance(error, Unavailable) and attempt + 1 < self.retry.attempts
+            ):
+                raise error
+            time.sleep(self.retry.delay(attempt, error.retry_after))
+            attempt += 1
+
+    def enqueue(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: int = 0,
+        delay: Seconds | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int = 0,
+        backoff: Backoff | None = None,
+        lease_duration: Seconds | None = None,
+        execution_timeout: Seconds | None = None,
+        idempotency_key: str | None = None,
+        idempotency_window: Seconds | None = None,
+    ) -> EnqueueResult:
+        """As Client.enqueue."""
+        spec = job_spec(
+            payload,
+            content_type=content_type,
+            headers=headers,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            lease_duration=lease_duration,
+            execution_timeout=execution_timeout,
+            idempotency_key=idempotency_key,
+            idempotency_window=idempotency_window,
+            trace=current_trace_context(),
+        )
+        reply = self._call(
+            self.stub.Enqueue,
+            pb.EnqueueRequest(queue=queue, job=spec),
+            idempotent=bool(idempotency_key),
+        )
+        return EnqueueResult(reply.job_id, reply.duplicate, JobState(reply.state))
+
+    def enqueue_batch(
+        self, queue: str, jobs: Iterable[job_pb2.JobSpec | Any]
+    ) -> list[EnqueueResult]:
+        """As Client.enqueue_batch."""
+        trace = current_trace_context()
+        specs = [j if isinstance(j, job_pb2.JobSpec) else job_spec(j, trace=trace) for j in jobs]
+        reply = self._call(
+            self.stub.EnqueueBatch,
+            pb.EnqueueBatchRequest(queue=queue, jobs=specs),
+            idempotent=all(s.idempotency_key for s in specs),
+        )
+        return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
+
+    def get(self, job_id: str) -> JobInfo:
+        reply = self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), idempotent=True)
+        return job_info(reply.job)
+
+    def cancel(self, job_id: str) -> JobState:
+        reply = self._call(self.stub.CancelJob, pb.CancelJobRequest(job_id=job_id), idempotent=True)
+        return JobState(reply.state)

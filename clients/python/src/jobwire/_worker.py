@@ -1,0 +1,520 @@
+"""The worker runtime: leases jobs in batches, runs handlers concurrently, heartbeats
+every lease it holds in one call per interval, and settles results in small batches.
+
+Per queue, one lease loop long-polls the broker and fills a local buffer; N runner
+tasks take jobs from it. A heartbeat task renews all held leases at a fraction of their
+duration and carries the latest progress (coalesced); a settler sends completions and
+failures with SettleBatch, flushed within a few milliseconds.
+"""
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import signal
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ._client import ChannelOptions, Client
+from ._errors import JobwireError, Unavailable, item_error
+from ._models import JSON, Progress, Seconds, duration, encode, progress_to, seconds
+from .v1 import broker_service_pb2 as pb
+from .v1 import job_pb2
+
+log = logging.getLogger("jobwire.worker")
+Handler = Callable[["Job"], Any]
+H = TypeVar("H", bound=Handler)
+
+
+class NonRetryable(Exception):
+    """Raise (or subclass) for failures that retrying cannot fix: the job goes dead."""
+
+
+class RetryAfter(Exception):
+    """Raise to retry the job after exactly `delay` instead of its backoff policy."""
+
+    def __init__(self, delay: Seconds, message: str = "") -> None:
+        super().__init__(message or f"retry after {seconds(delay):g}s")
+        self.delay = delay
+
+
+class Job:
+    """A leased job as a handler sees it."""
+
+    def __init__(self, leased: pb.LeasedJob, wake: Callable[[], None]) -> None:
+        j = leased.job
+        self.id: str = j.id
+        self.queue: str = j.queue
+        self.payload: bytes = j.spec.payload
+        self.content_type: str = j.spec.content_type
+        self.headers: Mapping[str, str] = dict(j.spec.headers)
+        self.attempt: int = leased.attempt
+        self.max_attempts: int = j.spec.max_attempts
+        self.trace_context: Mapping[str, str] = {
+            "traceparent": j.spec.trace_context.traceparent,
+            "tracestate": j.spec.trace_context.tracestate,
+            "baggage": j.spec.trace_context.baggage,
+        }
+        self.lease_token: str = leased.lease_token
+        self.lease_duration_s: float = j.spec.lease_duration.ToMilliseconds() / 1000 or 30.0
+        self._cancelled = threading.Event()
+        self._pending_progress: Progress | None = None
+        self._wake = wake
+
+    def json(self) -> Any:
+        """The payload decoded as JSON."""
+        return json.loads(self.payload)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled or its lease lost: sync handlers should stop."""
+        return self._cancelled.is_set()
+
+    def progress(self, percent: float, message: str = "", **details: Any) -> None:
+        """Records progress; the heartbeat task sends the latest value shortly after.
+        Safe to call from sync handlers running in threads."""
+        self._pending_progress = Progress(percent, message, details)
+        self._wake()
+
+    def _take_progress(self) -> Progress | None:
+        progress, self._pending_progress = self._pending_progress, None
+        return progress
+
+
+@dataclass(eq=False)
+class _Held:
+    """A lease the worker holds, from Lease until its settlement is acknowledged."""
+
+    job: Job
+    next_beat: float
+    task: "asyncio.Future[Any] | None" = None
+    stop_reason: str = ""  # "lost", "cancel" or "shutdown" once the handler is stopped
+    last_beat: float = 0.0
+
+
+@dataclass
+class _Queue:
+    name: str
+    handler: Handler
+    concurrency: int
+    prefetch: int
+    buffer: "asyncio.Queue[_Held | None]" = field(default_factory=asyncio.Queue)
+    outstanding: int = 0
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def is_async(self) -> bool:
+        call = getattr(self.handler, "__call__", None)  # noqa: B004 - async callables too
+        return inspect.iscoroutinefunction(self.handler) or inspect.iscoroutinefunction(call)
+
+    @property
+    def capacity(self) -> int:
+        return self.concurrency + self.prefetch
+
+
+class Worker:
+    """Runs handlers for one or more queues.
+
+        worker = Worker("127.0.0.1:50051", concurrency=10)
+
+        @worker.handler("emails")
+        async def send(job: Job) -> dict:
+            ...
+
+        asyncio.run(worker.run())
+
+    A handler returns the result (bytes, str, or JSON-able) or raises: NonRetryable goes
+    dead, RetryAfter retries after its delay, any other exception retries with backoff.
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        concurrency: int = 10,
+        prefetch: int | None = None,
+        heartbeat: bool = True,
+        heartbeat_fraction: float = 1 / 3,
+        progress_interval: float = 0.1,
+        lease_wait: float = 5.0,
+        grace_period: float = 30.0,
+        settle_linger: float = 0.002,
+        worker_id: str | None = None,
+        options: ChannelOptions | None = None,
+    ) -> None:
+        self.target = target
+        self.concurrency = concurrency
+        self.prefetch = concurrency if prefetch is None else prefetch
+        self.heartbeat = heartbeat
+        self.heartbeat_fraction = heartbeat_fraction
+        self.progress_interval = progress_interval
+        self.lease_wait = lease_wait
+        self.grace_period = grace_period
+        self.settle_linger = settle_linger
+        self.worker_id = worker_id or f"py-{uuid.uuid4().hex[:8]}"
+        self.options = options
+        self._queues: dict[str, _Queue] = {}
+        self._held: dict[str, _Held] = {}
+        self._stopping = asyncio.Event()
+        self._beat_now = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._settlements: list[tuple[pb.Settlement, _Held]] = []
+        self._settle_wake = asyncio.Event()
+        self._settling: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- registration ---------------------------------------------------------------
+
+    def handler(
+        self, queue: str, *, concurrency: int | None = None, prefetch: int | None = None
+    ) -> Callable[[H], H]:
+        """Decorator that registers a handler (async, or sync to run in a thread)."""
+
+        def register(fn: H) -> H:
+            self.register(queue, fn, concurrency=concurrency, prefetch=prefetch)
+            return fn
+
+        return register
+
+    def register(
+        self,
+        queue: str,
+        fn: Handler,
+        *,
+        concurrency: int | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        n = concurrency or self.concurrency
+        ahead = prefetch if prefetch is not None else self.prefetch if concurrency is None else n
+        self._queues[queue] = _Queue(queue, fn, n, ahead)
+
+    @property
+    def queues(self) -> list[str]:
+        return list(self._queues)
+
+    def configure(self, *, concurrency: int | None = None,
+                  queues: Sequence[str] | None = None) -> None:
+        """Overrides concurrency for every queue and keeps only `queues` (as the CLI's
+        --concurrency and --queue flags do). Call before run()."""
+        if queues is not None:
+            unknown = set(queues) - set(self._queues)
+            if unknown:
+                raise ValueError(f"no handler for queue(s): {', '.join(sorted(unknown))}")
+            self._queues = {name: q for name, q in self._queues.items() if name in queues}
+        if concurrency is not None:
+            self.concurrency = concurrency
+            for q in self._queues.values():
+                q.concurrency = q.prefetch = concurrency
+
+    # -- running --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stops leasing; running jobs get the grace period to finish. Thread-safe."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stopping.set)
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Runs until stop() or SIGTERM/SIGINT, then shuts down gracefully."""
+        if not self._queues:
+            raise ValueError("no handlers registered")
+        self._loop = asyncio.get_running_loop()
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stopping.set)
+        threads = sum(q.concurrency for q in self._queues.values())
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="jobwire-handler")
+        async with Client(self.target, options=self.options) as self.client:
+            background = [asyncio.create_task(self._settle_loop())]
+            if self.heartbeat:
+                background.append(asyncio.create_task(self._heartbeat_loop()))
+            leasing = [asyncio.create_task(self._lease_loop(q)) for q in self._queues.values()]
+            runners = [
+                asyncio.create_task(self._runner(q))
+                for q in self._queues.values()
+                for _ in range(q.concurrency)
+            ]
+            await self._stopping.wait()
+            log.info("stopping: no new leases, %d jobs held", len(self._held))
+            await asyncio.gather(*leasing)
+            await self._shutdown(runners)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.remove_signal_handler(sig)
+
+    async def _shutdown(self, runners: list[asyncio.Task[None]]) -> None:
+        """Hands back jobs never started, lets running ones finish within the grace
+        period, fails the rest back to the queue, and flushes every settlement."""
+        for q in self._queues.values():
+            while not q.buffer.empty():
+                held = q.buffer.get_nowait()
+                if held is not None:
+                    self._settle(held, pb.FailRequest(release=True))
+                    q.outstanding -= 1
+            for _ in range(q.concurrency):
+                q.buffer.put_nowait(None)
+        _, pending = await asyncio.wait(runners, timeout=self.grace_period)
+        if pending:
+            log.warning("grace period over: handing back %d running jobs", len(pending))
+            for held in list(self._held.values()):
+                self._stop_handler(held, "shutdown")
+            await asyncio.wait(pending)
+        while self._settlements or self._settling:
+            self._settle_wake.set()
+            await asyncio.sleep(self.settle_linger)
+
+    # -- leasing --------------------------------------------------------------------
+
+    async def _lease_loop(self, q: _Queue) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            room = q.capacity - q.outstanding
+            if room <= 0:
+                q.room.clear()
+                await _first(q.room.wait(), self._stopping.wait())
+                continue
+            request = pb.LeaseRequest(
+                queue=q.name,
+                max_jobs=min(room, 1000),
+                wait=duration(self.lease_wait),
+                worker_id=self.worker_id,
+            )
+            try:
+                reply = await self.client.call(
+                    self.client.stub.Lease, request, idempotent=True, timeout_s=self.lease_wait + 10
+                )
+            except JobwireError as err:
+                # Never give up: a worker must resume when the broker or Redis is back.
+                failures += 1
+                log.warning("lease from %s failed (%s); retrying", q.name, err)
+                await _first(asyncio.sleep(min(5.0, 0.1 * 2**failures)), self._stopping.wait())
+                continue
+            failures = 0
+            for leased in reply.jobs:
+                self._hold(q, leased)
+
+    def _hold(self, q: _Queue, leased: pb.LeasedJob) -> None:
+        job = Job(leased, self._wake_heartbeat)
+        now = asyncio.get_running_loop().time()
+        held = _Held(job, now + job.lease_duration_s * self.heartbeat_fraction, last_beat=now)
+        self._held[job.id] = held
+        q.outstanding += 1
+        if self._stopping.is_set():
+            self._settle(held, pb.FailRequest(release=True))
+            q.outstanding -= 1
+        else:
+            q.buffer.put_nowait(held)
+
+    def _wake_heartbeat(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._beat_now.set)
+
+    # -- running handlers -----------------------------------------------------------
+
+    async def _runner(self, q: _Queue) -> None:
+        while (held := await q.buffer.get()) is not None:
+            try:
+                await self._run_one(q, held)
+            finally:
+                q.outstanding -= 1
+                q.room.set()
+
+    async def _run_one(self, q: _Queue, held: _Held) -> None:
+        if held.stop_reason:  # lost or cancelled while waiting in the buffer
+            self._finish_stopped(held)
+            return
+        try:
+            if q.is_async:
+                # Runs inline; the runner task itself is cancelled if the lease is lost.
+                held.task = asyncio.current_task()
+                result = await q.handler(held.job)
+            else:
+                loop = asyncio.get_running_loop()
+                held.task = loop.run_in_executor(self._executor, q.handler, held.job)
+                result = await held.task
+        except asyncio.CancelledError:
+            held.task = None
+            if not held.stop_reason:
+                raise  # the worker itself is being torn down
+            if q.is_async:
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()
+            self._finish_stopped(held)
+            return
+        except Exception as error:
+            held.task = None
+            self._settle(held, _failure(error))
+            return
+        held.task = None
+        if held.stop_reason:
+            self._finish_stopped(held)
+            return
+        data, ctype = (b"", "") if result is None else encode(result, None)
+        self._settle(held, pb.CompleteRequest(result=data, result_content_type=ctype))
+
+    def _stop_handler(self, held: _Held, reason: str) -> None:
+        if held.stop_reason:
+            return
+        held.stop_reason = reason
+        held.job._cancelled.set()
+        if held.task is not None and not held.task.done():
+            held.task.cancel()
+
+    def _finish_stopped(self, held: _Held) -> None:
+        if held.stop_reason == "lost":
+            self._held.pop(held.job.id, None)  # someone else owns it now: send nothing
+        elif held.stop_reason == "cancel":
+            self._settle(
+                held,
+                pb.FailRequest(
+                    error=job_pb2.JobError(type="Cancelled", message="cancellation was requested")
+                ),
+            )
+        else:
+            self._settle(
+                held,
+                pb.FailRequest(
+                    error=job_pb2.JobError(type="WorkerShutdown", message="worker stopped"),
+                    retry_delay=duration(0),
+                ),
+            )
+
+    # -- heartbeats -----------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            due = [h for h in self._held.values() if self._beat_due(h, now)]
+            if due:
+                await self._beat(due)
+            upcoming = [h.next_beat for h in self._held.values()]
+            wait = min([*upcoming, now + 1.0]) - loop.time()
+            self._beat_now.clear()
+            await _first(asyncio.sleep(max(wait, self.progress_interval)), self._beat_now.wait())
+
+    def _beat_due(self, held: _Held, now: float) -> bool:
+        if held.stop_reason:
+            return False
+        has_progress = held.job._pending_progress is not None
+        return held.next_beat <= now or (
+            has_progress and now - held.last_beat >= self.progress_interval
+        )
+
+    async def _beat(self, due: list[_Held]) -> None:
+        loop = asyncio.get_running_loop()
+        beats = []
+        for held in due:
+            beat = pb.HeartbeatRequest(job_id=held.job.id, lease_token=held.job.lease_token)
+            progress = held.job._take_progress()
+            if progress is not None:
+                beat.progress.CopyFrom(progress_to(progress))
+            beats.append(beat)
+        try:
+            reply = await self.client.call(
+                self.client.stub.HeartbeatBatch,
+                pb.HeartbeatBatchRequest(heartbeats=beats),
+                idempotent=True,
+            )
+        except JobwireError as err:
+            log.warning("heartbeat failed (%s); retrying", err)
+            return
+        now = loop.time()
+        for held, result in zip(due, reply.results, strict=True):
+            held.last_beat = now
+            held.next_beat = now + held.job.lease_duration_s * self.heartbeat_fraction
+            if result.status.code != 0:
+                log.warning("lease on %s lost: %s", held.job.id, result.status.message)
+                self._stop_handler(held, "lost")
+            elif result.cancel_requested:
+                self._stop_handler(held, "cancel")
+
+    # -- settling -------------------------------------------------------------------
+
+    def _settle(self, held: _Held, outcome: pb.CompleteRequest | pb.FailRequest) -> None:
+        outcome.job_id = held.job.id
+        outcome.lease_token = held.job.lease_token
+        if isinstance(outcome, pb.CompleteRequest):
+            settlement = pb.Settlement(complete=outcome)
+        else:
+            settlement = pb.Settlement(fail=outcome)
+        self._settlements.append((settlement, held))
+        self._settle_wake.set()
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await self._settle_wake.wait()
+            await asyncio.sleep(self.settle_linger)  # let a batch gather
+            self._settle_wake.clear()
+            while self._settlements:
+                batch, self._settlements = self._settlements[:1000], self._settlements[1000:]
+                task = asyncio.create_task(self._send_settlements(batch))
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+                if len(self._settling) >= 4:
+                    await asyncio.wait(self._settling, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _send_settlements(self, batch: list[tuple[pb.Settlement, _Held]]) -> None:
+        request = pb.SettleBatchRequest(settlements=[s for s, _ in batch])
+        for attempt in range(20):
+            try:
+                # Safe to repeat: a second settlement of the same lease is refused.
+                reply = await self.client.call(
+                    self.client.stub.SettleBatch, request, idempotent=True
+                )
+                break
+            except Unavailable as err:
+                log.warning("settling %d jobs failed (%s); retrying", len(batch), err)
+                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+        else:
+            log.error("gave up settling %d jobs; their leases will expire", len(batch))
+            reply = None
+        for i, (_, held) in enumerate(batch):
+            self._held.pop(held.job.id, None)
+            if reply is not None:
+                s = reply.results[i].status
+                error = item_error(s.code, s.reason, s.message)
+                if error is not None:
+                    log.warning("settling %s refused: %s", held.job.id, error)
+
+
+def _failure(error: BaseException) -> pb.FailRequest:
+    failure = pb.FailRequest(
+        error=job_pb2.JobError(
+            type=type(error).__name__,
+            message=str(error)[:8000],
+            non_retryable=isinstance(error, NonRetryable),
+        )
+    )
+    if isinstance(error, RetryAfter):
+        failure.retry_delay.CopyFrom(duration(error.delay))
+    if not isinstance(error, NonRetryable | RetryAfter):
+        log.warning("job failed: %s: %s", type(error).__name__, error, exc_info=error)
+    return failure
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    """Waits until the first of several awaitables finishes; cancels the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+
+__all__ = ["JSON", "Handler", "Job", "NonRetryable", "RetryAfter", "Worker"]
