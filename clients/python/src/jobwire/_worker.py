@@ -197,8 +197,9 @@ class Worker:
     def queues(self) -> list[str]:
         return list(self._queues)
 
-    def configure(self, *, concurrency: int | None = None,
-                  queues: Sequence[str] | None = None) -> None:
+    def configure(
+        self, *, concurrency: int | None = None, queues: Sequence[str] | None = None
+    ) -> None:
         """Overrides concurrency for every queue and keeps only `queues` (as the CLI's
         --concurrency and --queue flags do). Call before run()."""
         if queues is not None:
@@ -307,6 +308,7 @@ class Worker:
         now = asyncio.get_running_loop().time()
         held = _Held(job, now + job.lease_duration_s * self.heartbeat_fraction, last_beat=now)
         self._held[job.id] = held
+        self._beat_now.set()  # reschedule: this lease may be due before the current wait ends
         q.outstanding += 1
         if self._stopping.is_set():
             self._settle(held, pb.FailRequest(release=True))

@@ -23,17 +23,21 @@ from ._models import JobEvent, JobInfo
 from ._worker import Worker
 
 EXIT_CODES: list[tuple[type[JobwireError], int]] = [
-    (InvalidArgument, 2), (NotFound, 3), (Unavailable, 4)]
+    (InvalidArgument, 2),
+    (NotFound, 3),
+    (Unavailable, 4),
+]
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="jobwire", description=__doc__.splitlines()[0])
-    root.add_argument("--target", default=DEFAULT_TARGET, help="broker host:port")
-    root.add_argument("--json", action="store_true", help="machine-readable output")
-    root.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    _common_options(root, DEFAULT_TARGET, False, 10.0)
+    # The same options after the subcommand too (`jobwire get ID --target ...`).
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
     sub = root.add_subparsers(dest="command", required=True)
 
-    enq = sub.add_parser("enqueue", help="add a job")
+    enq = sub.add_parser("enqueue", help="add a job", parents=[common])
     enq.add_argument("queue")
     source = enq.add_mutually_exclusive_group(required=True)
     source.add_argument("payload", nargs="?", help="payload text (JSON is sent as JSON)")
@@ -45,19 +49,31 @@ def parser() -> argparse.ArgumentParser:
     enq.add_argument("--max-attempts", type=int, default=0)
     enq.add_argument("--idempotency-key")
 
-    for name, text in (("get", "show a job"), ("cancel", "cancel a job"),
-                       ("watch", "follow a job's progress until it ends")):
-        sub.add_parser(name, help=text).add_argument("job_id")
+    for name, text in (
+        ("get", "show a job"),
+        ("cancel", "cancel a job"),
+        ("watch", "follow a job's progress until it ends"),
+    ):
+        sub.add_parser(name, help=text, parents=[common]).add_argument("job_id")
 
-    work = sub.add_parser("worker", help="run handlers: jobwire worker module:attr")
+    work = sub.add_parser(
+        "worker", help="run handlers: jobwire worker module:attr", parents=[common]
+    )
     work.add_argument("app", help="module:attribute naming a Worker or a {queue: handler} dict")
     work.add_argument("--queue", action="append", default=[], help="only these queues")
     work.add_argument("--concurrency", type=int, help="jobs at once per queue (default 10)")
     work.add_argument("--grace", type=float, default=30.0, help="seconds to finish on stop")
 
-    sub.add_parser("serve", help="run the broker (needs the jobwire-broker package)",
-                   add_help=False)
+    sub.add_parser(
+        "serve", help="run the broker (needs the jobwire-broker package)", add_help=False
+    )
     return root
+
+
+def _common_options(p: argparse.ArgumentParser, target: Any, as_json: Any, timeout: Any) -> None:
+    p.add_argument("--target", default=target, help="broker host:port")
+    p.add_argument("--json", action="store_true", default=as_json, help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=timeout, help="seconds per call")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,11 +115,20 @@ async def _run(args: argparse.Namespace) -> int:
     async with Client(args.target, options=options, retry=RetryPolicy(attempts=2)) as client:
         if args.command == "enqueue":
             result = await client.enqueue(
-                args.queue, _payload(args), content_type=args.content_type,
-                headers=_headers(args.header), priority=args.priority, delay=args.delay,
-                max_attempts=args.max_attempts, idempotency_key=args.idempotency_key)
-            _print(args, asdict(result), f"{result.job_id}"
-                   + (" (duplicate)" if result.duplicate else ""))
+                args.queue,
+                _payload(args),
+                content_type=args.content_type,
+                headers=_headers(args.header),
+                priority=args.priority,
+                delay=args.delay,
+                max_attempts=args.max_attempts,
+                idempotency_key=args.idempotency_key,
+            )
+            _print(
+                args,
+                asdict(result),
+                f"{result.job_id}" + (" (duplicate)" if result.duplicate else ""),
+            )
         elif args.command == "get":
             info = await client.get(args.job_id)
             _print(args, _info_dict(info), _info_text(info))
@@ -120,10 +145,17 @@ async def _watch(client: Client, args: argparse.Namespace) -> int:
     async for event in client.watch(args.job_id):
         last = event
         if args.json:
-            print(json.dumps({"event_id": event.id, "kind": event.kind,
-                              "state": event.state.name,
-                              "progress": asdict(event.progress) if event.progress else None}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "event_id": event.id,
+                        "kind": event.kind,
+                        "state": event.state.name,
+                        "progress": asdict(event.progress) if event.progress else None,
+                    }
+                ),
+                flush=True,
+            )
         else:
             _draw(event, sys.stdout)
     if not args.json:
