@@ -27,6 +27,8 @@ from .v1 import broker_service_pb2 as pb
 from .v1 import job_pb2
 
 log = logging.getLogger("jobwire.worker")
+BUFFER_S = 0.05
+MAX_PREFETCH = 500
 Handler = Callable[["Job"], Any]
 H = TypeVar("H", bound=Handler)
 
@@ -102,19 +104,32 @@ class _Queue:
     name: str
     handler: Handler
     concurrency: int
-    prefetch: int
+    prefetch: int | None  # None: adaptive, about BUFFER_S of work (see capacity)
     buffer: "asyncio.Queue[_Held | None]" = field(default_factory=asyncio.Queue)
     outstanding: int = 0
     room: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def is_async(self) -> bool:
+    is_async: bool = False
+
+    def __post_init__(self) -> None:
         call = getattr(self.handler, "__call__", None)  # noqa: B004 - async callables too
-        return inspect.iscoroutinefunction(self.handler) or inspect.iscoroutinefunction(call)
+        self.is_async = inspect.iscoroutinefunction(self.handler) or (
+            inspect.iscoroutinefunction(call))
+
+    avg_s: float = 0.05  # moving average of handler run time
 
     @property
     def capacity(self) -> int:
-        return self.concurrency + self.prefetch
+        """Jobs held at once: running plus buffered. Adaptive prefetch keeps about
+        BUFFER_S of work waiting, so fast handlers get deep batches from each Lease and
+        slow jobs are not hoarded away from other workers."""
+        if self.prefetch is not None:
+            return self.concurrency + self.prefetch
+        ahead = round(self.concurrency * BUFFER_S / max(self.avg_s, 1e-6))
+        return self.concurrency + max(1, min(ahead, MAX_PREFETCH))
+
+    def observe(self, elapsed_s: float) -> None:
+        self.avg_s += (elapsed_s - self.avg_s) * 0.05
 
 
 class Worker:
@@ -149,7 +164,7 @@ class Worker:
     ) -> None:
         self.target = target
         self.concurrency = concurrency
-        self.prefetch = concurrency if prefetch is None else prefetch
+        self.prefetch = prefetch
         self.heartbeat = heartbeat
         self.heartbeat_fraction = heartbeat_fraction
         self.progress_interval = progress_interval
@@ -162,6 +177,7 @@ class Worker:
         self._held: dict[str, _Held] = {}
         self._stopping = asyncio.Event()
         self._beat_now = asyncio.Event()
+        self._next_wake = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settlements: list[tuple[pb.Settlement, _Held]] = []
         self._settle_wake = asyncio.Event()
@@ -190,7 +206,7 @@ class Worker:
         prefetch: int | None = None,
     ) -> None:
         n = concurrency or self.concurrency
-        ahead = prefetch if prefetch is not None else self.prefetch if concurrency is None else n
+        ahead = self.prefetch if prefetch is None else prefetch
         self._queues[queue] = _Queue(queue, fn, n, ahead)
 
     @property
@@ -210,7 +226,7 @@ class Worker:
         if concurrency is not None:
             self.concurrency = concurrency
             for q in self._queues.values():
-                q.concurrency = q.prefetch = concurrency
+                q.concurrency = concurrency
 
     # -- running --------------------------------------------------------------------
 
@@ -308,7 +324,8 @@ class Worker:
         now = asyncio.get_running_loop().time()
         held = _Held(job, now + job.lease_duration_s * self.heartbeat_fraction, last_beat=now)
         self._held[job.id] = held
-        self._beat_now.set()  # reschedule: this lease may be due before the current wait ends
+        if held.next_beat < self._next_wake:  # due before the heartbeat loop wakes up
+            self._beat_now.set()
         q.outstanding += 1
         if self._stopping.is_set():
             self._settle(held, pb.FailRequest(release=True))
@@ -324,10 +341,13 @@ class Worker:
     # -- running handlers -----------------------------------------------------------
 
     async def _runner(self, q: _Queue) -> None:
+        clock = asyncio.get_running_loop().time
         while (held := await q.buffer.get()) is not None:
+            started = clock()
             try:
                 await self._run_one(q, held)
             finally:
+                q.observe(clock() - started)
                 q.outstanding -= 1
                 q.room.set()
 
@@ -402,9 +422,10 @@ class Worker:
             if due:
                 await self._beat(due)
             upcoming = [h.next_beat for h in self._held.values()]
-            wait = min([*upcoming, now + 1.0]) - loop.time()
+            wait = max(min([*upcoming, now + 1.0]) - loop.time(), self.progress_interval)
+            self._next_wake = loop.time() + wait
             self._beat_now.clear()
-            await _first(asyncio.sleep(max(wait, self.progress_interval)), self._beat_now.wait())
+            await _first(asyncio.sleep(wait), self._beat_now.wait())
 
     def _beat_due(self, held: _Held, now: float) -> bool:
         if held.stop_reason:
