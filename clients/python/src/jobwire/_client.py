@@ -21,7 +21,7 @@ from ._models import (
     job_info,
     job_spec,
 )
-from ._trace import current_trace_context
+from ._trace import Send, grpc_metadata
 from .v1 import broker_service_pb2 as pb
 from .v1 import broker_service_pb2_grpc as rpc
 from .v1 import job_pb2
@@ -59,10 +59,38 @@ class ChannelOptions:
     def grpc_options(self) -> list[tuple[str, Any]]:
         return [
             ("grpc.keepalive_time_ms", int(self.keepalive_s * 1000)),
+            # Reconnect to a restarted broker within seconds, not gRPC's default 2 min.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
         ]
+
+
+def batch_specs(
+    jobs: Sequence[job_pb2.JobSpec | Any], traces: Sequence[Mapping[str, str]]
+) -> list[job_pb2.JobSpec]:
+    """JobSpecs for a batch: payloads are encoded, and each job without a trace context
+    of its own gets its creation span's."""
+    specs = []
+    for job, trace in zip(jobs, traces, strict=True):
+        if isinstance(job, job_pb2.JobSpec):
+            if trace and not job.HasField("trace_context"):
+                job = job_spec_with_trace(job, trace)
+            specs.append(job)
+        else:
+            specs.append(job_spec(job, trace=trace))
+    return specs
+
+
+def job_spec_with_trace(spec: job_pb2.JobSpec, trace: Mapping[str, str]) -> job_pb2.JobSpec:
+    out = job_pb2.JobSpec()
+    out.CopyFrom(spec)
+    out.trace_context.traceparent = trace.get("traceparent", "")
+    out.trace_context.tracestate = trace.get("tracestate", "")
+    out.trace_context.baggage = trace.get("baggage", "")
+    return out
 
 
 def open_channel(target: str, options: ChannelOptions) -> grpc.aio.Channel:
@@ -115,7 +143,7 @@ class Client:
                 return await method(
                     request,
                     timeout=timeout_s or self.options.timeout_s,
-                    metadata=self.options.metadata,
+                    metadata=grpc_metadata(self.options.metadata),
                 )
             except grpc.RpcError as err:
                 error = error_from_rpc(err)
@@ -146,26 +174,28 @@ class Client:
         """Adds a job. `payload`: bytes as they are, str as UTF-8 text, anything else as
         JSON. Retried on UNAVAILABLE only with an idempotency key (else a retry could
         create a second job)."""
-        spec = job_spec(
-            payload,
-            content_type=content_type,
-            headers=headers,
-            priority=priority,
-            delay=delay,
-            run_at=run_at,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            lease_duration=lease_duration,
-            execution_timeout=execution_timeout,
-            idempotency_key=idempotency_key,
-            idempotency_window=idempotency_window,
-            trace=current_trace_context(),
-        )
-        reply = await self.call(
-            self.stub.Enqueue,
-            pb.EnqueueRequest(queue=queue, job=spec),
-            idempotent=bool(idempotency_key),
-        )
+        with Send(queue, 1) as send:
+            spec = job_spec(
+                payload,
+                content_type=content_type,
+                headers=headers,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                lease_duration=lease_duration,
+                execution_timeout=execution_timeout,
+                idempotency_key=idempotency_key,
+                idempotency_window=idempotency_window,
+                trace=send.trace_contexts[0],
+            )
+            reply = await self.call(
+                self.stub.Enqueue,
+                pb.EnqueueRequest(queue=queue, job=spec),
+                idempotent=bool(idempotency_key),
+            )
+            send.done([reply.job_id])
         return EnqueueResult(reply.job_id, reply.duplicate, JobState(reply.state))
 
     async def enqueue_batch(
@@ -173,13 +203,15 @@ class Client:
     ) -> list[EnqueueResult]:
         """Adds up to 1000 jobs to one queue, all or none. Items are payloads (encoded as
         in enqueue) or JobSpecs built with `jobwire.job_spec(...)` for per-job options."""
-        trace = current_trace_context()
-        specs = [j if isinstance(j, job_pb2.JobSpec) else job_spec(j, trace=trace) for j in jobs]
-        reply = await self.call(
-            self.stub.EnqueueBatch,
-            pb.EnqueueBatchRequest(queue=queue, jobs=specs),
-            idempotent=all(s.idempotency_key for s in specs),
-        )
+        items = list(jobs)
+        with Send(queue, len(items)) as send:
+            specs = batch_specs(items, send.trace_contexts)
+            reply = await self.call(
+                self.stub.EnqueueBatch,
+                pb.EnqueueBatchRequest(queue=queue, jobs=specs),
+                idempotent=all(s.idempotency_key for s in specs),
+            )
+            send.done([r.job_id for r in reply.results])
         return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
 
     async def get(self, job_id: str) -> JobInfo:

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ._client import DEFAULT_TARGET, ChannelOptions, RetryPolicy
+from ._client import DEFAULT_TARGET, ChannelOptions, RetryPolicy, batch_specs
 from ._errors import Unavailable, error_from_rpc
 from ._models import (
     Backoff,
@@ -19,7 +19,7 @@ from ._models import (
     job_info,
     job_spec,
 )
-from ._trace import current_trace_context
+from ._trace import Send, grpc_metadata
 from .v1 import broker_service_pb2 as pb
 from .v1 import broker_service_pb2_grpc as rpc
 from .v1 import job_pb2
@@ -66,7 +66,9 @@ class SyncClient:
         while True:
             try:
                 return method(
-                    request, timeout=self.options.timeout_s, metadata=self.options.metadata
+                    request,
+                    timeout=self.options.timeout_s,
+                    metadata=grpc_metadata(self.options.metadata),
                 )
             except grpc.RpcError as err:
                 error = error_from_rpc(err)
@@ -95,39 +97,43 @@ class SyncClient:
         idempotency_window: Seconds | None = None,
     ) -> EnqueueResult:
         """As Client.enqueue."""
-        spec = job_spec(
-            payload,
-            content_type=content_type,
-            headers=headers,
-            priority=priority,
-            delay=delay,
-            run_at=run_at,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            lease_duration=lease_duration,
-            execution_timeout=execution_timeout,
-            idempotency_key=idempotency_key,
-            idempotency_window=idempotency_window,
-            trace=current_trace_context(),
-        )
-        reply = self._call(
-            self.stub.Enqueue,
-            pb.EnqueueRequest(queue=queue, job=spec),
-            idempotent=bool(idempotency_key),
-        )
+        with Send(queue, 1) as send:
+            spec = job_spec(
+                payload,
+                content_type=content_type,
+                headers=headers,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                lease_duration=lease_duration,
+                execution_timeout=execution_timeout,
+                idempotency_key=idempotency_key,
+                idempotency_window=idempotency_window,
+                trace=send.trace_contexts[0],
+            )
+            reply = self._call(
+                self.stub.Enqueue,
+                pb.EnqueueRequest(queue=queue, job=spec),
+                idempotent=bool(idempotency_key),
+            )
+            send.done([reply.job_id])
         return EnqueueResult(reply.job_id, reply.duplicate, JobState(reply.state))
 
     def enqueue_batch(
         self, queue: str, jobs: Iterable[job_pb2.JobSpec | Any]
     ) -> list[EnqueueResult]:
         """As Client.enqueue_batch."""
-        trace = current_trace_context()
-        specs = [j if isinstance(j, job_pb2.JobSpec) else job_spec(j, trace=trace) for j in jobs]
-        reply = self._call(
-            self.stub.EnqueueBatch,
-            pb.EnqueueBatchRequest(queue=queue, jobs=specs),
-            idempotent=all(s.idempotency_key for s in specs),
-        )
+        items = list(jobs)
+        with Send(queue, len(items)) as send:
+            specs = batch_specs(items, send.trace_contexts)
+            reply = self._call(
+                self.stub.EnqueueBatch,
+                pb.EnqueueBatchRequest(queue=queue, jobs=specs),
+                idempotent=all(s.idempotency_key for s in specs),
+            )
+            send.done([r.job_id for r in reply.results])
         return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
 
     def get(self, job_id: str) -> JobInfo:

@@ -1,17 +1,239 @@
-"""W3C trace context in and out of jobs, through the OpenTelemetry API's propagators.
-With no OpenTelemetry SDK configured these are cheap no-ops."""
+"""OpenTelemetry for the SDK, after the messaging semantic conventions and the contrib
+instrumentations (aio-pika, celery): inject on the producer inside its span, extract on
+the consumer, attach for the handler, detach after.
 
-from collections.abc import Mapping
+Everything goes through the OpenTelemetry API only. Until the application installs an
+SDK (a real TracerProvider / MeterProvider), `enabled()` is false and the SDK skips all
+of this, so tracing off costs next to nothing.
+"""
 
-from opentelemetry import context, propagate
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import context, metrics, propagate, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+SYSTEM = "jobwire"
+MAX_LINKS = 128
+tracer = trace.get_tracer("jobwire")
+meter = metrics.get_meter("jobwire")
+sent_messages = meter.create_counter(
+    "messaging.client.sent.messages",
+    unit="{message}",
+    description="Messages a producer attempted to send to the broker.",
+)
+consumed_messages = meter.create_counter(
+    "messaging.client.consumed.messages",
+    unit="{message}",
+    description="Messages delivered to a consumer.",
+)
+process_duration = meter.create_histogram(
+    "messaging.process.duration", unit="s", description="Duration of processing a message."
+)
+operation_duration = meter.create_histogram(
+    "messaging.client.operation.duration",
+    unit="s",
+    description="Duration of a messaging operation initiated by a producer or consumer client.",
+)
+
+
+def enabled() -> bool:
+    """True once the application has installed an OpenTelemetry SDK."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def _attributes(operation: str, kind: str, queue: str, **extra: Any) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.name": operation,
+        "messaging.operation.type": kind,
+    }
+    if queue:
+        attrs["messaging.destination.name"] = queue
+    attrs.update({k: v for k, v in extra.items() if v is not None})
+    return attrs
+
+
+def carrier() -> dict[str, str]:
+    """traceparent/tracestate/baggage of the current context."""
+    out: dict[str, str] = {}
+    propagate.inject(out)
+    return {k: out[k] for k in ("traceparent", "tracestate", "baggage") if k in out}
 
 
 def current_trace_context() -> dict[str, str]:
-    """traceparent/tracestate/baggage of the active span, for JobSpec.trace_context."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return {k: carrier[k] for k in ("traceparent", "tracestate", "baggage") if k in carrier}
+    return carrier() if enabled() else {}
 
 
-def extract(carrier: Mapping[str, str]) -> context.Context:
-    return propagate.extract({k: v for k, v in carrier.items() if v})
+def extract(values: Mapping[str, str]) -> context.Context:
+    return propagate.extract({k: v for k, v in values.items() if v})
+
+
+def grpc_metadata(base: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
+    """Call metadata with the current trace context, so broker spans join the caller's."""
+    return [*base, *carrier().items()] if enabled() else base
+
+
+class Send:
+    """A PRODUCER `send <queue>` span; for a batch, one `create <queue>` span per job,
+    linked from the send span. `trace_contexts` gives each job the context to store."""
+
+    def __init__(self, queue: str, count: int) -> None:
+        self.queue, self.count = queue, count
+        self.trace_contexts: list[dict[str, str]] = [{} for _ in range(count)]
+        self.span: trace.Span = trace.INVALID_SPAN
+        self._start = time.perf_counter()
+
+    def __enter__(self) -> "Send":
+        if not enabled():
+            return self
+        batch = self.count if self.count > 1 else None
+        links: list[Link] = []
+        if batch is not None:
+            for i in range(self.count):
+                create = tracer.start_span(
+                    f"create {self.queue}",
+                    kind=SpanKind.PRODUCER,
+                    attributes=_attributes("create", "create", self.queue),
+                )
+                with trace.use_span(create, end_on_exit=True):
+                    self.trace_contexts[i] = carrier()
+                if len(links) < MAX_LINKS:
+                    links.append(Link(create.get_span_context()))
+        self.span = tracer.start_span(
+            f"send {self.queue}",
+            kind=SpanKind.PRODUCER,
+            links=links,
+            attributes=_attributes(
+                "send", "send", self.queue, **{"messaging.batch.message_count": batch}
+            ),
+        )
+        self._token = context.attach(trace.set_span_in_context(self.span))
+        if batch is None:
+            self.trace_contexts = [carrier()]
+        return self
+
+    def done(self, job_ids: Sequence[str]) -> None:
+        if self.span.is_recording() and len(job_ids) == 1:
+            self.span.set_attribute("messaging.message.id", job_ids[0])
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> None:
+        if not self.span.is_recording():
+            return
+        attrs = _attributes("send", "send", self.queue)
+        if error is not None:
+            self.span.record_exception(error)
+            self.span.set_status(Status(StatusCode.ERROR, str(error)))
+            attrs["error.type"] = type(error).__name__
+        else:
+            sent_messages.add(self.count, attrs)
+        operation_duration.record(time.perf_counter() - self._start, attrs)
+        context.detach(self._token)
+        self.span.end()
+
+
+def record_receive(queue: str, started_ns: int, jobs: Sequence[Mapping[str, str]]) -> None:
+    """A CLIENT `receive <queue>` span for a Lease that returned jobs, linking each job's
+    creation context. Empty long-polls leave no span."""
+    if not enabled() or not jobs:
+        return
+    links = []
+    for values in jobs[:MAX_LINKS]:
+        span_context = trace.get_current_span(extract(values)).get_span_context()
+        if span_context.is_valid:
+            links.append(Link(span_context))
+    batch = len(jobs) if len(jobs) > 1 else None
+    attrs = _attributes("receive", "receive", queue)
+    span = tracer.start_span(
+        f"receive {queue}",
+        kind=SpanKind.CLIENT,
+        links=links,
+        start_time=started_ns,
+        attributes={**attrs, "messaging.batch.message_count": batch} if batch else attrs,
+    )
+    span.end()
+    consumed_messages.add(len(jobs), attrs)
+    operation_duration.record((time.time_ns() - started_ns) / 1e9, attrs)
+
+
+@contextlib.contextmanager
+def process(
+    queue: str, job_id: str, attempt: int, values: Mapping[str, str], link_only: bool
+) -> Iterator[trace.Span]:
+    """A CONSUMER `process <queue>` span around a handler: child of the job's creation
+    context (one joined trace), or only linked to it when `link_only`."""
+    if not enabled():
+        yield trace.INVALID_SPAN
+        return
+    parent = extract(values)
+    creation = trace.get_current_span(parent).get_span_context()
+    links = [Link(creation)] if creation.is_valid else []
+    attrs = _attributes(
+        "process",
+        "process",
+        queue,
+        **{"messaging.message.id": job_id, "jobwire.job.attempt": attempt},
+    )
+    start = time.perf_counter()
+    span = tracer.start_span(
+        f"process {queue}",
+        context=None if link_only else parent,
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes=attrs,
+    )
+    token = context.attach(trace.set_span_in_context(span, parent if not link_only else None))
+    try:
+        yield span
+    finally:
+        context.detach(token)
+        error_type = span.attributes.get("error.type") if hasattr(span, "attributes") else None
+        metric_attrs = _attributes("process", "process", queue)
+        if error_type:
+            metric_attrs["error.type"] = error_type
+        process_duration.record(time.perf_counter() - start, metric_attrs)
+        span.end()
+
+
+def failed(span: trace.Span, error: BaseException, ends_job: bool) -> None:
+    """Records a handler failure. Expected failures (retry after a delay) are events,
+    not span errors; a failure that is retried or ends the job is an ERROR."""
+    if not span.is_recording():
+        return
+    span.set_attribute("error.type", type(error).__name__)
+    span.record_exception(error)
+    if ends_job or not getattr(error, "expected", False):
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+def event(span: trace.Span, name: str, **attributes: Any) -> None:
+    if span.is_recording():
+        span.add_event(name, {k: v for k, v in attributes.items() if v is not None})
+
+
+@contextlib.contextmanager
+def settle(queues: Sequence[str], links: Sequence[trace.SpanContext]) -> Iterator[None]:
+    """A CLIENT settle span for one SettleBatch call, linked to each job's process span."""
+    if not enabled():
+        yield
+        return
+    queue = queues[0] if len(set(queues)) == 1 else ""
+    attrs = _attributes("settle", "settle", queue)
+    batch = len(queues) if len(queues) > 1 else None
+    start = time.perf_counter()
+    span = tracer.start_span(
+        f"settle {queue}".strip(),
+        kind=SpanKind.CLIENT,
+        links=[Link(s) for s in links[:MAX_LINKS] if s.is_valid],
+        attributes={**attrs, "messaging.batch.message_count": batch} if batch else attrs,
+    )
+    try:
+        with trace.use_span(span, end_on_exit=False, record_exception=True):
+            yield
+    finally:
+        operation_duration.record(time.perf_counter() - start, attrs)
+        span.end()

@@ -9,17 +9,22 @@ failures with SettleBatch, flushed within a few milliseconds.
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import json
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+
+from . import _trace
 from ._client import ChannelOptions, Client
 from ._errors import JobwireError, Unavailable, item_error
 from ._models import JSON, Progress, Seconds, duration, encode, progress_to, seconds
@@ -39,6 +44,8 @@ class NonRetryable(Exception):
 
 class RetryAfter(Exception):
     """Raise to retry the job after exactly `delay` instead of its backoff policy."""
+
+    expected = True  # not an error of the process span: the handler asked for it
 
     def __init__(self, delay: Seconds, message: str = "") -> None:
         super().__init__(message or f"retry after {seconds(delay):g}s")
@@ -67,6 +74,7 @@ class Job:
         self._cancelled = threading.Event()
         self._pending_progress: Progress | None = None
         self._wake = wake
+        self._span: trace.Span = trace.INVALID_SPAN
 
     def json(self) -> Any:
         """The payload decoded as JSON."""
@@ -81,6 +89,7 @@ class Job:
         """Records progress; the heartbeat task sends the latest value shortly after.
         Safe to call from sync handlers running in threads."""
         self._pending_progress = Progress(percent, message, details)
+        _trace.event(self._span, "jobwire.progress", percent=percent, message=message)
         self._wake()
 
     def _take_progress(self) -> Progress | None:
@@ -95,6 +104,7 @@ class _Held:
     job: Job
     next_beat: float
     task: "asyncio.Future[Any] | None" = None
+    span: trace.Span = trace.INVALID_SPAN
     stop_reason: str = ""  # "lost", "cancel" or "shutdown" once the handler is stopped
     last_beat: float = 0.0
 
@@ -114,7 +124,8 @@ class _Queue:
     def __post_init__(self) -> None:
         call = getattr(self.handler, "__call__", None)  # noqa: B004 - async callables too
         self.is_async = inspect.iscoroutinefunction(self.handler) or (
-            inspect.iscoroutinefunction(call))
+            inspect.iscoroutinefunction(call)
+        )
 
     avg_s: float = 0.05  # moving average of handler run time
 
@@ -161,6 +172,7 @@ class Worker:
         settle_linger: float = 0.002,
         worker_id: str | None = None,
         options: ChannelOptions | None = None,
+        trace_link_only: bool = False,
     ) -> None:
         self.target = target
         self.concurrency = concurrency
@@ -173,6 +185,10 @@ class Worker:
         self.settle_linger = settle_linger
         self.worker_id = worker_id or f"py-{uuid.uuid4().hex[:8]}"
         self.options = options
+        # The process span is a child of the job's creation span (one trace per job, as
+        # Jaeger users expect) and links to it; link-only starts a new trace per attempt,
+        # better for long-delayed or fan-out jobs.
+        self.trace_link_only = trace_link_only
         self._queues: dict[str, _Queue] = {}
         self._held: dict[str, _Held] = {}
         self._stopping = asyncio.Event()
@@ -305,6 +321,7 @@ class Worker:
                 wait=duration(self.lease_wait),
                 worker_id=self.worker_id,
             )
+            started_ns = time.time_ns()
             try:
                 reply = await self.client.call(
                     self.client.stub.Lease, request, idempotent=True, timeout_s=self.lease_wait + 10
@@ -318,6 +335,13 @@ class Worker:
             failures = 0
             for leased in reply.jobs:
                 self._hold(q, leased)
+            if reply.jobs and _trace.enabled():
+                contexts = [
+                    self._held[j.job.id].job.trace_context
+                    for j in reply.jobs
+                    if j.job.id in self._held
+                ]
+                _trace.record_receive(q.name, started_ns, contexts)
 
     def _hold(self, q: _Queue, leased: pb.LeasedJob) -> None:
         job = Job(leased, self._wake_heartbeat)
@@ -355,14 +379,24 @@ class Worker:
         if held.stop_reason:  # lost or cancelled while waiting in the buffer
             self._finish_stopped(held)
             return
+        job = held.job
+        with _trace.process(
+            q.name, job.id, job.attempt, job.trace_context, self.trace_link_only
+        ) as span:
+            held.span = job._span = span
+            await self._invoke(q, held)
+
+    async def _invoke(self, q: _Queue, held: _Held) -> None:
         try:
             if q.is_async:
                 # Runs inline; the runner task itself is cancelled if the lease is lost.
                 held.task = asyncio.current_task()
                 result = await q.handler(held.job)
             else:
+                # Copy the context so the process span is current in the thread too.
+                call = contextvars.copy_context().run
                 loop = asyncio.get_running_loop()
-                held.task = loop.run_in_executor(self._executor, q.handler, held.job)
+                held.task = loop.run_in_executor(self._executor, call, q.handler, held.job)
                 result = await held.task
         except asyncio.CancelledError:
             held.task = None
@@ -376,6 +410,9 @@ class Worker:
             return
         except Exception as error:
             held.task = None
+            job = held.job
+            ends_job = isinstance(error, NonRetryable) or job.attempt >= job.max_attempts
+            _trace.failed(held.span, error, ends_job)
             self._settle(held, _failure(error))
             return
         held.task = None
@@ -389,6 +426,7 @@ class Worker:
         if held.stop_reason:
             return
         held.stop_reason = reason
+        _trace.event(held.span, "jobwire.handler_stopped", reason=reason)
         held.job._cancelled.set()
         if held.task is not None and not held.task.done():
             held.task.cancel()
@@ -437,13 +475,14 @@ class Worker:
 
     async def _beat(self, due: list[_Held]) -> None:
         loop = asyncio.get_running_loop()
-        beats = []
+        beats, taken = [], []
         for held in due:
             beat = pb.HeartbeatRequest(job_id=held.job.id, lease_token=held.job.lease_token)
             progress = held.job._take_progress()
             if progress is not None:
                 beat.progress.CopyFrom(progress_to(progress))
             beats.append(beat)
+            taken.append(progress)
         try:
             reply = await self.client.call(
                 self.client.stub.HeartbeatBatch,
@@ -452,9 +491,13 @@ class Worker:
             )
         except JobwireError as err:
             log.warning("heartbeat failed (%s); retrying", err)
+            for held, progress in zip(due, taken, strict=True):
+                if held.job._pending_progress is None:  # unless newer progress came in
+                    held.job._pending_progress = progress
             return
         now = loop.time()
         for held, result in zip(due, reply.results, strict=True):
+            _trace.event(held.span, "jobwire.heartbeat", ok=result.status.code == 0)
             held.last_beat = now
             held.next_beat = now + held.job.lease_duration_s * self.heartbeat_fraction
             if result.status.code != 0:
@@ -490,12 +533,15 @@ class Worker:
 
     async def _send_settlements(self, batch: list[tuple[pb.Settlement, _Held]]) -> None:
         request = pb.SettleBatchRequest(settlements=[s for s, _ in batch])
+        queues = [held.job.queue for _, held in batch]
+        links = [held.span.get_span_context() for _, held in batch]
         for attempt in range(20):
             try:
                 # Safe to repeat: a second settlement of the same lease is refused.
-                reply = await self.client.call(
-                    self.client.stub.SettleBatch, request, idempotent=True
-                )
+                with _trace.settle(queues, links):
+                    reply = await self.client.call(
+                        self.client.stub.SettleBatch, request, idempotent=True
+                    )
                 break
             except Unavailable as err:
                 log.warning("settling %d jobs failed (%s); retrying", len(batch), err)
