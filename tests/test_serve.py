@@ -66,3 +66,24 @@ async def test_sigterm_releases_waiting_leases_and_exits_zero(
             assert time.monotonic() - start < 10
     finally:
         broker.kill()
+
+
+async def test_sigterm_ends_open_watch_streams_promptly_with_unavailable(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    from jobwire.v1 import broker_service_pb2 as pb
+
+    broker = BrokerProcess("--redis-url", redis_server.url, "--key-prefix", prefix)
+    try:
+        async with stub_for(broker.port) as stub:
+            job_id = await enqueue(stub)
+            stream = stub.StreamProgress(pb.StreamProgressRequest(job_id=job_id))
+            assert (await stream.read()).kind == pb.EVENT_KIND_SNAPSHOT
+            start = time.monotonic()
+            assert await asyncio.to_thread(broker.terminate) == 0
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stream.read()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - start < 3
+    finally:
+        broker.kill()

@@ -104,7 +104,7 @@ class BrokerApp:
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, waiting Leases return, in-flight calls finish."""
         await self.health.enter_graceful_shutdown()
-        self.broker.closing.set()
+        self.broker.close()
         await self.server.stop(self.settings.grace_s if grace_s is None else grace_s)
         for task in self._tasks:
             task.cancel()

@@ -25,7 +25,7 @@ from ..store import (
     StoreUnavailable,
 )
 from ..store.notify import Notifier
-from .errors import job_finished, not_found, store_unavailable
+from .errors import job_finished, not_found, shutting_down, store_unavailable
 from .ids import job_id
 
 P = ParamSpec("P")
@@ -78,6 +78,23 @@ class Broker:
         self.store = store
         self.notifier = notifier
         self.closing = asyncio.Event()
+        self._sleepers: set[asyncio.Event] = set()
+
+    def close(self) -> None:
+        """Ends long-polls (empty) and watch streams (UNAVAILABLE) for a shutdown."""
+        self.closing.set()
+        for event in self._sleepers:
+            event.set()
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Waits for `event`, at most `seconds`, and no longer once closing."""
+        self._sleepers.add(event)
+        try:
+            if not self.closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), seconds)
+        finally:
+            self._sleepers.discard(event)
 
     @store_errors
     async def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[Enqueued]:
@@ -120,7 +137,7 @@ class Broker:
                     if batch.next_due_in_ms is not None:
                         timeout = min(timeout, batch.next_due_in_ms / 1000 + 0.001)
                     subscribed = subscribed or self.notifier.connected.is_set()
-                await _wait(woken, min(timeout, remaining))
+                await self._wait(woken, min(timeout, remaining))
             return []
         finally:
             self.notifier.unlisten(channel, on_wake)
@@ -214,12 +231,8 @@ class Broker:
                 yield WatchEvent(cursor, job, None)  # resumed after the end
                 return
             if not events:
-                await _wait(changed, WATCH_RECHECK_S)
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+                await self._wait(changed, WATCH_RECHECK_S)
+        raise shutting_down()  # the client resumes from its last event elsewhere
 
 
 async def _per_queue(

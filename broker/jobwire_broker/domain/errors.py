@@ -73,6 +73,12 @@ def job_finished(job_id: str, state: str) -> JobwireError:
     )
 
 
+def shutting_down() -> JobwireError:
+    return JobwireError(
+        ErrorCode.UNAVAILABLE, Reason.SHUTTING_DOWN, "broker is shutting down; retry elsewhere"
+    )
+
+
 def store_unavailable(detail: str) -> JobwireError:
     return JobwireError(
         ErrorCode.UNAVAILABLE, Reason.STORE_UNAVAILABLE, f"job store unavailable: {detail}"
