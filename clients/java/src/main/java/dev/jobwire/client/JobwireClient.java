@@ -1,0 +1,266 @@
+package dev.jobwire.client;
+
+import dev.jobwire.v1.BrokerServiceGrpc;
+import dev.jobwire.v1.BrokerServiceGrpc.BrokerServiceBlockingStub;
+import dev.jobwire.v1.CancelJobRequest;
+import dev.jobwire.v1.EnqueueRequest;
+import dev.jobwire.v1.EnqueueResponse;
+import dev.jobwire.v1.GetJobRequest;
+import dev.jobwire.v1.Job;
+import dev.jobwire.v1.JobSpec;
+import dev.jobwire.v1.JobState;
+import dev.jobwire.v1.TraceContext;
+import io.grpc.Channel;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
+import io.opentelemetry.api.baggage.propagation.W3CBaggagePropagator;
+import io.opentelemetry.api.trace.propagation.W3CTraceContextPropagator;
+import io.opentelemetry.context.Context;
+import io.opentelemetry.context.propagation.TextMapPropagator;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.Objects;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+
+/**
+ * A producer's connection to a Jobwire broker. Thread-safe; make one per broker address and
+ * share it. Close it to release the connection.
+ *
+ * <pre>{@code
+ * try (JobwireClient jobwire = JobwireClient.builder("127.0.0.1:50051").build()) {
+ *   EnqueueResult job = jobwire.enqueue("emails", payload,
+ *       EnqueueOptions.builder().contentType("application/json").build());
+ *   Job current = jobwire.getJob(job.jobId());
+ * }
+ * }</pre>
+ *
+ * <p>Every unary call has a deadline (10 s by default). Calls that are safe to repeat
+ * ({@link #getJob}, {@link #cancel}, and {@link #enqueue} with an idempotency key) are retried
+ * on {@code UNAVAILABLE} with exponential backoff and jitter, honouring the broker's {@code
+ * RetryInfo}; everything else fails at once with a {@link JobwireException}.
+ *
+ * <p>When the caller's OpenTelemetry context ({@code Context.current()}) holds a span, {@link
+ * #enqueue} stores its W3C trace context and the current baggage in the job, so the worker's
+ * span joins the producer's trace. This needs no OpenTelemetry SDK in the client: whatever
+ * the application made current is what travels.
+ */
+public final class JobwireClient implements AutoCloseable {
+  /** Deadline of each unary call unless the builder sets another. */
+  public static final Duration DEFAULT_DEADLINE = Duration.ofSeconds(10);
+
+  private static final TextMapPropagator W3C =
+      TextMapPropagator.composite(
+          W3CTraceContextPropagator.getInstance(), W3CBaggagePropagator.getInstance());
+
+  private final ManagedChannel ownedChannel;
+  private final Channel channel;
+  private final BrokerServiceBlockingStub stub;
+  private final Duration deadline;
+  private final RetryPolicy retryPolicy;
+
+  private JobwireClient(Builder b) {
+    if (b.channel != null) {
+      this.ownedChannel = null;
+      this.channel = b.channel;
+    } else {
+      this.ownedChannel =
+          Grpc.newChannelBuilder(
+                  b.target,
+                  b.tls ? TlsChannelCredentials.create() : InsecureChannelCredentials.create())
+              .build();
+      this.channel = ownedChannel;
+    }
+    this.stub = BrokerServiceGrpc.newBlockingStub(channel);
+    this.deadline = b.deadline;
+    this.retryPolicy = new RetryPolicy(b.maxRetries, b.initialBackoff, b.maxBackoff);
+  }
+
+  /**
+   * A client for the broker at {@code target}: {@code host:port}, or any gRPC target URI
+   * such as {@code dns:///jobwire.internal:50051}. Plaintext unless {@link Builder#tls()}.
+   */
+  public static Builder builder(String target) {
+    return new Builder(Objects.requireNonNull(target), null);
+  }
+
+  /** A client over a channel the caller owns and closes; {@link #close()} leaves it open. */
+  public static Builder builder(Channel channel) {
+    return new Builder(null, Objects.requireNonNull(channel));
+  }
+
+  /** Enqueues a job with the broker's defaults for everything but the payload. */
+  public EnqueueResult enqueue(String queue, byte[] payload) {
+    return enqueue(queue, payload, EnqueueOptions.defaults());
+  }
+
+  /**
+   * Adds a job to {@code queue}. Queues exist as soon as a job names them.
+   *
+   * @throws InvalidArgumentException a field is out of range; nothing was written
+   * @throws JobwireUnavailableException the broker or its store is unreachable (retried first
+   *     only when the options carry an idempotency key)
+   */
+  public EnqueueResult enqueue(String queue, byte[] payload, EnqueueOptions options) {
+    Objects.requireNonNull(queue, "queue");
+    Objects.requireNonNull(payload, "payload");
+    Objects.requireNonNull(options, "options");
+    JobSpec.Builder spec = options.toSpec(payload);
+    TraceContext trace = traceContext(Context.current());
+    if (trace != null) {
+      spec.setTraceContext(trace);
+    }
+    EnqueueRequest request = EnqueueRequest.newBuilder().setQueue(queue).setJob(spec).build();
+    boolean idempotent = !options.idempotencyKey().isEmpty();
+    EnqueueResponse response = call(idempotent, s -> s.enqueue(request));
+    return new EnqueueResult(response.getJobId(), response.getDuplicate(), response.getState());
+  }
+
+  /**
+   * Returns a job as the broker stores it.
+   *
+   * @throws JobNotFoundException it never existed or was removed by retention
+   */
+  public Job getJob(String jobId) {
+    GetJobRequest request = GetJobRequest.newBuilder().setJobId(jobId).build();
+    return call(true, s -> s.getJob(request)).getJob();
+  }
+
+  /**
+   * Cancels a job: at once when scheduled or ready ({@code CANCELLED}); an active job is
+   * flagged and its worker stops at its next heartbeat ({@code ACTIVE}). Cancelling twice is
+   * harmless, so the call is retried like {@link #getJob}.
+   *
+   * @throws JobFinishedException the job already completed or went dead
+   * @throws JobNotFoundException the job is unknown
+   */
+  public JobState cancel(String jobId) {
+    CancelJobRequest request = CancelJobRequest.newBuilder().setJobId(jobId).build();
+    return call(true, s -> s.cancelJob(request)).getState();
+  }
+
+  /**
+   * Watches a job: first its current state, then each progress update and state change,
+   * ending after a terminal state. A dropped stream is resumed from the last event seen.
+   * Close the watch (or the stream from {@link JobWatch#stream()}) to stop early.
+   */
+  public JobWatch watch(String jobId) {
+    return watch(jobId, "");
+  }
+
+  /** Watches a job from just after {@code afterEventId} (an event id from an earlier watch). */
+  public JobWatch watch(String jobId, String afterEventId) {
+    return new JobWatch(BrokerServiceGrpc.newBlockingStub(channel), jobId, afterEventId, retryPolicy);
+  }
+
+  /** The channel to the broker, for calls this client does not wrap (Lease, Complete...). */
+  public Channel channel() {
+    return channel;
+  }
+
+  /** Closes the connection this client opened, waiting up to 5 s for calls in flight. */
+  @Override
+  public void close() {
+    if (ownedChannel == null) {
+      return;
+    }
+    ownedChannel.shutdown();
+    try {
+      if (!ownedChannel.awaitTermination(5, TimeUnit.SECONDS)) {
+        ownedChannel.shutdownNow();
+      }
+    } catch (InterruptedException e) {
+      ownedChannel.shutdownNow();
+      Thread.currentThread().interrupt();
+    }
+  }
+
+  private <T> T call(boolean idempotent, Function<BrokerServiceBlockingStub, T> rpc) {
+    for (int retry = 0; ; retry++) {
+      try {
+        return rpc.apply(stub.withDeadlineAfter(deadline.toNanos(), TimeUnit.NANOSECONDS));
+      } catch (StatusRuntimeException e) {
+        JobwireException failure = Errors.map(e);
+        if (!idempotent
+            || !(failure instanceof JobwireUnavailableException unavailable)
+            || retry >= retryPolicy.maxRetries()) {
+          throw failure;
+        }
+        RetryPolicy.sleep(
+            retryPolicy.pause(retry, unavailable.retryDelay().orElse(null)), failure);
+      }
+    }
+  }
+
+  /** The W3C headers of {@code context} as a TraceContext, or null when there are none. */
+  private static TraceContext traceContext(Context context) {
+    Map<String, String> carrier = new HashMap<>();
+    W3C.inject(context, carrier, Map::put);
+    if (carrier.isEmpty()) {
+      return null;
+    }
+    return TraceContext.newBuilder()
+        .setTraceparent(carrier.getOrDefault("traceparent", ""))
+        .setTracestate(carrier.getOrDefault("tracestate", ""))
+        .setBaggage(carrier.getOrDefault("baggage", ""))
+        .build();
+  }
+
+  /** Configures a {@link JobwireClient}. */
+  public static final class Builder {
+    private final String target;
+    private final Channel channel;
+    private boolean tls;
+    private Duration deadline = DEFAULT_DEADLINE;
+    private int maxRetries = 4;
+    private Duration initialBackoff = Duration.ofMillis(100);
+    private Duration maxBackoff = Duration.ofSeconds(5);
+    private Builder(String target, Channel channel) {
+      this.target = target;
+      this.channel = channel;
+    }
+
+    /** Use TLS with the JVM's trusted roots instead of plaintext. */
+    public Builder tls() {
+      this.tls = true;
+      return this;
+    }
+
+    /** Deadline of each unary call (each retry gets a fresh one). Default 10 s. */
+    public Builder deadline(Duration deadline) {
+      if (deadline.isNegative() || deadline.isZero()) {
+        throw new IllegalArgumentException("deadline must be positive");
+      }
+      this.deadline = deadline;
+      return this;
+    }
+
+    /**
+     * How often an idempotent call is retried on {@code UNAVAILABLE} (default 4; 0 turns
+     * retries off), and the backoff between retries: exponential from {@code initial} up to
+     * {@code max}, with jitter (defaults 100 ms and 5 s).
+     */
+    public Builder retries(int maxRetries, Duration initial, Duration max) {
+      if (maxRetries < 0) {
+        throw new IllegalArgumentException("maxRetries must be >= 0");
+      }
+      this.maxRetries = maxRetries;
+      this.initialBackoff = Objects.requireNonNull(initial);
+      this.maxBackoff = Objects.requireNonNull(max);
+      return this;
+    }
+
+    /** How often an idempotent call is retried on {@code UNAVAILABLE}, default backoff. */
+    public Builder retries(int maxRetries) {
+      return retries(maxRetries, initialBackoff, maxBackoff);
+    }
+
+    public JobwireClient build() {
+      return new JobwireClient(this);
+    }
+  }
+}

@@ -1,0 +1,284 @@
+//! The client against a real broker over real gRPC.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use jobwire::proto::v1::{CompleteRequest, LeaseRequest};
+use jobwire::{Backoff, Client, EnqueueOptions, Error, JobState};
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Span, TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+async fn client() -> Client {
+    Client::connect(common::broker().target.clone())
+        .await
+        .expect("connect to the test broker")
+}
+
+#[tokio::test]
+async fn enqueue_and_get_round_trip() {
+    let client = client().await;
+    let queue = common::unique_queue("rust");
+    let payload = vec![0u8, 1, 2, 0xff, 0xfe, b'j', b'w', 0];
+    let options = EnqueueOptions::new()
+        .content_type("application/octet-stream")
+        .header("tenant", "acme")
+        .header("städte", "Zürich, Kraków, 東京 ✓")
+        .priority(7)
+        .max_attempts(5)
+        .delay(Duration::from_secs(3600))
+        .backoff(Backoff::linear(Duration::from_secs(2), Duration::from_secs(60)).with_jitter(0.5))
+        .lease_duration(Duration::from_secs(45));
+
+    let enqueued = client
+        .enqueue(&queue, payload.clone(), options)
+        .await
+        .unwrap();
+
+    assert!(enqueued.job_id.starts_with(&format!("{queue}:")));
+    assert!(!enqueued.duplicate);
+    assert_eq!(enqueued.state, JobState::Scheduled);
+
+    let job = client.get_job(&enqueued.job_id).await.unwrap();
+    assert_eq!(job.id, enqueued.job_id);
+    assert_eq!(job.queue, queue);
+    assert_eq!(job.state(), JobState::Scheduled);
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.payload, payload);
+    assert_eq!(spec.content_type, "application/octet-stream");
+    let expected: HashMap<String, String> =
+        [("tenant", "acme"), ("städte", "Zürich, Kraków, 東京 ✓")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    assert_eq!(spec.headers, expected);
+    assert_eq!(spec.priority, 7);
+    assert_eq!(spec.max_attempts, 5);
+    let backoff = spec.backoff.unwrap();
+    assert_eq!(backoff.jitter, 0.5);
+    assert_eq!(backoff.initial_delay.unwrap().seconds, 2);
+    assert_eq!(spec.lease_duration.unwrap().seconds, 45);
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_job() {
+    let client = client().await;
+    let queue = common::unique_queue("rust");
+    let options = EnqueueOptions::new().idempotency_key("order-42");
+    let first = client
+        .enqueue(&queue, b"a".to_vec(), options.clone())
+        .await
+        .unwrap();
+    let second = client
+        .enqueue(&queue, b"b".to_vec(), options)
+        .await
+        .unwrap();
+    assert_eq!(first.job_id, second.job_id);
+    assert!(second.duplicate);
+    assert_eq!(first.state, JobState::Ready);
+}
+
+#[tokio::test]
+async fn unknown_job_is_not_found() {
+    let client = client().await;
+    let queue = common::unique_queue("rust");
+    let err = client
+        .get_job(&format!("{queue}:424242"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    let err = client.cancel(&format!("{queue}:424242")).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn invalid_enqueue_names_every_bad_field() {
+    let client = client().await;
+    let options = EnqueueOptions::new().priority(5000).max_attempts(-1);
+    let err = client
+        .enqueue("not a queue!", vec![1], options)
+        .await
+        .unwrap_err();
+    let Error::InvalidArgument {
+        reason, violations, ..
+    } = &err
+    else {
+        panic!("expected InvalidArgument, got {err:?}");
+    };
+    assert_eq!(reason, "INVALID_ARGUMENT");
+    let fields: BTreeSet<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["queue", "job.priority", "job.max_attempts"])
+    );
+    assert!(violations.iter().all(|v| !v.description.is_empty()));
+    assert!(err.to_string().contains("job.priority"), "{err}");
+}
+
+#[tokio::test]
+async fn stale_lease_is_lease_lost_and_finished_job_cannot_be_cancelled() {
+    let client = client().await;
+    let queue = common::unique_queue("rust");
+    let job = client
+        .enqueue(&queue, vec![42], EnqueueOptions::new())
+        .await
+        .unwrap();
+    let mut raw = client.raw();
+    let leased = raw
+        .lease(LeaseRequest {
+            queue: queue.clone(),
+            max_jobs: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .remove(0);
+    let complete = CompleteRequest {
+        job_id: job.job_id.clone(),
+        lease_token: leased.lease_token,
+        ..Default::default()
+    };
+    raw.complete(complete.clone()).await.unwrap();
+
+    let again = Error::from(raw.complete(complete).await.unwrap_err());
+    assert!(matches!(again, Error::LeaseLost { .. }), "{again:?}");
+
+    match client.cancel(&job.job_id).await.unwrap_err() {
+        Error::Other(status) => {
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+            assert_eq!(Error::reason_of(&status), "JOB_FINISHED");
+        }
+        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cancel_stops_a_pending_job() {
+    let client = client().await;
+    let queue = common::unique_queue("rust");
+    let job = client
+        .enqueue(&queue, Vec::new(), EnqueueOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.cancel(&job.job_id).await.unwrap(),
+        JobState::Cancelled
+    );
+    assert_eq!(
+        client.get_job(&job.job_id).await.unwrap().state(),
+        JobState::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn traceparent_from_the_context_reaches_the_job() {
+    let client = client().await;
+    let queue = common::unique_queue("rust-trace");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let incoming: HashMap<String, String> =
+        HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&incoming);
+
+    let job_id = {
+        let _attached = cx.attach();
+        client
+            .enqueue(&queue, b"x".to_vec(), EnqueueOptions::new())
+            .await
+            .unwrap()
+            .job_id
+    };
+
+    let carried = client
+        .get_job(&job_id)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .trace_context
+        .unwrap();
+    assert_eq!(carried.traceparent, traceparent);
+    assert_eq!(carried.baggage, "");
+}
+
+#[tokio::test]
+async fn active_span_and_baggage_reach_the_job() {
+    let client = client().await;
+    let queue = common::unique_queue("rust-trace");
+    let provider = SdkTracerProvider::builder().build();
+    let span = provider.tracer("test").start("checkout");
+    let expected = span.span_context().clone();
+    let cx = Context::current_with_span(span).with_baggage(vec![KeyValue::new("tenant", "acme")]);
+
+    let job_id = {
+        let _attached = cx.attach();
+        client
+            .enqueue(&queue, b"x".to_vec(), EnqueueOptions::new())
+            .await
+            .unwrap()
+            .job_id
+    };
+
+    let carried = client
+        .get_job(&job_id)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .trace_context
+        .unwrap();
+    let received = TraceContextPropagator::new()
+        .extract(&HashMap::from([(
+            "traceparent".to_owned(),
+            carried.traceparent.clone(),
+        )]))
+        .span()
+        .span_context()
+        .clone();
+    assert_eq!(received.trace_id(), expected.trace_id(), "{carried:?}");
+    assert_eq!(received.span_id(), expected.span_id());
+    assert_eq!(carried.baggage, "tenant=acme");
+}
+
+#[tokio::test]
+async fn no_active_span_means_no_trace_context() {
+    let client = client().await;
+    let queue = common::unique_queue("rust-trace");
+    let job_id = client
+        .enqueue(&queue, Vec::new(), EnqueueOptions::new())
+        .await
+        .unwrap()
+        .job_id;
+    let spec = client.get_job(&job_id).await.unwrap().spec.unwrap();
+    assert_eq!(
+        spec.trace_context.unwrap_or_default().traceparent,
+        "",
+        "nothing to propagate"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_broker_is_unavailable_after_retries() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // the listener is dropped again: nothing listens there
+    let client = Client::builder(format!("127.0.0.1:{port}"))
+        .retries(2, Duration::from_millis(10), Duration::from_millis(50))
+        .connect_lazy()
+        .unwrap();
+    let err = client.get_job("q:1").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let err = client
+        .enqueue("q", Vec::new(), EnqueueOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+}
