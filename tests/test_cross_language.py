@@ -1,7 +1,7 @@
-"""Issue 5's matrix: jobs enqueued from every client language are processed by a Python
-worker, and jobs enqueued from Python by the Go and TypeScript workers. Payload bytes,
-headers and results come through unchanged; trace context set by each producer reaches
-the Python worker's CONSUMER span as the same trace."""
+"""Issue 5's matrix: jobs enqueued from Go, TypeScript, Java, Rust and Python are processed
+by a Python worker, and jobs enqueued from Python by the Go and TypeScript workers.
+Payload bytes, headers and results come through unchanged; trace context set by each
+producer reaches the Python worker's CONSUMER span as the same trace."""
 
 import asyncio
 import base64
@@ -44,6 +44,28 @@ def node_cli() -> str:
     return str(cli)
 
 
+@pytest.fixture(scope="session")
+def java_cli() -> list[str]:
+    folder = ROOT / "clients/java"
+    if shutil.which("mvn") is None:
+        pytest.skip("no Maven (make setup-java)")
+    # Compiles and writes target/classpath.txt (see pom.xml); offline after setup-java.
+    subprocess.run(["mvn", "-B", "-q", "-o", "compile"], cwd=folder, check=True)
+    classpath = f"{folder}/target/classes:{(folder / 'target/classpath.txt').read_text().strip()}"
+    return ["java", "-cp", classpath, "dev.jobwire.cli.Enqueue"]
+
+
+@pytest.fixture(scope="session")
+def rust_cli() -> list[str]:
+    folder = ROOT / "clients/rust"
+    if shutil.which("cargo") is None:
+        pytest.skip("no Rust toolchain (make setup-rust)")
+    subprocess.run(
+        ["cargo", "build", "-q", "--locked", "--example", "enqueue"], cwd=folder, check=True
+    )
+    return [str(folder / "target/debug/examples/enqueue")]
+
+
 @pytest.fixture
 def target(broker: BrokerApp) -> str:
     return f"127.0.0.1:{broker.port}"
@@ -61,7 +83,6 @@ def traceparent(n: int) -> str:
 
 def enqueue_args(queue: str, target: str, payload: Path, tp: str, lang: str) -> list[str]:
     return [
-        "enqueue",
         "--target",
         target,
         "--queue",
@@ -91,22 +112,30 @@ async def python_worker(target: str, queue: str, n: int) -> list[dict[str, str]]
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def producers(go_cli: str, node_cli: str) -> dict[str, list[str]]:
-    return {"go": [go_cli], "node": ["node", node_cli]}
+def enqueue_command(cli: list[str], lang: str) -> list[str]:
+    """The Java and Rust programs only enqueue, so they take no subcommand."""
+    return cli if lang in ("java", "rust") else [*cli, "enqueue"]
 
 
 async def test_jobs_from_every_language_reach_a_python_worker_unchanged(
-    target: str, client: Client, go_cli: str, node_cli: str, tmp_path: Path
+    target: str,
+    client: Client,
+    go_cli: str,
+    node_cli: str,
+    java_cli: list[str],
+    rust_cli: list[str],
+    tmp_path: Path,
 ) -> None:
     queue = "from-everyone"
     expected = {}
-    langs = producers(go_cli, node_cli)
-    for n, (lang, cmd) in enumerate(langs.items(), start=1):
+    langs = {"go": [go_cli], "node": ["node", node_cli], "java": java_cli, "rust": rust_cli}
+    for n, (lang, cli) in enumerate(langs.items(), start=1):
         for i, payload in enumerate(PAYLOADS):
             file = tmp_path / f"{lang}-{i}.bin"
             file.write_bytes(payload)
             tp = traceparent(n * 100 + i + 1)
-            out = await run(*cmd, *enqueue_args(queue, target, file, tp, lang))
+            args = enqueue_args(queue, target, file, tp, lang)
+            out = await run(*enqueue_command(cli, lang), *args)
             expected[out.strip().splitlines()[-1]] = (lang, payload, tp)
     with_python = await client.enqueue(queue, PAYLOADS[0], headers={**HEADERS, "lang": "python"})
     expected[with_python.job_id] = ("python", PAYLOADS[0], "")
