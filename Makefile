@@ -31,7 +31,7 @@ test: setup $(CLIENT_SETUP)
 	@for t in $(CLIENT_TEST); do $(MAKE) --no-print-directory $$t || exit 1; done
 	$(UV) run pytest
 
-lint: setup
+lint: setup $(CLIENT_SETUP)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy broker clients/python/src
