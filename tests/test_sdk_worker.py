@@ -294,3 +294,34 @@ async def test_per_job_options_in_a_batch(target: str, client: Client) -> None:
     first = await client.get(results[0].job_id)
     assert first.priority == 5 and first.headers == {"tenant": "t-1"}
     assert first.content_type == "application/json"
+
+
+async def test_progress_soon_after_the_lease_reaches_watchers(target: str, client: Client) -> None:
+    worker = Worker(target, concurrency=1, lease_wait=1)
+
+    @worker.handler("steps")
+    async def steps(job: Job) -> None:
+        job.progress(25, "first")  # right after the lease: within progress_interval
+        await asyncio.sleep(0.6)
+        job.progress(50, "second")
+        await asyncio.sleep(0.6)
+
+    job = await client.enqueue("steps", b"")
+    async with running(worker):
+        seen = [e.progress.percent async for e in client.watch(job.job_id) if e.progress]
+    assert 25 in seen and 50 in seen
+
+
+async def test_an_idle_worker_stops_well_within_its_long_poll(target: str) -> None:
+    worker = Worker(target, concurrency=2, lease_wait=5)
+
+    @worker.handler("idle")
+    async def idle(job: Job) -> None:
+        return None
+
+    task = asyncio.create_task(worker.run(install_signal_handlers=False))
+    await asyncio.sleep(0.5)  # parked in a 5 s long-poll
+    start = time.monotonic()
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+    assert time.monotonic() - start < 2

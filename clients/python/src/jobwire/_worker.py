@@ -322,10 +322,21 @@ class Worker:
                 worker_id=self.worker_id,
             )
             started_ns = time.time_ns()
-            try:
-                reply = await self.client.call(
+            call = asyncio.ensure_future(
+                self.client.call(
                     self.client.stub.Lease, request, idempotent=True, timeout_s=self.lease_wait + 10
                 )
+            )
+            await _first(asyncio.shield(call), self._stopping.wait())
+            if not call.done():
+                # Stopping mid long-poll: cancel it; the broker hands back anything it
+                # leased for a cancelled call.
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, JobwireError):
+                    await call
+                break
+            try:
+                reply = call.result()
             except JobwireError as err:
                 # Never give up: a worker must resume when the broker or Redis is back.
                 failures += 1
@@ -460,6 +471,11 @@ class Worker:
             if due:
                 await self._beat(due)
             upcoming = [h.next_beat for h in self._held.values()]
+            upcoming += [
+                h.last_beat + self.progress_interval
+                for h in self._held.values()
+                if h.job._pending_progress is not None
+            ]
             wait = max(min([*upcoming, now + 1.0]) - loop.time(), self.progress_interval)
             self._next_wake = loop.time() + wait
             self._beat_now.clear()

@@ -15,12 +15,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from ._client import DEFAULT_TARGET, Client
 from ._errors import InvalidArgument, JobwireError, NotFound, Unavailable
 from ._models import JobEvent, JobInfo
 from ._worker import Worker
+
+DESCRIPTION = "Enqueue, inspect, watch and cancel Jobwire jobs, and run workers."
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes print `jobwire: <problem>` and exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog.split()[0]} --help)\n")
+
 
 EXIT_CODES: list[tuple[type[JobwireError], int]] = [
     (InvalidArgument, 2),
@@ -30,10 +40,10 @@ EXIT_CODES: list[tuple[type[JobwireError], int]] = [
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="jobwire", description=__doc__.splitlines()[0])
+    root = OneLineErrors(prog="jobwire", description=DESCRIPTION)
     _common_options(root, DEFAULT_TARGET, False, 10.0)
     # The same options after the subcommand too (`jobwire get ID --target ...`).
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineErrors(add_help=False)
     _common_options(common, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
     sub = root.add_subparsers(dest="command", required=True)
 
