@@ -7,6 +7,7 @@ import pytest
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire_broker.server import BrokerApp
 from jobwire_broker.store import Store
+from otlp_receiver import OtlpReceiver
 from redis.asyncio import Redis
 from support import RedisServer, broker_settings, running_broker, stub_for, unique_prefix
 
@@ -45,3 +46,12 @@ async def broker(redis_server: RedisServer, prefix: str) -> AsyncIterator[Broker
 async def stub(broker: BrokerApp) -> AsyncIterator[rpc.BrokerServiceStub]:
     async with stub_for(broker.port) as s:
         yield s
+
+
+@pytest.fixture
+def otlp() -> Iterator[OtlpReceiver]:
+    """A real OTLP/gRPC receiver on 127.0.0.1:0: point OTEL_EXPORTER_OTLP_ENDPOINT at
+    `otlp.endpoint` (with OTEL_EXPORTER_OTLP_PROTOCOL=grpc) and query what arrives."""
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()

@@ -18,6 +18,7 @@ from jobwire_broker.store import (
     Progress,
     Retention,
     Store,
+    TraceContext,
 )
 from jobwire_broker.store.scripts import SCRIPT_NAMES
 from redis.asyncio import Redis
@@ -314,9 +315,15 @@ async def test_reclaim_takes_back_expired_leases_as_failed_attempts(
     await s.enqueue(Q, [NewJob(b"a", lease_ms=5_000, backoff=backoff), NewJob(b"b")])
     seq, _ = await lease_one(s)
     clock.now += 4_999
-    assert await s.reclaim(Q) == 0
+    assert await s.reclaim(Q) == []
     clock.now += 1
-    assert await s.reclaim(Q) == 1
+    (reclaimed,) = await s.reclaim(Q)
+    assert (reclaimed.seq, reclaimed.state, reclaimed.error_type, reclaimed.attempt) == (
+        seq,
+        JobState.SCHEDULED,
+        "LEASE_EXPIRED",
+        1,
+    )
     assert await zset(redis, prefix, "scheduled") == {"1": clock.now + 1_000}
     job = await s.get(Q, seq)
     assert job is not None and job.error is not None and job.error.type == "LEASE_EXPIRED"
@@ -334,10 +341,27 @@ async def test_reclaim_enforces_the_execution_timeout_despite_heartbeats(
         clock.now += 1_500
         await s.heartbeat(Q, [HeartbeatItem(seq, token)])
     clock.now += 500
-    assert await s.reclaim(Q) == 1
+    (reclaimed,) = await s.reclaim(Q)
+    assert (reclaimed.state, reclaimed.error_type) == (JobState.DEAD, "EXECUTION_TIMEOUT")
     job = await s.get(Q, seq)
     assert job is not None and job.state is JobState.DEAD
     assert job.error is not None and job.error.type == "EXECUTION_TIMEOUT"
+
+
+async def test_settling_scripts_return_the_jobs_trace_context(s: Store, clock: Clock) -> None:
+    """complete, fail and reclaim hand back the stored context, so the broker can record
+    each transition in the job's trace without another round trip."""
+    trace = TraceContext("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "k=v", "b=1")
+    await s.enqueue(Q, [NewJob(b"x", trace=trace, lease_ms=1_000) for _ in range(3)])
+    leased = (await s.lease(Q, 3)).jobs
+    assert [j.trace for j in leased] == [trace] * 3
+    (done,) = await s.complete(Q, [CompleteItem(leased[0].seq, leased[0].token)])
+    (failed,) = await s.fail(Q, [FailItem(leased[1].seq, leased[1].token, JobError("E"))])
+    clock.now += 1_000
+    (reclaimed,) = await s.reclaim(Q)
+    assert (done.trace, failed.trace, reclaimed.trace) == (trace, trace, trace)
+    (lost,) = await s.complete(Q, [CompleteItem(leased[0].seq, leased[0].token)])
+    assert lost.code == Code.LEASE_LOST and lost.trace == TraceContext()
 
 
 async def test_promote_moves_only_due_jobs(

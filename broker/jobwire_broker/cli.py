@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import Settings, env
 from .domain.limits import Limits
 from .server import BrokerApp
+from .telemetry import Telemetry, setup
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,6 +59,13 @@ def parser() -> argparse.ArgumentParser:
         default=float(env("EMBEDDED_RESTART_DELAY", str(d.embedded_restart_delay_s))),
         help="seconds before restarting a crashed embedded Valkey",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("METRICS_PORT", str(d.metrics_port))),
+        help="serve Prometheus /metrics on this port, on --listen's host; 0: off "
+        "(JOBWIRE_METRICS_PORT). Traces and OTLP metrics follow the OTEL_* variables",
+    )
     serve.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
     return root
 
@@ -70,12 +78,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
         key_prefix=args.key_prefix,
         grace_s=args.grace,
         embedded_restart_delay_s=args.embedded_restart_delay,
+        metrics_port=args.metrics_port,
         limits=dataclasses.replace(Limits(), max_payload_bytes=args.max_payload_bytes),
     )
 
 
-async def serve(settings: Settings) -> None:
-    app = BrokerApp(settings)
+def metrics_address(settings: Settings) -> tuple[str, int] | None:
+    """Where /metrics is served: --listen's host, --metrics-port."""
+    if not settings.metrics_port:
+        return None
+    host = settings.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+    return host, settings.metrics_port
+
+
+async def serve(settings: Settings, telemetry: Telemetry | None = None) -> None:
+    app = BrokerApp(settings, telemetry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,7 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.command == "serve":
-        asyncio.run(serve(settings_from(args)))
+        settings = settings_from(args)
+        try:
+            telemetry = setup(metrics_address(settings))
+        except ValueError as exc:
+            print(f"jobwire-broker: {exc}", file=sys.stderr)
+            return 2
+        try:
+            asyncio.run(serve(settings, telemetry))
+        finally:
+            telemetry.shutdown()  # after the loop: flushes spans and metrics still buffered
     return 0
 
 

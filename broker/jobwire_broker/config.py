@@ -20,6 +20,7 @@ class Settings:
     grace_s: float = 10.0
     embedded_restart_delay_s: float = 1.0
     health_interval_s: float = 0.5
+    metrics_port: int = 0  # Prometheus /metrics; 0: off
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)

@@ -72,9 +72,7 @@ class EmbeddedValkey:
             "--logfile",
             "valkey.log",
         ]
-        self.process = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.DEVNULL
-        )
+        self.process = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL)
         try:
             await self._wait_ready()
         except RuntimeError:

@@ -1,9 +1,10 @@
 """Wires a broker replica: Redis client, store, gRPC server with health and reflection,
-the maintenance loop and a Redis health monitor."""
+the maintenance loop, a Redis health monitor, and telemetry when it is configured."""
 
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -11,14 +12,18 @@ from grpc_reflection.v1alpha import reflection
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 
+from .api.durations import OperationDurations
 from .api.servicer import BrokerServicer
+from .api.streams import StreamSteps
 from .config import Settings
 from .domain.broker import Broker
+from .domain.instruments import Instruments
 from .domain.maintenance import Maintenance
 from .embedded import EmbeddedValkey
 from .store import Store, StoreUnavailable
 from .store.connection import redis_client
 from .store.notify import Notifier
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BrokerService"].full_name
@@ -29,8 +34,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class BrokerApp:
     """One broker replica. `await start()` returns the bound port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
+        self.telemetry = telemetry or Telemetry()
+        self.instruments = Instruments(
+            self.telemetry.tracer_provider, self.telemetry.meter_provider
+        )
         self.embedded: EmbeddedValkey | None = None
         # grpc-stubs does not know the asyncio servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -50,7 +59,8 @@ class BrokerApp:
                 ("grpc.max_send_message_length", self.settings.max_message_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            ]
+            ],
+            interceptors=self._interceptors() or None,
         )
         self.redis = redis_client(
             url, self.settings.redis_max_connections, self.settings.redis_timeout_s
@@ -58,7 +68,8 @@ class BrokerApp:
         self.store = Store(self.redis, self.settings.key_prefix)
         self.notifier = Notifier(self.redis)
         self.notifier.start()
-        self.broker = Broker(self.store, self.notifier)
+        self.broker = Broker(self.store, self.notifier, self.instruments)
+        self.instruments.observe_depth(self.store)
         servicer = BrokerServicer(self.broker, self.settings.limits, self.settings.defaults)
         rpc.add_BrokerServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -67,13 +78,35 @@ class BrokerApp:
         )
         self.port = self.server.add_insecure_port(self.settings.listen)
         await self.server.start()
-        maintenance = Maintenance(self.store, self.settings.maintenance)
+        maintenance = Maintenance(self.store, self.settings.maintenance, self.instruments)
         self._tasks = [
             asyncio.create_task(maintenance.run(), name="maintenance"),
             asyncio.create_task(self._monitor_redis(), name="redis-health"),
         ]
         log.info("jobwire broker listening on %s (port %d)", self.settings.listen, self.port)
         return self.port
+
+    def _interceptors(self) -> "list[grpc.aio.ServerInterceptor[Any, Any]]":
+        """gRPC server spans (parented to the caller's metadata) and call durations, only
+        when telemetry is on: off, a call pays nothing for them."""
+        interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+        if self.telemetry.tracer_provider is not None:
+            from opentelemetry.instrumentation.grpc import aio_server_interceptor
+            from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
+
+            # Health probes and reflection would drown the job traces.
+            quiet = any_of(service_name(health.SERVICE_NAME), service_name(reflection.SERVICE_NAME))
+            interceptors.append(StreamSteps())  # first: it wraps what the next one returns
+            interceptors.append(
+                aio_server_interceptor(  # type: ignore[no-untyped-call]
+                    self.telemetry.tracer_provider, filter_=negate(quiet)
+                )
+            )
+        if self.instruments.metrics:
+            interceptors.append(
+                OperationDurations(self.instruments.operation_duration, SERVICE_NAME)
+            )
+        return interceptors
 
     async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
         for service in ("", SERVICE_NAME):

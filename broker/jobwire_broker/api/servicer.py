@@ -11,10 +11,10 @@ from ..domain.broker import Broker, Settlement, SettleResult
 from ..domain.errors import Reason, lease_lost, not_found
 from ..domain.ids import job_id
 from ..domain.limits import Defaults, Limits
-from ..store import Code, FailResult, ItemResult
+from ..store import Code, FailResult, ItemResult, TraceContext
 from . import responses as out
 from .errors import streaming, unary
-from .requests import Parser
+from .requests import MAX_BAGGAGE_BYTES, MAX_TRACEPARENT_BYTES, MAX_TRACESTATE_BYTES, Parser
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DEADLINE_MARGIN_S = 0.05
@@ -47,6 +47,27 @@ def _fail_response(r: FailResult) -> pb.FailResponse:
     return response
 
 
+TRACE_LIMITS = {
+    "traceparent": MAX_TRACEPARENT_BYTES,
+    "tracestate": MAX_TRACESTATE_BYTES,
+    "baggage": MAX_BAGGAGE_BYTES,
+}
+
+
+def caller_trace(context: Context) -> TraceContext | None:
+    """The W3C context in the call's metadata, for producers that put it there rather
+    than in JobSpec.trace_context (plain stubs, grpcurl). Oversized values are ignored:
+    metadata is not the request, so it is not rejected."""
+    found: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        limit = TRACE_LIMITS.get(key)
+        if limit and key not in found and isinstance(value, str) and len(value) <= limit:
+            found[key] = value
+    if not found.get("traceparent"):
+        return None
+    return TraceContext(found["traceparent"], found.get("tracestate", ""), found.get("baggage", ""))
+
+
 class BrokerServicer(rpc.BrokerServiceServicer):
     def __init__(self, broker: Broker, limits: Limits, defaults: Defaults) -> None:
         self.broker = broker
@@ -62,7 +83,9 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         queue = p.queue("queue", request.queue)
         job = p.new_job("job", request.job)
         p.done()
-        (result,) = await self.broker.enqueue(queue, [job])
+        self.broker.instruments.describe_call("enqueue", "send", queue)
+        caller = None if job.trace.traceparent else caller_trace(context)
+        (result,) = await self.broker.enqueue(queue, [job], caller)
         return pb.EnqueueResponse(
             job_id=job_id(queue, result.seq),
             duplicate=result.duplicate,
@@ -78,7 +101,11 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.batch("jobs", len(request.jobs))
         jobs = [p.new_job(f"jobs[{i}]", spec) for i, spec in enumerate(request.jobs)]
         p.done()
-        results = await self.broker.enqueue(queue, jobs)
+        self.broker.instruments.describe_call("enqueue", "send", queue, len(jobs))
+        caller = None
+        if not all(j.trace.traceparent for j in jobs):
+            caller = caller_trace(context)
+        results = await self.broker.enqueue(queue, jobs, caller)
         return pb.EnqueueBatchResponse(
             results=[
                 pb.EnqueueResponse(
@@ -103,6 +130,8 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         if remaining is not None:
             wait_s = min(wait_s, remaining - DEADLINE_MARGIN_S)
         jobs = await self.broker.lease(queue, request.max_jobs or 1, wait_s)
+        batch = len(jobs) if request.max_jobs > 1 else None
+        self.broker.instruments.describe_call("lease", "receive", queue, batch)
         return pb.LeaseResponse(jobs=[out.leased_job(j) for j in jobs])
 
     @unary
@@ -142,6 +171,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p = self._parser()
         item = p.complete("", request)
         p.done()
+        self.broker.instruments.describe_call("complete", "settle", item[0])
         (result,) = await self.broker.complete([item])
         _raise_item(request.job_id, result.code, result.reason)
         return pb.CompleteResponse()
@@ -151,6 +181,8 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p = self._parser()
         item = p.fail("", request)
         p.done()
+        operation = "release" if request.release else "fail"
+        self.broker.instruments.describe_call(operation, "settle", item[0])
         (result,) = await self.broker.fail([item])
         _raise_item(request.job_id, result.code, result.reason)
         return _fail_response(result)
@@ -173,6 +205,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
             else:
                 p.bad(field, "must set complete or fail")
         p.done()
+        self.broker.instruments.describe_call("settle", "settle", batch=len(items))
         results = await self.broker.settle(items)
         return pb.SettleBatchResponse(results=[self._settlement(r) for r in results])
 

@@ -3,7 +3,9 @@ queues, and event streams for watchers."""
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,13 +22,16 @@ from ..store import (
     ItemResult,
     JobRecord,
     JobState,
+    LeaseBatch,
     NewJob,
     Store,
     StoreUnavailable,
+    TraceContext,
 )
 from ..store.notify import Notifier
 from .errors import job_finished, not_found, shutting_down, store_unavailable
 from .ids import job_id
+from .instruments import Instruments
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -74,9 +79,12 @@ SettleResult = ItemResult | FailResult
 
 
 class Broker:
-    def __init__(self, store: Store, notifier: Notifier) -> None:
+    def __init__(
+        self, store: Store, notifier: Notifier, instruments: Instruments | None = None
+    ) -> None:
         self.store = store
         self.notifier = notifier
+        self.instruments = instruments or Instruments()
         self.closing = asyncio.Event()
         self._sleepers: set[asyncio.Event] = set()
 
@@ -97,16 +105,40 @@ class Broker:
             self._sleepers.discard(event)
 
     @store_errors
-    async def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[Enqueued]:
-        return await self.store.enqueue(queue, jobs)
+    async def enqueue(
+        self, queue: str, jobs: Sequence[NewJob], caller: TraceContext | None = None
+    ) -> list[Enqueued]:
+        """Adds jobs. `caller` is the trace context the call's metadata carried: jobs
+        without a context of their own join that trace."""
+        ins = self.instruments
+        if not ins.tracing:
+            if caller is not None:
+                jobs = [
+                    j if j.trace.traceparent else dataclasses.replace(j, trace=caller) for j in jobs
+                ]
+            return await self.store.enqueue(queue, jobs)
+        jobs, spans = ins.enqueuing(queue, jobs, caller)
+        with ins.ending(spans):
+            results = await self.store.enqueue(queue, jobs)
+            ins.enqueued(queue, spans, results)
+        return results
 
     @store_errors
     async def lease(self, queue: str, max_jobs: int, wait_s: float) -> list[JobRecord]:
         """Leases up to max_jobs, waiting up to wait_s for the first one to arrive."""
-        batch = await self.store.lease(queue, max_jobs)
+        batch = await self._lease(queue, max_jobs)
         if batch.jobs or wait_s <= 0:
             return batch.jobs
         return await self._wait_and_lease(queue, max_jobs, wait_s)
+
+    async def _lease(self, queue: str, max_jobs: int, waiting_flag_ms: int = 0) -> LeaseBatch:
+        ins = self.instruments
+        if not (ins.tracing or ins.metrics):
+            return await self.store.lease(queue, max_jobs, waiting_flag_ms)
+        start = time.time_ns()
+        batch = await self.store.lease(queue, max_jobs, waiting_flag_ms)
+        ins.leased(queue, batch.jobs, start)
+        return batch
 
     async def _wait_and_lease(self, queue: str, max_jobs: int, wait_s: float) -> list[JobRecord]:
         loop = asyncio.get_running_loop()
@@ -126,7 +158,7 @@ class Broker:
                 woken.clear()
                 timeout = RECHECK_S if subscribed else OFFLINE_RECHECK_S
                 try:
-                    batch = await self.store.lease(queue, max_jobs, int(remaining * 1000) + 1000)
+                    batch = await self._lease(queue, max_jobs, int(remaining * 1000) + 1000)
                 except StoreUnavailable:
                     if end - loop.time() <= timeout:
                         raise
@@ -148,14 +180,21 @@ class Broker:
 
     @store_errors
     async def complete(self, items: Sequence[tuple[str, CompleteItem]]) -> list[ItemResult]:
-        return await _per_queue(items, self.store.complete)
+        start = time.time_ns()
+        results = await _per_queue(items, self.store.complete)
+        self.instruments.settled(items, results, start)
+        return results
 
     @store_errors
     async def fail(self, items: Sequence[tuple[str, FailItem]]) -> list[FailResult]:
-        return await _per_queue(items, self.store.fail)
+        start = time.time_ns()
+        results = await _per_queue(items, self.store.fail)
+        self.instruments.settled(items, results, start)
+        return results
 
     @store_errors
     async def settle(self, items: Sequence[Settlement]) -> list[SettleResult]:
+        start = time.time_ns()
         completes = [(i, (s.queue, s.complete)) for i, s in enumerate(items) if s.complete]
         fails = [(i, (s.queue, s.fail)) for i, s in enumerate(items) if s.fail]
         done, failed = await asyncio.gather(
@@ -167,6 +206,8 @@ class Broker:
             results[i] = c_result
         for (i, _), f_result in zip(fails, failed, strict=True):
             results[i] = f_result
+        self.instruments.settled([c for _, c in completes], done, start)
+        self.instruments.settled([f for _, f in fails], failed, start)
         return [r for r in results if r is not None]
 
     @store_errors

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..store import Retention, Store, StoreUnavailable
+from .instruments import Instruments
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +21,12 @@ class MaintenanceSettings:
 
 
 class Maintenance:
-    def __init__(self, store: Store, settings: MaintenanceSettings) -> None:
+    def __init__(
+        self, store: Store, settings: MaintenanceSettings, instruments: Instruments | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.instruments = instruments or Instruments()
         self._last_prune = 0.0
 
     async def run(self) -> None:
@@ -42,9 +46,11 @@ class Maintenance:
             self._last_prune = time.monotonic()
 
     async def _queue(self, queue: str, prune: bool) -> None:
+        start = time.time_ns()
         reclaimed = await self.store.reclaim(queue)
         if reclaimed:
-            log.info("took back %d expired leases in %s", reclaimed, queue)
+            log.info("took back %d expired leases in %s", len(reclaimed), queue)
+            self.instruments.expired(queue, reclaimed, start)
         await self.store.promote(queue)
         if prune:
             await self.store.prune(queue, self.settings.retention)

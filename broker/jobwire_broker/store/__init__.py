@@ -18,6 +18,7 @@ from .records import (
     LeaseBatch,
     NewJob,
     Progress,
+    Reclaimed,
     Retention,
     TraceContext,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "LeaseBatch",
     "NewJob",
     "Progress",
+    "Reclaimed",
     "Retention",
     "Store",
     "StoreUnavailable",

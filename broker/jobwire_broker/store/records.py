@@ -166,6 +166,7 @@ class FailItem:
 class ItemResult:
     code: int
     reason: str
+    trace: TraceContext = TraceContext()  # the job's, when code is OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,18 @@ class FailResult:
     reason: str
     state: JobState | None
     due_ms: int
+    trace: TraceContext = TraceContext()  # the job's, when code is OK
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaimed:
+    """A lease the maintenance loop took back as a failed attempt."""
+
+    seq: int
+    state: JobState  # after: ready or scheduled (retry), dead, or cancelled
+    error_type: str  # LEASE_EXPIRED or EXECUTION_TIMEOUT
+    attempt: int
+    trace: TraceContext
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
-from .keys import QueueKeys, events_key, job_key, queue_keys, registry_key
+from .keys import QueueKeys, events_key, job_key, queue_keys, registry_key, set_key
 from .records import (
     Backoff,
     CancelResult,
@@ -30,6 +30,7 @@ from .records import (
     LeaseBatch,
     NewJob,
     Progress,
+    Reclaimed,
     Retention,
     TraceContext,
 )
@@ -158,7 +159,9 @@ class Store:
         for item in items:
             args += [item.seq, item.token, item.result, item.content_type]
         rows = await self._run("complete", queue, args)
-        return [ItemResult(int(code), reason.decode()) for code, reason in rows]
+        return [
+            ItemResult(int(code), reason.decode(), _trace(trace)) for code, reason, trace in rows
+        ]
 
     async def fail(self, queue: str, items: Sequence[FailItem]) -> list[FailResult]:
         args: list[Any] = [len(items)]
@@ -177,9 +180,13 @@ class Store:
         rows = await self._run("fail", queue, args)
         return [
             FailResult(
-                int(code), reason.decode(), JobState(state.decode()) if state else None, int(due)
+                int(code),
+                reason.decode(),
+                JobState(state.decode()) if state else None,
+                int(due),
+                _trace(trace),
             )
-            for code, reason, state, due in rows
+            for code, reason, state, due, trace in rows
         ]
 
     # -- anyone ---------------------------------------------------------------------
@@ -212,10 +219,28 @@ class Store:
             )
         return [_event(entry_id.decode(), fields) for entry_id, fields in rows]
 
+    async def depths(self, states: Sequence[JobState]) -> dict[str, dict[JobState, int]]:
+        """How many jobs each known queue holds in each of `states`, in one round trip
+        after reading the registry. Not atomic across queues: a gauge, not a ledger."""
+        queues = await self.queues()
+        if not queues:
+            return {}
+        with unavailable_on_connection_errors():
+            async with self.client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    for state in states:
+                        pipe.zcard(set_key(self.prefix, queue, state.value))
+                counts = iter(await pipe.execute())
+        return {queue: {state: int(next(counts)) for state in states} for queue in queues}
+
     # -- maintenance ----------------------------------------------------------------
 
-    async def reclaim(self, queue: str, limit: int = 1000) -> int:
-        return int(await self._run("reclaim", queue, [limit, random.random()]))
+    async def reclaim(self, queue: str, limit: int = 1000) -> list[Reclaimed]:
+        rows = await self._run("reclaim", queue, [limit, random.random()])
+        return [
+            Reclaimed(int(seq), STATES[state], etype.decode(), int(attempt), _trace(trace))
+            for seq, state, etype, attempt, trace in rows
+        ]
 
     async def promote(self, queue: str, limit: int = 1000) -> int:
         return int(await self._run("promote", queue, [limit]))
@@ -265,13 +290,16 @@ def _backoff(spec: bytes) -> Backoff:
     return Backoff.parse(spec.decode())
 
 
+def _trace(raw: bytes | None) -> TraceContext:
+    return TraceContext(**json.loads(raw)) if raw else NO_TRACE
+
+
 def _json_map(raw: bytes | None) -> dict[str, str]:
     return json.loads(raw) if raw and raw != b"{}" else {}
 
 
 def _record(queue: str, h: dict[bytes, bytes]) -> JobRecord:
     """A job from its hash. Runs once per leased job, so it skips work for empty fields."""
-    trace = h.get(b"trace")
     pct = h.get(b"pct")
     etype = h.get(b"etype")
     return JobRecord(
@@ -287,7 +315,7 @@ def _record(queue: str, h: dict[bytes, bytes]) -> JobRecord:
         lease_ms=_int(h, b"lease_ms"),
         timeout_ms=_int(h, b"exec_ms"),
         idempotency_key=_str(h, b"idem"),
-        trace=TraceContext(**json.loads(trace)) if trace else NO_TRACE,
+        trace=_trace(h.get(b"trace")),
         attempt=_int(h, b"att"),
         token=_str(h, b"token"),
         lease_until_ms=_int(h, b"lease_until"),

@@ -6,7 +6,8 @@
 -- ARGV[4]  n; then 8 ARGV per item: seq, token, error type, error message,
 --          non-retryable (0/1), retry delay ms (-1: the job's backoff policy),
 --          random number in [0, 1) for jitter, release (0/1: hand back uncounted)
--- Returns: per item {code, reason, new state, due time ms (0 unless retried)}
+-- Returns: per item {code, reason, new state, due time ms (0 unless retried),
+--          trace context JSON ("" unless OK)}
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
 
 -- Gives a leased job back as if this lease never happened: the attempt is not counted.
@@ -34,16 +35,16 @@ local out = {}
 for i = 0, tonumber(ARGV[4]) - 1 do
   local a = 5 + i * 8
   local seq = ARGV[a]
-  local code, reason = check_lease(seq, ARGV[a + 1], now, {})
+  local code, reason, f = check_lease(seq, ARGV[a + 1], now, {'trace'})
   if code ~= OK then
-    out[#out + 1] = {code, reason, '', 0}
+    out[#out + 1] = {code, reason, '', 0, ''}
   elseif ARGV[a + 7] == '1' then
     local state, due = release(seq, now, tonumber(ARGV[a + 5]))
-    out[#out + 1] = {code, reason, state, due}
+    out[#out + 1] = {code, reason, state, due, f[1] or ''}
   else
     local state, due = settle_failure(seq, now, ARGV[a + 2], ARGV[a + 3],
       ARGV[a + 4] == '1', tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]))
-    out[#out + 1] = {code, reason, state, due}
+    out[#out + 1] = {code, reason, state, due, f[1] or ''}
   end
 end
 return out

@@ -6,19 +6,23 @@
 -- ARGV[1..3]: now override, wake channel, events channel (lib.lua)
 -- ARGV[4]  the most leases to take back in this call
 -- ARGV[5]  random number in [0, 1) for jitter
--- Returns: the number of leases taken back
+-- Returns: per lease taken back {seq, new state, error type, attempt, trace context
+--          JSON}, so the broker can record each in the job's trace
 -- Codes: 0 OK
 
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 local rand = tonumber(ARGV[5])
+local out = {}
 for _, seq in ipairs(expired) do
-  local exec_until = tonumber(redis.call('HGET', K.job .. seq, 'exec_until') or '0')
+  local f = redis.call('HMGET', K.job .. seq, 'exec_until', 'att', 'trace')
+  local exec_until = tonumber(f[1] or '0')
   local etype, emsg = 'LEASE_EXPIRED', 'lease expired without a heartbeat'
   if exec_until > 0 and exec_until <= now then
     etype, emsg = 'EXECUTION_TIMEOUT', 'attempt ran past its execution timeout'
   end
-  settle_failure(seq, now, etype, emsg, false, -1, rand)
+  local state = settle_failure(seq, now, etype, emsg, false, -1, rand)
   rand = (rand + 0.6180339887) % 1
+  out[#out + 1] = {tonumber(seq), state, etype, tonumber(f[2] or '0'), f[3] or ''}
 end
-return #expired
+return out
