@@ -22,7 +22,8 @@ async def main(target: str, queue: str, n: int, rate: float) -> None:
             if delay > 0:
                 await asyncio.sleep(delay)
             task = asyncio.create_task(
-                client.enqueue(queue, payload(i), content_type="application/json"))
+                client.enqueue(queue, payload(i), content_type="application/json")
+            )
             pending.add(task)
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)

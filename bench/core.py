@@ -32,8 +32,13 @@ LEASE_BATCH = 50
 
 def payload(seq: int) -> bytes:
     """The standard 100-byte JSON payload."""
-    data = {"seq": f"{seq:08d}", "op": "noop", "tenant": f"t-{seq % 16:04d}",
-            "ts": f"{time.time():.6f}", "pad": ""}
+    data = {
+        "seq": f"{seq:08d}",
+        "op": "noop",
+        "tenant": f"t-{seq % 16:04d}",
+        "ts": f"{time.time():.6f}",
+        "pad": "",
+    }
     data["pad"] = "x" * (100 - len(json.dumps(data, separators=(",", ":"))))
     raw = json.dumps(data, separators=(",", ":")).encode()
     assert len(raw) == 100, len(raw)
@@ -49,9 +54,22 @@ class Broker:
 
     def __init__(self, redis_url: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jobwire_broker", "serve", "--listen", "127.0.0.1:0",
-             "--redis-url", redis_url, "--key-prefix", "bench", "--log-level", "WARNING"],
-            stdout=subprocess.PIPE, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "jobwire_broker",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--redis-url",
+                redis_url,
+                "--key-prefix",
+                "bench",
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
         )
         assert self.process.stdout is not None
         for line in self.process.stdout:
@@ -94,8 +112,9 @@ async def drain_single(stub: rpc.BrokerServiceStub, n: int, width: int) -> None:
         while done < n:
             reply = await stub.Lease(pb.LeaseRequest(queue=QUEUE, max_jobs=1))
             for held in reply.jobs:
-                await stub.Complete(pb.CompleteRequest(job_id=held.job.id,
-                                                       lease_token=held.lease_token))
+                await stub.Complete(
+                    pb.CompleteRequest(job_id=held.job.id, lease_token=held.lease_token)
+                )
                 done += 1
 
     await asyncio.gather(*(lane() for _ in range(width)))
@@ -111,11 +130,16 @@ async def drain_batched(stub: rpc.BrokerServiceStub, n: int, width: int) -> None
             reply = await stub.Lease(pb.LeaseRequest(queue=QUEUE, max_jobs=LEASE_BATCH))
             if not reply.jobs:
                 continue
-            await stub.SettleBatch(pb.SettleBatchRequest(settlements=[
-                pb.Settlement(complete=pb.CompleteRequest(job_id=h.job.id,
-                                                          lease_token=h.lease_token))
-                for h in reply.jobs
-            ]))
+            await stub.SettleBatch(
+                pb.SettleBatchRequest(
+                    settlements=[
+                        pb.Settlement(
+                            complete=pb.CompleteRequest(job_id=h.job.id, lease_token=h.lease_token)
+                        )
+                        for h in reply.jobs
+                    ]
+                )
+            )
             done += len(reply.jobs)
 
     await asyncio.gather(*(lane() for _ in range(width)))
@@ -135,8 +159,9 @@ DRAIN: dict[str, Figure] = {
 }
 
 
-async def measure(stub: rpc.BrokerServiceStub, host: str, port: int, n: int,
-                  repeat: int) -> dict[str, list[float]]:
+async def measure(
+    stub: rpc.BrokerServiceStub, host: str, port: int, n: int, repeat: int
+) -> dict[str, list[float]]:
     runs: dict[str, list[float]] = {name: [] for name in [*ENQUEUE, *DRAIN]}
     for _ in range(repeat):
         for name, figure in ENQUEUE.items():
@@ -158,26 +183,49 @@ def bullmq(port: int, n: int, repeat: int) -> dict[str, list[float]]:
     if not (folder / "node_modules").is_dir():
         subprocess.run(["npm", "ci", "--silent"], cwd=folder, check=True)
     out = folder / "results.json"
-    subprocess.run(["node", "bench.mjs", "--port", str(port), "--jobs", str(n), "--repeat",
-                    str(repeat), "--only", "enqueue,process", "--json", str(out)],
-                   cwd=folder, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "node",
+            "bench.mjs",
+            "--port",
+            str(port),
+            "--jobs",
+            str(n),
+            "--repeat",
+            str(repeat),
+            "--only",
+            "enqueue,process",
+            "--json",
+            str(out),
+        ],
+        cwd=folder,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     figures = json.loads(out.read_text())["figures"]
     out.unlink()
-    names = {"enqueue_1by1": "enqueue 1-by-1", "enqueue_c100": "enqueue 100 concurrent",
-             "enqueue_bulk1000": "enqueue batch 1000", "process_c1": "process c=1",
-             "process_c10": "process c=10", "process_c50": "process c=50"}
+    names = {
+        "enqueue_1by1": "enqueue 1-by-1",
+        "enqueue_c100": "enqueue 100 concurrent",
+        "enqueue_bulk1000": "enqueue batch 1000",
+        "process_c1": "process c=1",
+        "process_c10": "process c=10",
+        "process_c50": "process c=50",
+    }
     return {names[k]: v["runs"] for k, v in figures.items() if k in names}
 
 
 def table(title: str, runs: dict[str, list[float]]) -> str:
     lines = [f"{title}", f"{'figure':32} {'median':>10} {'min-max':>18}"]
     for name, values in runs.items():
-        lines.append(f"{name:32} {statistics.median(values):>10,.0f} "
-                     f"{min(values):>8,.0f}-{max(values):<8,.0f} jobs/s")
+        lines.append(
+            f"{name:32} {statistics.median(values):>10,.0f} "
+            f"{min(values):>8,.0f}-{max(values):<8,.0f} jobs/s"
+        )
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     with valkey_server() as (host, port):
         broker = Broker(f"redis://{host}:{port}/0")
         try:
@@ -194,8 +242,7 @@ async def run(args: argparse.Namespace) -> None:
             theirs = bullmq(port, args.jobs, args.repeat)
             print()
             print(table("BullMQ (Node) on the same Valkey", theirs))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"jobwire": ours, "bullmq": theirs}, indent=2))
+    return {"jobwire": ours, "bullmq": theirs}
 
 
 def main() -> None:
@@ -204,7 +251,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--bullmq", action="store_true", help="also run BullMQ's Node worker")
     parser.add_argument("--json", help="write the runs to this file")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    runs = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=2))
 
 
 if __name__ == "__main__":
