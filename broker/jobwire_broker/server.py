@@ -22,7 +22,7 @@ from .domain.maintenance import Maintenance
 from .embedded import EmbeddedValkey
 from .store import Store, StoreUnavailable
 from .store.connection import redis_client
-from .store.notify import Notifier
+from .store.notify import Notifier, cancel_and_wait
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,14 @@ class BrokerApp:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.port = self.server.add_insecure_port(self.settings.listen)
+        # Health must say something from the first call on (unset reads as NOT_FOUND).
+        serving = await self._redis_ok()
+        await self._set_health(SERVING if serving else NOT_SERVING)
         await self.server.start()
         maintenance = Maintenance(self.store, self.settings.maintenance, self.instruments)
         self._tasks = [
-            asyncio.create_task(maintenance.run(), name="maintenance"),
-            asyncio.create_task(self._monitor_redis(), name="redis-health"),
+            asyncio.create_task(maintenance.run(self.broker.closing), name="maintenance"),
+            asyncio.create_task(self._monitor_redis(serving), name="redis-health"),
         ]
         log.info("jobwire broker listening on %s (port %d)", self.settings.listen, self.port)
         return self.port
@@ -112,16 +115,20 @@ class BrokerApp:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
 
-    async def _monitor_redis(self) -> None:
+    async def _redis_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.health_interval_s * 2):
+                await self.store.ping()
+        except (StoreUnavailable, TimeoutError):
+            return False
+        return True
+
+    async def _monitor_redis(self, serving: bool) -> None:
         """NOT_SERVING while Redis is unreachable. On recovery, drops pooled connections
         so no call trips over a socket to the old server."""
-        serving: bool | None = None
-        while True:
-            try:
-                await asyncio.wait_for(self.store.ping(), self.settings.health_interval_s * 2)
-                ok = True
-            except (StoreUnavailable, TimeoutError):
-                ok = False
+        while not self.broker.closing.is_set():
+            await _sleep_unless(self.broker.closing, self.settings.health_interval_s)
+            ok = await self._redis_ok()
             if ok != serving:
                 if ok and serving is False:
                     await self.redis.connection_pool.disconnect(inuse_connections=False)
@@ -132,7 +139,6 @@ class BrokerApp:
                 )
                 await self._set_health(SERVING if ok else NOT_SERVING)
                 serving = ok
-            await asyncio.sleep(self.settings.health_interval_s)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, waiting Leases return, in-flight calls finish."""
@@ -140,12 +146,15 @@ class BrokerApp:
         self.broker.close()
         await self.server.stop(self.settings.grace_s if grace_s is None else grace_s)
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await self.notifier.stop()
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
         if self.embedded:
             await self.embedded.stop()
+
+
+async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -20,6 +20,7 @@ from ..store import (
     HeartbeatItem,
     HeartbeatResult,
     ItemResult,
+    JobError,
     JobRecord,
     JobState,
     LeaseBatch,
@@ -132,12 +133,25 @@ class Broker:
         return await self._wait_and_lease(queue, max_jobs, wait_s)
 
     async def _lease(self, queue: str, max_jobs: int, waiting_flag_ms: int = 0) -> LeaseBatch:
-        ins = self.instruments
-        if not (ins.tracing or ins.metrics):
-            return await self.store.lease(queue, max_jobs, waiting_flag_ms)
+        """One lease script. If the call is cancelled meanwhile (the worker stopped or went
+        away), what the script leased is handed back at once instead of waiting out its
+        lease: nobody would ever see those tokens."""
+        leasing = asyncio.ensure_future(self.store.lease(queue, max_jobs, waiting_flag_ms))
         start = time.time_ns()
-        batch = await self.store.lease(queue, max_jobs, waiting_flag_ms)
-        ins.leased(queue, batch.jobs, start)
+        try:
+            batch = await asyncio.shield(leasing)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                orphans = (await leasing).jobs
+                if orphans:
+                    await self.store.fail(
+                        queue,
+                        [FailItem(j.seq, j.token, JobError(""), release=True) for j in orphans],
+                    )
+            raise
+        ins = self.instruments
+        if ins.tracing or ins.metrics:
+            ins.leased(queue, batch.jobs, start)
         return batch
 
     async def _wait_and_lease(self, queue: str, max_jobs: int, wait_s: float) -> list[JobRecord]:

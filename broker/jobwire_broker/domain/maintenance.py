@@ -2,6 +2,7 @@
 retention. Each step is one atomic script per queue, so replicas may overlap freely."""
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -29,14 +30,18 @@ class Maintenance:
         self.instruments = instruments or Instruments()
         self._last_prune = 0.0
 
-    async def run(self) -> None:
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Runs until `stop` is set (checked between ticks, so shutdown never depends
+        on a cancel reaching the loop)."""
+        while not stop.is_set():
             try:
                 await self.tick()
             except StoreUnavailable as exc:
                 log.debug("maintenance skipped, store unavailable: %s", exc)
             # Jitter keeps replicas from running in lockstep.
-            await asyncio.sleep(self.settings.interval_s * random.uniform(0.8, 1.2))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.interval_s * random.uniform(0.8, 1.2)):
+                    await stop.wait()
 
     async def tick(self) -> None:
         prune = time.monotonic() - self._last_prune >= self.settings.prune_interval_s

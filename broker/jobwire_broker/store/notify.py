@@ -23,6 +23,17 @@ RECONNECT_DELAY_S = 0.2
 POLL_S = 0.05
 
 
+async def cancel_and_wait(task: "asyncio.Task[None]") -> None:
+    """Cancels a task and waits until it has ended. On Python 3.11 a cancel that lands
+    as an inner wait_for finishes can be swallowed (CPython gh-86296), leaving a
+    `while True` loop running, so keep cancelling until the task is done."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
+
+
 class Notifier:
     def __init__(self, client: Redis) -> None:
         self._client = client
@@ -37,9 +48,7 @@ class Notifier:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def listen(self, channel: str, listener: Listener, within_s: float = 1.0) -> bool:
         """Adds a listener; returns once Redis confirmed the subscription (True), or
