@@ -71,7 +71,7 @@ class Job:
         }
         self.lease_token: str = leased.lease_token
         self.lease_duration_s: float = j.spec.lease_duration.ToMilliseconds() / 1000 or 30.0
-        self._cancelled = threading.Event()
+        self._cancelled = False  # a plain flag: set once, read by handlers in any thread
         self._pending_progress: Progress | None = None
         self._wake = wake
         self._span: trace.Span = trace.INVALID_SPAN
@@ -83,7 +83,7 @@ class Job:
     @property
     def cancelled(self) -> bool:
         """True once the job was cancelled or its lease lost: sync handlers should stop."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def progress(self, percent: float, message: str = "", **details: Any) -> None:
         """Records progress; the heartbeat task sends the latest value shortly after.
@@ -377,16 +377,18 @@ class Worker:
 
     async def _runner(self, q: _Queue) -> None:
         clock = asyncio.get_running_loop().time
+        runner = asyncio.current_task()
+        assert runner is not None
         while (held := await q.buffer.get()) is not None:
             started = clock()
             try:
-                await self._run_one(q, held)
+                await self._run_one(q, held, runner)
             finally:
                 q.observe(clock() - started)
                 q.outstanding -= 1
                 q.room.set()
 
-    async def _run_one(self, q: _Queue, held: _Held) -> None:
+    async def _run_one(self, q: _Queue, held: _Held, runner: "asyncio.Task[Any]") -> None:
         if held.stop_reason:  # lost or cancelled while waiting in the buffer
             self._finish_stopped(held)
             return
@@ -395,13 +397,13 @@ class Worker:
             q.name, job.id, job.attempt, job.trace_context, self.trace_link_only
         ) as span:
             held.span = job._span = span
-            await self._invoke(q, held)
+            await self._invoke(q, held, runner)
 
-    async def _invoke(self, q: _Queue, held: _Held) -> None:
+    async def _invoke(self, q: _Queue, held: _Held, runner: "asyncio.Task[Any]") -> None:
         try:
             if q.is_async:
                 # Runs inline; the runner task itself is cancelled if the lease is lost.
-                held.task = asyncio.current_task()
+                held.task = runner
                 result = await q.handler(held.job)
             else:
                 # Copy the context so the process span is current in the thread too.
@@ -414,9 +416,7 @@ class Worker:
             if not held.stop_reason:
                 raise  # the worker itself is being torn down
             if q.is_async:
-                task = asyncio.current_task()
-                assert task is not None
-                task.uncancel()
+                runner.uncancel()
             self._finish_stopped(held)
             return
         except Exception as error:
@@ -438,7 +438,7 @@ class Worker:
             return
         held.stop_reason = reason
         _trace.event(held.span, "jobwire.handler_stopped", reason=reason)
-        held.job._cancelled.set()
+        held.job._cancelled = True
         if held.task is not None and not held.task.done():
             held.task.cancel()
 
