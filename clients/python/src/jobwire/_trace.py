@@ -16,6 +16,7 @@ from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 SYSTEM = "jobwire"
+NO_CONTEXT: dict[str, str] = {}  # shared and never written: each job's context when off
 MAX_LINKS = 128
 tracer = trace.get_tracer("jobwire")
 meter = metrics.get_meter("jobwire")
@@ -39,9 +40,35 @@ operation_duration = meter.create_histogram(
 )
 
 
+_installed = False
+_checked_at = -1.0
+
+
 def enabled() -> bool:
-    """True once the application has installed an OpenTelemetry SDK."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    """True once the application has installed an OpenTelemetry SDK. Asking the API
+    costs microseconds per call (an environment lookup and an ABC check), so a yes is
+    kept for good and a no is re-checked at most once a second."""
+    global _installed, _checked_at
+    if _installed:
+        return True
+    now = time.monotonic()
+    if now - _checked_at >= 1.0:
+        _checked_at = now
+        _installed = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _installed
+
+
+class _NoSpan(contextlib.AbstractContextManager[Any]):
+    """What the span context managers return while tracing is off: no work at all."""
+
+    def __enter__(self) -> trace.Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+NO_SPAN = _NoSpan()
 
 
 def _attributes(operation: str, kind: str, queue: str, **extra: Any) -> dict[str, Any]:
@@ -82,13 +109,14 @@ class Send:
 
     def __init__(self, queue: str, count: int) -> None:
         self.queue, self.count = queue, count
-        self.trace_contexts: list[dict[str, str]] = [{} for _ in range(count)]
+        self.trace_contexts: list[dict[str, str]] = [NO_CONTEXT] * count
         self.span: trace.Span = trace.INVALID_SPAN
-        self._start = time.perf_counter()
 
     def __enter__(self) -> "Send":
         if not enabled():
             return self
+        self._start = time.perf_counter()
+        self.trace_contexts = [{} for _ in range(self.count)]
         batch = self.count if self.count > 1 else None
         links: list[Link] = []
         if batch is not None:
@@ -160,15 +188,20 @@ def record_receive(queue: str, started_ns: int, jobs: Sequence[Mapping[str, str]
     operation_duration.record((time.time_ns() - started_ns) / 1e9, attrs)
 
 
-@contextlib.contextmanager
 def process(
     queue: str, job_id: str, attempt: int, values: Mapping[str, str], link_only: bool
-) -> Iterator[trace.Span]:
+) -> contextlib.AbstractContextManager[trace.Span]:
     """A CONSUMER `process <queue>` span around a handler: child of the job's creation
     context (one joined trace), or only linked to it when `link_only`."""
     if not enabled():
-        yield trace.INVALID_SPAN
-        return
+        return NO_SPAN
+    return _process(queue, job_id, attempt, values, link_only)
+
+
+@contextlib.contextmanager
+def _process(
+    queue: str, job_id: str, attempt: int, values: Mapping[str, str], link_only: bool
+) -> Iterator[trace.Span]:
     parent = extract(values)
     creation = trace.get_current_span(parent).get_span_context()
     links = [Link(creation)] if creation.is_valid else []
@@ -215,12 +248,17 @@ def event(span: trace.Span, name: str, **attributes: Any) -> None:
         span.add_event(name, {k: v for k, v in attributes.items() if v is not None})
 
 
-@contextlib.contextmanager
-def settle(queues: Sequence[str], links: Sequence[trace.SpanContext]) -> Iterator[None]:
+def settle(
+    queues: Sequence[str], links: Sequence[trace.SpanContext]
+) -> contextlib.AbstractContextManager[Any]:
     """A CLIENT settle span for one SettleBatch call, linked to each job's process span."""
     if not enabled():
-        yield
-        return
+        return NO_SPAN
+    return _settle(queues, links)
+
+
+@contextlib.contextmanager
+def _settle(queues: Sequence[str], links: Sequence[trace.SpanContext]) -> Iterator[None]:
     queue = queues[0] if len(set(queues)) == 1 else ""
     attrs = _attributes("settle", "settle", queue)
     batch = len(queues) if len(queues) > 1 else None
