@@ -178,41 +178,34 @@ async def measure(
     return runs
 
 
-def bullmq(port: int, n: int, repeat: int) -> dict[str, list[float]]:
+BULLMQ_FIGURES = {
+    "enqueue_1by1": "enqueue 1-by-1",
+    "enqueue_c100": "enqueue 100 concurrent",
+    "enqueue_bulk1000": "enqueue batch 1000",
+    "process_c1": "process c=1",
+    "process_c10": "process c=10",
+    "process_c50": "process c=50",
+    "latency_p50_ms": "latency p50 ms @500/s",
+    "latency_p99_ms": "latency p99 ms @500/s",
+}
+
+
+def bullmq(port: int, n: int, repeat: int, only: str = "enqueue,process") -> dict[str, list[float]]:
+    """Runs bench/bullmq/bench.mjs against the Valkey on `port`; its runs by figure name."""
     folder = ROOT / "bench/bullmq"
     if not (folder / "node_modules").is_dir():
         subprocess.run(["npm", "ci", "--silent"], cwd=folder, check=True)
     out = folder / "results.json"
+    args = ["--port", str(port), "--jobs", str(n), "--repeat", str(repeat), "--only", only]
     subprocess.run(
-        [
-            "node",
-            "bench.mjs",
-            "--port",
-            str(port),
-            "--jobs",
-            str(n),
-            "--repeat",
-            str(repeat),
-            "--only",
-            "enqueue,process",
-            "--json",
-            str(out),
-        ],
+        ["node", "bench.mjs", *args, "--json", str(out)],
         cwd=folder,
         check=True,
         stdout=subprocess.DEVNULL,
     )
     figures = json.loads(out.read_text())["figures"]
     out.unlink()
-    names = {
-        "enqueue_1by1": "enqueue 1-by-1",
-        "enqueue_c100": "enqueue 100 concurrent",
-        "enqueue_bulk1000": "enqueue batch 1000",
-        "process_c1": "process c=1",
-        "process_c10": "process c=10",
-        "process_c50": "process c=50",
-    }
-    return {names[k]: v["runs"] for k, v in figures.items() if k in names}
+    return {BULLMQ_FIGURES[k]: v["runs"] for k, v in figures.items() if k in BULLMQ_FIGURES}
 
 
 def table(title: str, runs: dict[str, list[float]]) -> str:

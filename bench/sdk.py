@@ -14,14 +14,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from _valkey import flush, valkey_server
-from core import ROOT, Broker, payload
+from core import Broker, bullmq, payload
 from jobwire import Client, Job, Worker, job_spec
 from redis.asyncio import Redis
 
@@ -149,43 +148,8 @@ async def measure_jobwire(n: int, repeat: int, only: set[str]) -> dict[str, list
 
 
 def measure_bullmq(n: int, repeat: int, only: set[str]) -> dict[str, list[float]]:
-    folder = ROOT / "bench/bullmq"
-    if not (folder / "node_modules").is_dir():
-        subprocess.run(["npm", "ci", "--silent"], cwd=folder, check=True)
-    out = folder / "results.json"
     with valkey_server() as (_, port):
-        subprocess.run(
-            [
-                "node",
-                "bench.mjs",
-                "--port",
-                str(port),
-                "--jobs",
-                str(n),
-                "--repeat",
-                str(repeat),
-                "--only",
-                ",".join(sorted(only)),
-                "--json",
-                str(out),
-            ],
-            cwd=folder,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    figures = json.loads(out.read_text())["figures"]
-    out.unlink()
-    names = {
-        "enqueue_1by1": "enqueue 1-by-1",
-        "enqueue_c100": "enqueue 100 concurrent",
-        "enqueue_bulk1000": "enqueue batch 1000",
-        "process_c1": "process c=1",
-        "process_c10": "process c=10",
-        "process_c50": "process c=50",
-        "latency_p50_ms": "latency p50 ms @500/s",
-        "latency_p99_ms": "latency p99 ms @500/s",
-    }
-    return {names[k]: v["runs"] for k, v in figures.items() if k in names}
+        return bullmq(port, n, repeat, ",".join(sorted(only)))
 
 
 def table(ours: dict[str, list[float]], theirs: dict[str, list[float]], n: int, repeat: int) -> str:
