@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import job_pb2
 
-from ..domain.errors import FieldViolation, invalid
+from ..domain.errors import FieldViolation, JobwireError, invalid
 from ..domain.ids import parse_job_id, queue_problem
 from ..domain.limits import SECOND_MS, Defaults, Limits
 from ..store import (
@@ -107,11 +107,8 @@ class Parser:
     def job_id(self, field: str, job_id: str) -> tuple[str, int]:
         try:
             return parse_job_id(job_id, field)
-        except Exception:
-            self.bad(
-                field,
-                "is required" if not job_id else "must be a job id of the form <queue>:<number>",
-            )
+        except JobwireError as err:
+            self.violations += err.violations
             return "", 0
 
     def token(self, field: str, token: str) -> str:

@@ -119,22 +119,26 @@ def leased_job(j: JobRecord) -> pb.LeasedJob:
 
 def watch_event(w: WatchEvent, queue: str, job_id: str) -> pb.StreamProgressResponse:
     ev = w.event
-    out = pb.StreamProgressResponse(event_id=w.id)
-    out.kind = pb.EVENT_KIND_SNAPSHOT if ev is None else EVENT_KINDS[ev.kind]
-    if ev is not None:
-        out.event_time.CopyFrom(timestamp(ev.time_ms))
-    if w.job is not None:
+    if ev is None:  # a snapshot: the whole job, timed by its latest change
+        assert w.job is not None
+        j = w.job
+        return pb.StreamProgressResponse(
+            event_id=w.id,
+            kind=pb.EVENT_KIND_SNAPSHOT,
+            event_time=timestamp(max(j.created_ms, j.started_ms, j.finished_ms)),
+            job=job(j),
+        )
+    out = pb.StreamProgressResponse(
+        event_id=w.id, kind=EVENT_KINDS[ev.kind], event_time=timestamp(ev.time_ms)
+    )
+    if w.job is not None:  # the terminal event carries the whole job
         out.job.CopyFrom(job(w.job))
-    elif ev is not None:
-        out.job.CopyFrom(
-            job_pb2.Job(id=job_id, queue=queue, state=STATES[ev.state], attempt=ev.attempt)
-        )
-        if ev.progress:
-            out.job.progress.CopyFrom(progress(ev.progress))
-        if ev.error:
-            out.job.last_error.CopyFrom(error(ev.error))
-    if ev is None and w.job is not None:
-        out.event_time.CopyFrom(
-            timestamp(max(w.job.created_ms, w.job.started_ms, w.job.finished_ms))
-        )
+        return out
+    out.job.CopyFrom(
+        job_pb2.Job(id=job_id, queue=queue, state=STATES[ev.state], attempt=ev.attempt)
+    )
+    if ev.progress:
+        out.job.progress.CopyFrom(progress(ev.progress))
+    if ev.error:
+        out.job.last_error.CopyFrom(error(ev.error))
     return out

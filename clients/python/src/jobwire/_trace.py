@@ -90,10 +90,6 @@ def carrier() -> dict[str, str]:
     return {k: out[k] for k in ("traceparent", "tracestate", "baggage") if k in out}
 
 
-def current_trace_context() -> dict[str, str]:
-    return carrier() if enabled() else {}
-
-
 def extract(values: Mapping[str, str]) -> context.Context:
     return propagate.extract({k: v for k, v in values.items() if v})
 

@@ -27,7 +27,7 @@ from opentelemetry import trace
 from . import _trace
 from ._client import ChannelOptions, Client
 from ._errors import JobwireError, Unavailable, item_error
-from ._models import JSON, Progress, Seconds, duration, encode, progress_to, seconds
+from ._models import Progress, Seconds, duration, encode, progress_to, seconds
 from .v1 import broker_service_pb2 as pb
 from .v1 import job_pb2
 
@@ -602,4 +602,4 @@ async def _first(*aws: Awaitable[Any]) -> None:
                 await t
 
 
-__all__ = ["JSON", "Handler", "Job", "NonRetryable", "RetryAfter", "Worker"]
+__all__ = ["Handler", "Job", "NonRetryable", "RetryAfter", "Worker"]
