@@ -1,11 +1,17 @@
 # Jobwire developer commands. `make serve` and `make test` are the README's two commands.
 SHELL := /bin/bash
 TOOLS := .tools
-# uv lives in its own venv; $(TOOLS)/bin holds only protoc plugins (see GEN_PATH).
+# uv lives in its own venv; $(TOOLS)/bin holds protoc plugins (see GEN_PATH) and the
+# gRPC command-line tools of `make tools`.
 UV := $(TOOLS)/uv/bin/uv
 UV_VERSION := 0.13.8
+# grpcurl, ghz and grpc-health-probe: the README shows them, tests/test_tooling.py runs them.
+GRPCURL_VERSION := v1.9.4
+GHZ_VERSION := v0.120.0
+GRPC_HEALTH_PROBE_VERSION := v0.4.63
+GRPC_TOOLS_STAMP := $(TOOLS)/grpc-tools-$(GRPCURL_VERSION)-$(GHZ_VERSION)-$(GRPC_HEALTH_PROBE_VERSION).stamp
 
-.PHONY: setup serve test lint generate check-generated bench clean
+.PHONY: setup tools serve test lint generate check-generated bench clean
 
 # Each client language adds its targets in clients/<lang>/client.mk and appends them to
 # CLIENT_SETUP, CLIENT_LINT and CLIENT_TEST (and any plugin folders to GEN_PATH).
@@ -23,11 +29,20 @@ $(UV):
 setup: $(UV)
 	$(UV) sync --locked
 
+$(GRPC_TOOLS_STAMP):
+	mkdir -p $(TOOLS)/bin
+	GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/grpc-ecosystem/grpc-health-probe@$(GRPC_HEALTH_PROBE_VERSION)
+	touch $@
+
+tools: $(GRPC_TOOLS_STAMP)
+
 serve: setup
 	$(UV) run jobwire serve
 
 # Client suites first, so the closing line is pytest's summary of the whole run.
-test: setup $(CLIENT_SETUP)
+test: setup tools $(CLIENT_SETUP)
 	@for t in $(CLIENT_TEST); do $(MAKE) --no-print-directory $$t || exit 1; done
 	$(UV) run pytest
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 
+from .api import reflection
 from .api.durations import OperationDurations
+from .api.health import HealthServicer
 from .api.servicer import BrokerServicer
 from .api.streams import StreamSteps
 from .config import Settings
@@ -41,8 +42,7 @@ class BrokerApp:
             self.telemetry.tracer_provider, self.telemetry.meter_provider
         )
         self.embedded: EmbeddedValkey | None = None
-        # grpc-stubs does not know the asyncio servicer.
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
@@ -73,9 +73,7 @@ class BrokerApp:
         servicer = BrokerServicer(self.broker, self.settings.limits, self.settings.defaults)
         rpc.add_BrokerServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        reflection.enable_reflection(self.server, (SERVICE_NAME, health.SERVICE_NAME))
         self.port = self.server.add_insecure_port(self.settings.listen)
         # Health must say something from the first call on (unset reads as NOT_FOUND).
         serving = await self._redis_ok()
@@ -98,7 +96,9 @@ class BrokerApp:
             from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
 
             # Health probes and reflection would drown the job traces.
-            quiet = any_of(service_name(health.SERVICE_NAME), service_name(reflection.SERVICE_NAME))
+            quiet = any_of(
+                *(service_name(s) for s in (health.SERVICE_NAME, *reflection.SERVICE_NAMES))
+            )
             interceptors.append(StreamSteps())  # first: it wraps what the next one returns
             interceptors.append(
                 aio_server_interceptor(  # type: ignore[no-untyped-call]
