@@ -274,7 +274,6 @@ SPEC_CASES = [
     SpecCase("delay_negative_nanos", {"delay": D(0, -1)}, ("delay",)),
     SpecCase("delay_over_365d", {"delay": D(365 * DAY_S + 1)}, ("delay",)),
     SpecCase("lease_duration_negative", {"lease_duration": D(-1)}, ("lease_duration",)),
-    SpecCase("lease_duration_zero", {"lease_duration": D(0)}, ("lease_duration",)),
     SpecCase("lease_duration_999ms", {"lease_duration": D(0, 999_000_000)}, ("lease_duration",)),
     SpecCase(
         "lease_duration_over_12h", {"lease_duration": D(12 * HOUR_S + 1)}, ("lease_duration",)
@@ -344,6 +343,22 @@ SPEC_CASES = [
         ("trace_context.traceparent",),
         SIZE,
     ),
+    *(
+        SpecCase(
+            f"traceparent_{name}",
+            {"trace_context": job_pb2.TraceContext(traceparent=value)},
+            ("trace_context.traceparent",),
+        )
+        for name, value in [
+            ("garbage", "garbage"),
+            ("uppercase", "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"),
+            ("zero_trace_id", f"00-{'0' * 32}-b7ad6b7169203331-01"),
+            ("zero_span_id", f"00-0af7651916cd43dd8448eb211c80319c-{'0' * 16}-01"),
+            ("version_ff", "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("v00_extra_field", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x"),
+            ("short_span", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01"),
+        ]
+    ),
     SpecCase(
         "several_at_once",
         {"payload": b"x" * (MIB + 1), "priority": 5000, "max_attempts": -3},
@@ -411,12 +426,49 @@ async def test_enqueue_batch_size_limits(
     )
 
 
-async def test_enqueue_without_job_is_accepted_as_empty_payload(
-    stub: rpc.BrokerServiceStub,
+async def test_enqueue_without_job_is_rejected_and_an_empty_job_is_not(
+    stub: rpc.BrokerServiceStub, redis: Redis, prefix: str, world: World
 ) -> None:
-    """`job` unset is an empty JobSpec (proto3), which is valid: a boundary, not an error."""
-    response = await stub.Enqueue(pb.EnqueueRequest(queue=Q))
+    """The proto says `job` is required; a set but empty JobSpec (empty payload, every
+    option at its default) is a valid job."""
+    await rejected(
+        redis,
+        prefix,
+        lambda: stub.Enqueue(pb.EnqueueRequest(queue=Q)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        INVALID,
+        ["job"],
+    )
+    response = await stub.Enqueue(pb.EnqueueRequest(queue=Q, job=job_pb2.JobSpec()))
     assert response.state == job_pb2.JOB_STATE_READY
+
+
+async def test_zero_durations_and_times_mean_the_defaults(stub: rpc.BrokerServiceStub) -> None:
+    """Every JobSpec field present at its zero value (what grpcurl -msg-template writes)
+    is the documented default, as the proto says of zero values."""
+    zero = job_pb2.JobSpec(
+        delay=D(0),
+        run_time=Timestamp(),
+        backoff=BP(max_delay=D(0)),
+        lease_duration=D(0),
+        execution_timeout=D(0),
+        idempotency_window=D(0),
+        trace_context=job_pb2.TraceContext(),
+    )
+    response = await stub.Enqueue(pb.EnqueueRequest(queue=Q, job=zero))
+    assert response.state == job_pb2.JOB_STATE_READY
+    job = (await stub.GetJob(pb.GetJobRequest(job_id=response.job_id))).job
+    assert job.spec.max_attempts == 3
+    assert job.spec.lease_duration.ToMilliseconds() == 30_000
+    assert not job.spec.HasField("execution_timeout")
+    assert job.spec.backoff.kind == job_pb2.BACKOFF_KIND_EXPONENTIAL
+    assert job.spec.backoff.initial_delay.ToMilliseconds() == 1_000  # unset: 1 s
+    assert job.spec.backoff.max_delay.ToMilliseconds() == 3_600_000
+    (held,) = (await stub.Lease(pb.LeaseRequest(queue=Q))).jobs
+    beat = await stub.Heartbeat(
+        pb.HeartbeatRequest(job_id=held.job.id, lease_token=held.lease_token, lease_extension=D(0))
+    )  # zero: the job's own lease duration
+    assert beat.lease_expire_time.ToMilliseconds() > held.lease_expire_time.ToMilliseconds() - 1
 
 
 async def test_limits_are_inclusive(stub: rpc.BrokerServiceStub) -> None:
@@ -550,7 +602,6 @@ def _nan_details() -> Struct:
 HEARTBEAT_CASES: dict[str, tuple[dict[str, Any], list[str], Any]] = {
     "lease_extension_negative": ({"lease_extension": D(-1)}, ["lease_extension"], INVALID),
     "lease_extension_negative_nanos": ({"lease_extension": D(0, -1)}, ["lease_extension"], INVALID),
-    "lease_extension_zero": ({"lease_extension": D(0)}, ["lease_extension"], INVALID),
     "lease_extension_999ms": ({"lease_extension": D(0, 999_000_000)}, ["lease_extension"], INVALID),
     "lease_extension_over_12h": (
         {"lease_extension": D(12 * HOUR_S + 1)},

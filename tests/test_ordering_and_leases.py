@@ -90,3 +90,35 @@ async def test_expired_lease_is_leased_again_and_the_old_holder_is_fenced(
 
     await stub.Complete(pb.CompleteRequest(job_id=job_id, lease_token=second.lease_token))
     assert (await get(stub, job_id)).state == job_pb2.JOB_STATE_COMPLETED
+
+
+async def test_a_release_keeps_the_attempt_number_growing_but_does_not_count(
+    stub: rpc.BrokerServiceStub,
+) -> None:
+    """Defect 5 of issue 8: `attempt` fences side effects, so it grows with every lease,
+    released ones too; `counted_attempts` is what max_attempts limits."""
+    job_id = await enqueue(stub, max_attempts=2)
+    attempts = []
+    for _ in range(3):  # three releases in a row never bring the job closer to dead
+        (held,) = await lease(stub)
+        attempts.append(held.attempt)
+        await stub.Fail(pb.FailRequest(job_id=job_id, lease_token=held.lease_token, release=True))
+    job = await get(stub, job_id)
+    assert (job.state, job.attempt, job.counted_attempts) == (job_pb2.JOB_STATE_READY, 3, 0)
+    (held,) = await lease(stub)
+    attempts.append(held.attempt)
+    assert attempts == [1, 2, 3, 4]
+    assert (await get(stub, job_id)).counted_attempts == 1
+    error = job_pb2.JobError(type="Boom")
+    reply = await stub.Fail(
+        pb.FailRequest(job_id=job_id, lease_token=held.lease_token, error=error)
+    )
+    assert reply.state == job_pb2.JOB_STATE_SCHEDULED  # 1 of 2 counted: retried
+    (held,) = await lease(stub, wait_ms=3_000)
+    assert held.attempt == 5
+    reply = await stub.Fail(
+        pb.FailRequest(job_id=job_id, lease_token=held.lease_token, error=error)
+    )
+    assert reply.state == job_pb2.JOB_STATE_DEAD  # 2 of 2 counted
+    job = await get(stub, job_id)
+    assert (job.attempt, job.counted_attempts) == (5, 2)

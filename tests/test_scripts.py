@@ -431,8 +431,11 @@ async def test_release_hands_a_job_back_without_counting_the_attempt(
     seq, token = await lease_one(s)
     (r,) = await s.fail(Q, [FailItem(seq, token, JobError(""), release=True)])
     assert (r.code, r.state) == (Code.OK, JobState.READY)
-    assert await field(redis, prefix, seq, "att") == "0"
+    assert await field(redis, prefix, seq, "att") == "1"  # the fencing number stays
+    assert await field(redis, prefix, seq, "rel") == "1"
     assert await field(redis, prefix, seq, "etype") is None
     assert "1" in await zset(redis, prefix, "ready") and await zset(redis, prefix, "active") == {}
     (again,) = (await s.lease(Q, 1)).jobs  # max_attempts=1 still allows its one attempt
-    assert again.attempt == 1
+    assert (again.attempt, again.counted_attempts) == (2, 1)
+    (r,) = await s.fail(Q, [FailItem(seq, again.token, JobError("Boom"))])
+    assert r.state == JobState.DEAD  # and that one counted attempt was the last

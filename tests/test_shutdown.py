@@ -33,7 +33,7 @@ async def test_a_lease_cancelled_after_its_script_ran_hands_the_jobs_back(
     for seq in (1, 2):
         job = await store.get("q", seq)
         assert job is not None
-        assert (job.state, job.attempt) == (JobState.READY, 0)  # back, not charged
+        assert (job.state, job.counted_attempts) == (JobState.READY, 0)  # back, not charged
 
 
 async def test_a_replica_always_finishes_stopping(redis_server: RedisServer) -> None:

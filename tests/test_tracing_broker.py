@@ -415,3 +415,12 @@ def test_an_unknown_exporter_or_protocol_is_an_error() -> None:
         telemetry.plan({"OTEL_TRACES_EXPORTER": "zipkin"})
     with pytest.raises(ValueError, match="protocol"):
         telemetry.plan({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier"})
+
+
+async def test_a_malformed_traceparent_in_metadata_is_ignored(stub: rpc.BrokerServiceStub) -> None:
+    for bad in ("garbage", f"00-{'0' * 32}-b7ad6b7169203331-01"):
+        reply = await stub.Enqueue(
+            pb.EnqueueRequest(queue="md", job=spec()), metadata=(("traceparent", bad),)
+        )
+        job = (await stub.GetJob(pb.GetJobRequest(job_id=reply.job_id))).job
+        assert job.spec.trace_context == job_pb2.TraceContext()

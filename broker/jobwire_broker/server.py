@@ -70,7 +70,12 @@ class BrokerApp:
         self.notifier.start()
         self.broker = Broker(self.store, self.notifier, self.instruments)
         self.instruments.observe_depth(self.store)
-        servicer = BrokerServicer(self.broker, self.settings.limits, self.settings.defaults)
+        servicer = BrokerServicer(
+            self.broker,
+            self.settings.limits,
+            self.settings.defaults,
+            reply_limit=self.settings.max_message_bytes,
+        )
         rpc.add_BrokerServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_reflection(self.server, (SERVICE_NAME, health.SERVICE_NAME))

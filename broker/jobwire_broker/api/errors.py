@@ -52,7 +52,7 @@ def rich_status(err: JobwireError) -> status_pb2.Status:
                 )
             )
         )
-    if err.code in (ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED):
+    if err.retryable and err.code in (ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED):
         details.append(
             _pack(error_details_pb2.RetryInfo(retry_delay=Duration(seconds=RETRY_DELAY_S)))
         )

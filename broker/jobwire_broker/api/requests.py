@@ -33,6 +33,28 @@ MAX_TRACESTATE_BYTES = 512
 MAX_BAGGAGE_BYTES = 8_192
 
 
+# W3C Trace Context: version-traceid-parentid-flags, lowercase hex; a future version may
+# add fields after a dash, version ff is invalid, all-zero ids are invalid.
+TRACEPARENT_RE = re.compile(
+    r"(?P<version>[0-9a-f]{2})-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}"
+    r"(?P<rest>-.*)?",
+    re.ASCII,
+)
+TRACEPARENT_FORMAT = (
+    "must be a W3C traceparent: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>,"
+    " lowercase, ids not all zeros"
+)
+
+
+def valid_traceparent(value: str) -> bool:
+    found = TRACEPARENT_RE.fullmatch(value)
+    if not found or found["version"] == "ff":
+        return False
+    if found["version"] == "00" and found["rest"]:
+        return False
+    return found["trace"] != "0" * 32 and found["span"] != "0" * 16
+
+
 class Parser:
     """Parses one request. Check methods record violations; `done()` raises them all."""
 
@@ -92,6 +114,14 @@ class Parser:
             self.bad(field, f"must be in [{_human(low_ms)}, {_human(high_ms)}]")
         return ms
 
+    def option_ms(self, field: str, d: Duration, low_ms: int, high_ms: int, default: int) -> int:
+        """An optional Duration of a job's options: unset and zero both mean `default`
+        (so a message with every field at its zero value, as grpcurl's -msg-template
+        writes, is valid), anything else must be in [low_ms, high_ms]."""
+        if d.seconds == 0 and d.nanos == 0:
+            return default
+        return self.duration_ms(field, d, low_ms, high_ms)
+
     def timestamp_ms(self, field: str, t: Timestamp) -> int:
         if t.seconds < 0 or not 0 <= t.nanos <= 999_999_999:
             self.bad(field, "must be a valid time after 1970")
@@ -128,35 +158,29 @@ class Parser:
         self.size(f"{field}.content_type", spec.content_type, lim.max_content_type_bytes)
         self._headers(f"{field}.headers", dict(spec.headers))
         self.in_range(f"{field}.priority", spec.priority, -lim.max_priority, lim.max_priority)
-        delay = 0
-        if spec.HasField("delay"):
-            delay = self.duration_ms(f"{field}.delay", spec.delay, 0, lim.max_delay_ms)
+        delay = self.option_ms(f"{field}.delay", spec.delay, 0, lim.max_delay_ms, 0)
         run_at = 0
         if spec.HasField("run_time"):
             run_at = self.timestamp_ms(f"{field}.run_time", spec.run_time)
         self.in_range(f"{field}.max_attempts", spec.max_attempts, 0, lim.max_attempts)
-        lease = dft.lease_ms
-        if spec.HasField("lease_duration"):
-            lease = self.duration_ms(
-                f"{field}.lease_duration", spec.lease_duration, lim.min_lease_ms, lim.max_lease_ms
-            )
-        timeout = 0
-        if spec.HasField("execution_timeout"):
-            timeout = self.duration_ms(
-                f"{field}.execution_timeout",
-                spec.execution_timeout,
-                SECOND_MS,
-                lim.max_timeout_ms,
-            )
+        lease = self.option_ms(
+            f"{field}.lease_duration",
+            spec.lease_duration,
+            lim.min_lease_ms,
+            lim.max_lease_ms,
+            dft.lease_ms,
+        )
+        timeout = self.option_ms(
+            f"{field}.execution_timeout", spec.execution_timeout, SECOND_MS, lim.max_timeout_ms, 0
+        )
         self.size(f"{field}.idempotency_key", spec.idempotency_key, lim.max_key_bytes)
-        window = dft.idempotency_window_ms
-        if spec.HasField("idempotency_window"):
-            window = self.duration_ms(
-                f"{field}.idempotency_window",
-                spec.idempotency_window,
-                SECOND_MS,
-                lim.max_idempotency_window_ms,
-            )
+        window = self.option_ms(
+            f"{field}.idempotency_window",
+            spec.idempotency_window,
+            SECOND_MS,
+            lim.max_idempotency_window_ms,
+            dft.idempotency_window_ms,
+        )
         return NewJob(
             payload=spec.payload,
             content_type=spec.content_type,
@@ -199,13 +223,13 @@ class Parser:
             self.bad(f"{field}.kind", f"is not a known BackoffKind: {b.kind}")
             kind = job_pb2.BACKOFF_KIND_EXPONENTIAL
         initial = dft.backoff_initial_ms
-        if b.HasField("initial_delay"):
+        if b.HasField("initial_delay"):  # an explicit 0 s asks for retries at once
             initial = self.duration_ms(
                 f"{field}.initial_delay", b.initial_delay, 0, lim.max_backoff_ms
             )
-        cap = dft.backoff_max_ms
-        if b.HasField("max_delay"):
-            cap = self.duration_ms(f"{field}.max_delay", b.max_delay, 0, lim.max_backoff_ms)
+        cap = self.option_ms(
+            f"{field}.max_delay", b.max_delay, 1, lim.max_backoff_ms, dft.backoff_max_ms
+        )
         if b.multiplier != 0:
             self.in_range(f"{field}.multiplier", b.multiplier, 1, 100)
         self.in_range(f"{field}.jitter", b.jitter, 0, 1)
@@ -214,7 +238,10 @@ class Parser:
         )
 
     def trace(self, field: str, t: job_pb2.TraceContext) -> TraceContext:
-        self.size(f"{field}.traceparent", t.traceparent, MAX_TRACEPARENT_BYTES)
+        if len(t.traceparent) > MAX_TRACEPARENT_BYTES:
+            self.size(f"{field}.traceparent", t.traceparent, MAX_TRACEPARENT_BYTES)
+        elif t.traceparent and not valid_traceparent(t.traceparent):
+            self.bad(f"{field}.traceparent", TRACEPARENT_FORMAT)
         self.size(f"{field}.tracestate", t.tracestate, MAX_TRACESTATE_BYTES)
         self.size(f"{field}.baggage", t.baggage, MAX_BAGGAGE_BYTES)
         return TraceContext(t.traceparent, t.tracestate, t.baggage)
@@ -237,14 +264,13 @@ class Parser:
     def heartbeat(self, field: str, r: pb.HeartbeatRequest) -> tuple[str, HeartbeatItem]:
         queue, seq = self.job_id(f"{field}job_id", r.job_id)
         token = self.token(f"{field}lease_token", r.lease_token)
-        extension = 0
-        if r.HasField("lease_extension"):
-            extension = self.duration_ms(
-                f"{field}lease_extension",
-                r.lease_extension,
-                self.limits.min_lease_ms,
-                self.limits.max_lease_ms,
-            )
+        extension = self.option_ms(
+            f"{field}lease_extension",
+            r.lease_extension,
+            self.limits.min_lease_ms,
+            self.limits.max_lease_ms,
+            0,
+        )
         progress = self.progress(f"{field}progress", r.progress) if r.HasField("progress") else None
         return queue, HeartbeatItem(seq, token, extension, progress)
 

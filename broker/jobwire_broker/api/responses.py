@@ -89,6 +89,7 @@ def job(j: JobRecord) -> job_pb2.Job:
         state=STATES[j.state],
         spec=spec(j),
         attempt=j.attempt,
+        counted_attempts=j.counted_attempts,
         result=j.result,
         result_content_type=j.result_content_type,
         cancel_requested=j.cancel_requested,

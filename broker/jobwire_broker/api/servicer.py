@@ -1,5 +1,6 @@
 """BrokerService: validates each request, calls the domain, maps the answer to protobuf."""
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,13 +12,35 @@ from ..domain.broker import Broker, Settlement, SettleResult
 from ..domain.errors import Reason, lease_lost, not_found
 from ..domain.ids import job_id
 from ..domain.limits import Defaults, Limits
-from ..store import Code, FailResult, ItemResult, TraceContext
+from ..store import DEFAULT_REPLY_BYTES, Code, FailResult, ItemResult, JobRecord, TraceContext
 from . import responses as out
 from .errors import streaming, unary
-from .requests import MAX_BAGGAGE_BYTES, MAX_TRACEPARENT_BYTES, MAX_TRACESTATE_BYTES, Parser
+from .requests import (
+    MAX_BAGGAGE_BYTES,
+    MAX_TRACEPARENT_BYTES,
+    MAX_TRACESTATE_BYTES,
+    Parser,
+    valid_traceparent,
+)
 
+log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
-DEADLINE_MARGIN_S = 0.05
+REPLY_FRAMING_BYTES = 1024
+# A long-poll returns this long before the caller's deadline, so the empty reply
+# arrives in time on a loaded machine: a tenth of the time left, within these bounds.
+DEADLINE_MARGIN_MIN_S = 0.25
+DEADLINE_MARGIN_MAX_S = 1.0
+
+
+def _wait_s(wait_ms: int, context: Context) -> float:
+    """How long a Lease may wait: what it asked, ending a margin before its deadline."""
+    wait_s = wait_ms / 1000
+    remaining = context.time_remaining()
+    if remaining is not None:
+        margin = min(max(remaining / 10, DEADLINE_MARGIN_MIN_S), DEADLINE_MARGIN_MAX_S)
+        wait_s = min(wait_s, remaining - margin)
+    return wait_s
+
 
 ITEM_CODES = {
     Code.OK: (grpc.StatusCode.OK.value[0], ""),
@@ -63,16 +86,24 @@ def caller_trace(context: Context) -> TraceContext | None:
         limit = TRACE_LIMITS.get(key)
         if limit and key not in found and isinstance(value, str) and len(value) <= limit:
             found[key] = value
-    if not found.get("traceparent"):
+    if not valid_traceparent(found.get("traceparent", "")):
         return None
     return TraceContext(found["traceparent"], found.get("tracestate", ""), found.get("baggage", ""))
 
 
 class BrokerServicer(rpc.BrokerServiceServicer):
-    def __init__(self, broker: Broker, limits: Limits, defaults: Defaults) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        limits: Limits,
+        defaults: Defaults,
+        reply_limit: int = DEFAULT_REPLY_BYTES,
+    ) -> None:
         self.broker = broker
         self.limits = limits
         self.defaults = defaults
+        # The broker's send limit, less room for the reply's own framing.
+        self.reply_limit = reply_limit - REPLY_FRAMING_BYTES
 
     def _parser(self) -> Parser:
         return Parser(self.limits, self.defaults)
@@ -81,6 +112,8 @@ class BrokerServicer(rpc.BrokerServiceServicer):
     async def Enqueue(self, request: pb.EnqueueRequest, context: Context) -> pb.EnqueueResponse:
         p = self._parser()
         queue = p.queue("queue", request.queue)
+        if not request.HasField("job"):
+            p.bad("job", "is required")
         job = p.new_job("job", request.job)
         p.done()
         self.broker.instruments.describe_call("enqueue", "send", queue)
@@ -124,15 +157,33 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         if request.HasField("wait"):
             wait_ms = p.duration_ms("wait", request.wait, 0, self.limits.max_wait_ms)
         p.size("worker_id", request.worker_id, self.limits.max_key_bytes)
+        p.in_range("max_response_bytes", request.max_response_bytes, 0, 2**31 - 1)
         p.done()
-        wait_s = wait_ms / 1000
-        remaining = context.time_remaining()
-        if remaining is not None:
-            wait_s = min(wait_s, remaining - DEADLINE_MARGIN_S)
-        jobs = await self.broker.lease(queue, request.max_jobs or 1, wait_s)
+        max_bytes = min(request.max_response_bytes or DEFAULT_REPLY_BYTES, self.reply_limit)
+        jobs = await self.broker.lease(
+            queue, request.max_jobs or 1, _wait_s(wait_ms, context), max_bytes
+        )
         batch = len(jobs) if request.max_jobs > 1 else None
         self.broker.instruments.describe_call("lease", "receive", queue, batch)
-        return pb.LeaseResponse(jobs=[out.leased_job(j) for j in jobs])
+        response = pb.LeaseResponse(jobs=[out.leased_job(j) for j in jobs])
+        await self._fit(queue, response, jobs, max_bytes)
+        return response
+
+    async def _fit(
+        self, queue: str, response: pb.LeaseResponse, jobs: list[JobRecord], max_bytes: int
+    ) -> None:
+        """Drops (and hands back) the last jobs while the reply is over max_bytes. The
+        lease script's estimate is an upper bound, so this only guards against a wrong
+        estimate: a reply over the caller's limit would strand every job in it. (A reply
+        lost after it left, say with a worker that died, cannot be seen here: its jobs
+        come back when their leases expire, as for any crashed worker.)"""
+        extra: list[JobRecord] = []
+        while len(response.jobs) > 1 and response.ByteSize() > max_bytes:
+            response.jobs.pop()
+            extra.append(jobs.pop())
+        if extra:
+            log.warning("lease reply over %d bytes; handing back %d jobs", max_bytes, len(extra))
+            await self.broker.release(queue, extra)
 
     @unary
     async def Heartbeat(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from ..store import (
+    DEFAULT_REPLY_BYTES,
     CompleteItem,
     Enqueued,
     Event,
@@ -20,7 +21,6 @@ from ..store import (
     HeartbeatItem,
     HeartbeatResult,
     ItemResult,
-    JobError,
     JobRecord,
     JobState,
     LeaseBatch,
@@ -30,7 +30,7 @@ from ..store import (
     TraceContext,
 )
 from ..store.notify import Notifier
-from .errors import job_finished, not_found, shutting_down, store_unavailable
+from .errors import job_finished, job_too_large, not_found, shutting_down, store_unavailable
 from .ids import job_id
 from .instruments import Instruments
 
@@ -125,18 +125,38 @@ class Broker:
         return results
 
     @store_errors
-    async def lease(self, queue: str, max_jobs: int, wait_s: float) -> list[JobRecord]:
-        """Leases up to max_jobs, waiting up to wait_s for the first one to arrive."""
-        batch = await self._lease(queue, max_jobs)
-        if batch.jobs or wait_s <= 0:
-            return batch.jobs
-        return await self._wait_and_lease(queue, max_jobs, wait_s)
+    async def lease(
+        self, queue: str, max_jobs: int, wait_s: float, max_bytes: int = DEFAULT_REPLY_BYTES
+    ) -> list[JobRecord]:
+        """Leases up to max_jobs whose reply fits in max_bytes, waiting up to wait_s for
+        the first one to arrive. A first job that alone does not fit stays ready and the
+        call fails with JOB_TOO_LARGE: leasing it would strand it."""
+        take = functools.partial(self._lease, queue, max_jobs, max_bytes=max_bytes)
+        batch = await take()
+        if not batch.jobs and not batch.too_large and wait_s > 0:
+            batch = await self._wait_and_lease(queue, take, wait_s)
+        if batch.too_large:
+            raise job_too_large(
+                job_id(queue, batch.too_large.seq), batch.too_large.reply_bytes, max_bytes
+            )
+        return batch.jobs
 
-    async def _lease(self, queue: str, max_jobs: int, waiting_flag_ms: int = 0) -> LeaseBatch:
+    @store_errors
+    async def release(self, queue: str, jobs: Sequence[JobRecord]) -> None:
+        """Hands back leases nobody will hold (a reply that was never delivered); their
+        attempts do not count against max_attempts."""
+        if jobs:
+            await self.store.release(queue, jobs)
+
+    async def _lease(
+        self, queue: str, max_jobs: int, waiting_flag_ms: int = 0, max_bytes: int = 0
+    ) -> LeaseBatch:
         """One lease script. If the call is cancelled meanwhile (the worker stopped or went
         away), what the script leased is handed back at once instead of waiting out its
         lease: nobody would ever see those tokens."""
-        leasing = asyncio.ensure_future(self.store.lease(queue, max_jobs, waiting_flag_ms))
+        leasing = asyncio.ensure_future(
+            self.store.lease(queue, max_jobs, waiting_flag_ms, max_bytes or DEFAULT_REPLY_BYTES)
+        )
         start = time.time_ns()
         try:
             batch = await asyncio.shield(leasing)
@@ -144,17 +164,16 @@ class Broker:
             with contextlib.suppress(Exception):
                 orphans = (await leasing).jobs
                 if orphans:
-                    await self.store.fail(
-                        queue,
-                        [FailItem(j.seq, j.token, JobError(""), release=True) for j in orphans],
-                    )
+                    await self.store.release(queue, orphans)
             raise
         ins = self.instruments
         if ins.tracing or ins.metrics:
             ins.leased(queue, batch.jobs, start)
         return batch
 
-    async def _wait_and_lease(self, queue: str, max_jobs: int, wait_s: float) -> list[JobRecord]:
+    async def _wait_and_lease(
+        self, queue: str, take: Callable[..., Awaitable[LeaseBatch]], wait_s: float
+    ) -> LeaseBatch:
         loop = asyncio.get_running_loop()
         end = loop.time() + wait_s
         woken = asyncio.Event()
@@ -168,23 +187,23 @@ class Broker:
             while not self.closing.is_set():
                 remaining = end - loop.time()
                 if remaining <= 0:
-                    return []
+                    return LeaseBatch([], None)
                 woken.clear()
                 timeout = RECHECK_S if subscribed else OFFLINE_RECHECK_S
                 try:
-                    batch = await self._lease(queue, max_jobs, int(remaining * 1000) + 1000)
+                    batch = await take(waiting_flag_ms=int(remaining * 1000) + 1000)
                 except StoreUnavailable:
                     if end - loop.time() <= timeout:
                         raise
                     subscribed = False
                 else:
-                    if batch.jobs:
-                        return batch.jobs
+                    if batch.jobs or batch.too_large:
+                        return batch
                     if batch.next_due_in_ms is not None:
                         timeout = min(timeout, batch.next_due_in_ms / 1000 + 0.001)
                     subscribed = subscribed or self.notifier.connected.is_set()
                 await self._wait(woken, min(timeout, remaining))
-            return []
+            return LeaseBatch([], None)
         finally:
             self.notifier.unlisten(channel, on_wake)
 

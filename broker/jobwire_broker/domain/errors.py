@@ -21,6 +21,7 @@ class Reason:
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     LEASE_LOST = "LEASE_LOST"
     JOB_FINISHED = "JOB_FINISHED"
+    JOB_TOO_LARGE = "JOB_TOO_LARGE"
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     SHUTTING_DOWN = "SHUTTING_DOWN"
 
@@ -39,6 +40,7 @@ class JobwireError(Exception):
     message: str
     violations: list[FieldViolation] = field(default_factory=list)
     subject: str = ""  # what a FAILED_PRECONDITION is about, e.g. "lease_token"
+    retryable: bool = True  # for UNAVAILABLE and RESOURCE_EXHAUSTED: send RetryInfo
 
     def __str__(self) -> str:
         return self.message
@@ -70,6 +72,16 @@ def job_finished(job_id: str, state: str) -> JobwireError:
         Reason.JOB_FINISHED,
         f"job {job_id} is already {state}",
         subject=f"job:{job_id}",
+    )
+
+
+def job_too_large(job_id: str, reply_bytes: int, max_bytes: int) -> JobwireError:
+    return JobwireError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        Reason.JOB_TOO_LARGE,
+        f"job {job_id} needs up to {reply_bytes} bytes in a Lease reply, more than the"
+        f" {max_bytes} allowed: raise max_response_bytes (and the client's receive limit)",
+        retryable=False,
     )
 
 

@@ -20,12 +20,14 @@ from .records import (
     Progress,
     Reclaimed,
     Retention,
+    TooLarge,
     TraceContext,
 )
 from .scripts import Code
-from .store import Store, StoreUnavailable
+from .store import DEFAULT_REPLY_BYTES, Store, StoreUnavailable
 
 __all__ = [
+    "DEFAULT_REPLY_BYTES",
     "Backoff",
     "BackoffKind",
     "CancelResult",
@@ -48,5 +50,6 @@ __all__ = [
     "Retention",
     "Store",
     "StoreUnavailable",
+    "TooLarge",
     "TraceContext",
 ]

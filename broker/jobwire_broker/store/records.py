@@ -105,7 +105,8 @@ class JobRecord:
     timeout_ms: int
     idempotency_key: str
     trace: TraceContext
-    attempt: int
+    attempt: int  # leases handed out: the fencing number, never decreases
+    counted_attempts: int  # attempt minus released leases: what max_attempts limits
     token: str
     lease_until_ms: int
     created_ms: int
@@ -124,9 +125,18 @@ class JobRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TooLarge:
+    """The first ready job, when it alone exceeds a Lease's byte budget."""
+
+    seq: int
+    reply_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseBatch:
     jobs: list[JobRecord]
     next_due_in_ms: int | None  # set when nothing was ready but a job is scheduled
+    too_large: TooLarge | None = None  # set when nothing was leased for that reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,9 @@ import json
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
@@ -32,11 +32,16 @@ from .records import (
     Progress,
     Reclaimed,
     Retention,
+    TooLarge,
     TraceContext,
 )
 from .scripts import Code, load_scripts
 
 Clock = Callable[[], int | None]
+T = TypeVar("T")
+# What a Lease reply may carry unless the caller says more: gRPC's default receive
+# limit in every language, so a client with default settings can always read it.
+DEFAULT_REPLY_BYTES = 4 << 20
 CONNECTION_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
 
 
@@ -78,6 +83,21 @@ class Store:
         with unavailable_on_connection_errors():
             return await self._scripts[script](keys=keys.keys, args=[*head, *args])
 
+    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Runs a read (or SADD to the queue registry, which changes nothing when
+        repeated), once more on a fresh connection after a connection error: doing it
+        twice cannot take effect twice. Scripts are never retried, here or by redis-py
+        (see connection.py): a Lease, or an Enqueue without an idempotency key, run twice
+        would lease or create twice, and a settlement run twice would answer LEASE_LOST
+        for work that was stored. Their callers get UNAVAILABLE and decide. Timeouts are
+        not retried either: a server that did not answer in time is not back yet."""
+        try:
+            return await call()
+        except ConnectionError:
+            pass
+        with unavailable_on_connection_errors():
+            return await call()
+
     def keys(self, queue: str) -> QueueKeys:
         return queue_keys(self.prefix, queue)
 
@@ -93,13 +113,13 @@ class Store:
             self._registered.clear()
             self._registered_at = time.monotonic()
         if queue not in self._registered:
-            with unavailable_on_connection_errors():
-                await self.client.sadd(registry_key(self.prefix), queue)
+            await self._read(lambda: self.client.sadd(registry_key(self.prefix), queue))
             self._registered.add(queue)
 
     async def queues(self) -> list[str]:
-        with unavailable_on_connection_errors():
-            members = cast(set[bytes], await self.client.smembers(registry_key(self.prefix)))
+        members = cast(
+            set[bytes], await self._read(lambda: self.client.smembers(registry_key(self.prefix)))
+        )
         return sorted(m.decode() for m in members)
 
     async def enqueue(self, queue: str, jobs: Sequence[NewJob]) -> list[Enqueued]:
@@ -126,14 +146,32 @@ class Store:
 
     # -- workers --------------------------------------------------------------------
 
-    async def lease(self, queue: str, max_jobs: int, waiting_flag_ms: int = 0) -> LeaseBatch:
-        """Leases up to max_jobs. With none ready, sets the queue's waiting flag for
-        waiting_flag_ms so the next Enqueue publishes a wake-up."""
+    async def lease(
+        self,
+        queue: str,
+        max_jobs: int,
+        waiting_flag_ms: int = 0,
+        max_bytes: int = DEFAULT_REPLY_BYTES,
+    ) -> LeaseBatch:
+        """Leases up to max_jobs, no more than fit in max_bytes of reply (lease.lua's
+        estimate). With none ready, sets the queue's waiting flag for waiting_flag_ms so
+        the next Enqueue publishes a wake-up."""
         token_prefix = secrets.token_hex(12) + "."
-        out = await self._run("lease", queue, [max_jobs, token_prefix, waiting_flag_ms])
-        jobs = [_record(queue, _pairs(flat)) for flat in out[1:]]
-        next_due = int(out[0])
-        return LeaseBatch(jobs=jobs, next_due_in_ms=None if next_due < 0 else next_due)
+        args = [max_jobs, token_prefix, waiting_flag_ms, max_bytes]
+        out = await self._run("lease", queue, args)
+        next_due, too_large_seq, too_large_bytes = (int(v) for v in out[:3])
+        return LeaseBatch(
+            jobs=[_record(queue, _pairs(flat)) for flat in out[3:]],
+            next_due_in_ms=None if next_due < 0 else next_due,
+            too_large=TooLarge(too_large_seq, too_large_bytes) if too_large_seq else None,
+        )
+
+    async def release(self, queue: str, jobs: Sequence[JobRecord]) -> list[FailResult]:
+        """Hands leased jobs back at once, their attempts not counted against
+        max_attempts: for leases nobody will ever hold (a reply that was not delivered)."""
+        return await self.fail(
+            queue, [FailItem(j.seq, j.token, JobError(""), release=True) for j in jobs]
+        )
 
     async def heartbeat(self, queue: str, items: Sequence[HeartbeatItem]) -> list[HeartbeatResult]:
         args: list[Any] = [len(items)]
@@ -192,10 +230,8 @@ class Store:
     # -- anyone ---------------------------------------------------------------------
 
     async def get(self, queue: str, seq: int) -> JobRecord | None:
-        with unavailable_on_connection_errors():
-            fields = cast(
-                dict[bytes, bytes], await self.client.hgetall(job_key(self.prefix, queue, seq))
-            )
+        key = job_key(self.prefix, queue, seq)
+        fields = cast(dict[bytes, bytes], await self._read(lambda: self.client.hgetall(key)))
         return _record(queue, fields) if fields else None
 
     async def cancel(self, queue: str, seq: int) -> CancelResult:
@@ -210,13 +246,13 @@ class Store:
         return _record(queue, _pairs(flat)), last_id.decode()
 
     async def events_after(self, queue: str, seq: int, after_id: str, count: int) -> list[Event]:
-        with unavailable_on_connection_errors():
-            rows = cast(
-                list[tuple[bytes, dict[bytes, bytes]]],
-                await self.client.xrange(
-                    events_key(self.prefix, queue, seq), min=f"({after_id}", max="+", count=count
-                ),
-            )
+        key = events_key(self.prefix, queue, seq)
+        rows = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            await self._read(
+                lambda: self.client.xrange(key, min=f"({after_id}", max="+", count=count)
+            ),
+        )
         return [_event(entry_id.decode(), fields) for entry_id, fields in rows]
 
     async def depths(self, states: Sequence[JobState]) -> dict[str, dict[JobState, int]]:
@@ -225,12 +261,15 @@ class Store:
         queues = await self.queues()
         if not queues:
             return {}
-        with unavailable_on_connection_errors():
+
+        async def count() -> list[int]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for queue in queues:
                     for state in states:
                         pipe.zcard(set_key(self.prefix, queue, state.value))
-                counts = iter(await pipe.execute())
+                return cast(list[int], await pipe.execute())
+
+        counts = iter(await self._read(count))
         return {queue: {state: int(next(counts)) for state in states} for queue in queues}
 
     # -- maintenance ----------------------------------------------------------------
@@ -317,6 +356,7 @@ def _record(queue: str, h: dict[bytes, bytes]) -> JobRecord:
         idempotency_key=_str(h, b"idem"),
         trace=_trace(h.get(b"trace")),
         attempt=_int(h, b"att"),
+        counted_attempts=_int(h, b"att") - _int(h, b"rel"),
         token=_str(h, b"token"),
         lease_until_ms=_int(h, b"lease_until"),
         created_ms=_int(h, b"created"),

@@ -10,12 +10,15 @@
 --          trace context JSON ("" unless OK)}
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
 
--- Gives a leased job back as if this lease never happened: the attempt is not counted.
+-- Gives a leased job back uncounted: 'rel' grows, so the attempts that count against
+-- max_attempts (att - rel) stay as they were, while 'att', the fencing number, keeps
+-- growing with each lease.
 local function release(seq, now, delay)
   local jk = K.job .. seq
   redis.call('ZREM', K.active, seq)
   redis.call('HDEL', jk, 'token', 'lease_until', 'exec_until')
-  local attempt = redis.call('HINCRBY', jk, 'att', -1)
+  redis.call('HINCRBY', jk, 'rel', 1)
+  local attempt = redis.call('HGET', jk, 'att')
   local due = now + math.max(delay, 0)
   redis.call('HSET', jk, 'run_at', due)
   if due > now then

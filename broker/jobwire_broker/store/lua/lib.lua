@@ -82,8 +82,9 @@ end
 -- cancelled when cancellation was requested. Returns state, due time (ms).
 local function settle_failure(seq, now, etype, emsg, non_retryable, delay_override, rand)
   local jk = K.job .. seq
-  local f = redis.call('HMGET', jk, 'att', 'max_att', 'backoff', 'prio', 'cancel')
-  local attempt, max_attempts = tonumber(f[1]), tonumber(f[2])
+  local f = redis.call('HMGET', jk, 'att', 'max_att', 'backoff', 'prio', 'cancel', 'rel')
+  -- Released leases are not failures: only att - rel counts against max_attempts.
+  local attempt, max_attempts = tonumber(f[1]) - tonumber(f[6] or '0'), tonumber(f[2])
   redis.call('ZREM', K.active, seq)
   redis.call('HDEL', jk, 'token', 'lease_until', 'exec_until')
   redis.call('HSET', jk, 'etype', etype, 'emsg', emsg, 'enr', non_retryable and '1' or '0')

@@ -89,7 +89,8 @@ type EnqueueRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Queue name: 1-128 of `A-Z a-z 0-9 _ - .`, starting with a letter or digit. Required.
 	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	// The job. Required.
+	// The job. Required: a request without it is `INVALID_ARGUMENT` (field `job`); an
+	// empty `JobSpec` (empty payload, every option at its default) is a valid job.
 	Job           *JobSpec `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -312,12 +313,23 @@ type LeaseRequest struct {
 	// Most jobs to return, in [1, 1000]. 0 means 1.
 	MaxJobs int32 `protobuf:"varint,2,opt,name=max_jobs,json=maxJobs,proto3" json:"max_jobs,omitempty"`
 	// Long-poll: how long to wait for work when the queue is empty, at most 60 s.
-	// Unset returns at once. The broker also returns before the call's gRPC deadline.
+	// Unset or 0 s returns at once. With a gRPC deadline, the broker returns (empty) a
+	// margin before it, a tenth of the time left but at least 250 ms and at most 1 s, so
+	// the reply arrives in time on a loaded machine: give the call a deadline at least
+	// 1 s longer than `wait` to get the whole wait.
 	Wait *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
 	// Free-form identity of the worker, for diagnostics. At most 256 bytes.
-	WorkerId      string `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WorkerId string `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// The most bytes of jobs the reply may carry, so that it fits the caller's gRPC
+	// receive limit. 0 means 4 MiB, gRPC's default receive limit in every language;
+	// values above the broker's own message limit (`4 x payload limit + 4 MiB`, 8 MiB by
+	// default) are lowered to it. Jobs are taken in order while they fit, so the reply may
+	// hold fewer than `max_jobs`. When the first ready job alone does not fit, nothing is
+	// leased, the job stays ready, and the call fails with `RESOURCE_EXHAUSTED` (reason
+	// `JOB_TOO_LARGE`): raise this and the receive limit. Negative values are invalid.
+	MaxResponseBytes int32 `protobuf:"varint,5,opt,name=max_response_bytes,json=maxResponseBytes,proto3" json:"max_response_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *LeaseRequest) Reset() {
@@ -378,6 +390,13 @@ func (x *LeaseRequest) GetWorkerId() string {
 	return ""
 }
 
+func (x *LeaseRequest) GetMaxResponseBytes() int32 {
+	if x != nil {
+		return x.MaxResponseBytes
+	}
+	return 0
+}
+
 // A job handed to a worker, with the lease that guards it.
 type LeasedJob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -388,8 +407,9 @@ type LeasedJob struct {
 	LeaseToken string `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	// When the lease expires unless extended by a heartbeat.
 	LeaseExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=lease_expire_time,json=leaseExpireTime,proto3" json:"lease_expire_time,omitempty"`
-	// Attempt number of this lease, from 1. Increases with each lease of the job, so a
-	// worker can fence its own side effects with it.
+	// Attempt number of this lease, from 1. Increases with every lease of the job, also
+	// after a release, so a worker can fence its own side effects with it. (Released
+	// leases do not count against `max_attempts`: see `Job.counted_attempts`.)
 	Attempt       int32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -506,7 +526,7 @@ type HeartbeatRequest struct {
 	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// The token from Lease. Required.
 	LeaseToken string `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
-	// New lease length from now, in [1 s, 12 h]. Unset: the job's lease duration.
+	// New lease length from now, in [1 s, 12 h]. Unset or 0 s: the job's lease duration.
 	// Never extends past the job's execution timeout.
 	LeaseExtension *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_extension,json=leaseExtension,proto3" json:"lease_extension,omitempty"`
 	// Progress to record and publish to watchers. Optional.
@@ -972,7 +992,9 @@ type FailRequest struct {
 	RetryDelay *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_delay,json=retryDelay,proto3" json:"retry_delay,omitempty"`
 	// Hand the job back without counting this attempt, for a job the worker leased but
 	// never started (e.g. prefetched when it shut down). The job is ready again at once,
-	// or after `retry_delay`; `error` is not recorded and may be left unset.
+	// or after `retry_delay`; `error` is not recorded and may be left unset. The next
+	// lease still gets the next `attempt` number (fencing), but `Job.counted_attempts`
+	// does not grow, so a release never brings the job closer to dead.
 	Release       bool `protobuf:"varint,5,opt,name=release,proto3" json:"release,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1665,12 +1687,13 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12'\n" +
 	"\x04jobs\x18\x02 \x03(\v2\x13.jobwire.v1.JobSpecR\x04jobs\"M\n" +
 	"\x14EnqueueBatchResponse\x125\n" +
-	"\aresults\x18\x01 \x03(\v2\x1b.jobwire.v1.EnqueueResponseR\aresults\"\x8b\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.jobwire.v1.EnqueueResponseR\aresults\"\xb9\x01\n" +
 	"\fLeaseRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x19\n" +
 	"\bmax_jobs\x18\x02 \x01(\x05R\amaxJobs\x12-\n" +
 	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12\x1b\n" +
-	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\xb1\x01\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12,\n" +
+	"\x12max_response_bytes\x18\x05 \x01(\x05R\x10maxResponseBytes\"\xb1\x01\n" +
 	"\tLeasedJob\x12!\n" +
 	"\x03job\x18\x01 \x01(\v2\x0f.jobwire.v1.JobR\x03job\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +

@@ -155,9 +155,10 @@ type BackoffPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The shape of the delay curve. Unspecified means exponential.
 	Kind BackoffKind `protobuf:"varint,1,opt,name=kind,proto3,enum=jobwire.v1.BackoffKind" json:"kind,omitempty"`
-	// Delay of the first retry. Unset means 1 s. At most 7 days.
+	// Delay of the first retry. Unset means 1 s; an explicit 0 s retries at once (the one
+	// Duration of a job whose zero is not its default). At most 7 days.
 	InitialDelay *durationpb.Duration `protobuf:"bytes,2,opt,name=initial_delay,json=initialDelay,proto3" json:"initial_delay,omitempty"`
-	// Upper bound on any retry delay. Unset means 1 h. At most 7 days.
+	// Upper bound on any retry delay. Unset or 0 s means 1 h. At most 7 days.
 	MaxDelay *durationpb.Duration `protobuf:"bytes,3,opt,name=max_delay,json=maxDelay,proto3" json:"max_delay,omitempty"`
 	// Growth factor for exponential backoff, in [1, 100]. 0 means 2.
 	Multiplier float64 `protobuf:"fixed64,4,opt,name=multiplier,proto3" json:"multiplier,omitempty"`
@@ -298,7 +299,9 @@ func (x *TraceContext) GetBaggage() string {
 }
 
 // What a producer asks for. Only `payload` is meaningful to the worker; the rest
-// steers the broker. Zero values mean the documented default.
+// steers the broker. Zero values mean the documented default: a Duration of 0 s is the
+// same as an unset one (except `backoff.initial_delay`), so a message with every field
+// present at its zero value, as `grpcurl -msg-template` writes it, is a valid job.
 type JobSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque job data. At most the broker's payload limit (1 MiB by default).
@@ -318,18 +321,22 @@ type JobSpec struct {
 	MaxAttempts int32 `protobuf:"varint,7,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// Delay policy between attempts. Unset: exponential from 1 s, doubling, capped at 1 h.
 	Backoff *BackoffPolicy `protobuf:"bytes,8,opt,name=backoff,proto3" json:"backoff,omitempty"`
-	// How long one lease lasts without a heartbeat, in [1 s, 12 h]. Unset means 30 s.
+	// How long one lease lasts without a heartbeat, in [1 s, 12 h]. Unset or 0 s: 30 s.
 	LeaseDuration *durationpb.Duration `protobuf:"bytes,9,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
 	// Hard limit on one attempt, enforced even while the worker heartbeats, in
-	// [1 s, 7 days]. Unset: no limit beyond the lease.
+	// [1 s, 7 days]. Unset or 0 s: no limit beyond the lease.
 	ExecutionTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=execution_timeout,json=executionTimeout,proto3" json:"execution_timeout,omitempty"`
 	// When set, a second Enqueue with the same key in the same queue within the
 	// window returns the first job instead of creating one. At most 256 bytes.
 	IdempotencyKey string `protobuf:"bytes,11,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	// How long `idempotency_key` is remembered, in [1 s, 30 days]. Unset: the broker
-	// default (24 h).
+	// How long `idempotency_key` is remembered, in [1 s, 30 days]. Unset or 0 s: the
+	// broker default (24 h).
 	IdempotencyWindow *durationpb.Duration `protobuf:"bytes,12,opt,name=idempotency_window,json=idempotencyWindow,proto3" json:"idempotency_window,omitempty"`
-	// Trace context of the producer. Optional.
+	// Trace context of the producer. Optional. A `traceparent` that is not in the W3C
+	// format (`00-<32 hex>-<16 hex>-<2 hex>`, lowercase, ids not all zeros) is rejected
+	// with `INVALID_ARGUMENT`. Without one, a valid `traceparent` (and `tracestate`,
+	// `baggage`) in the call's gRPC metadata is stored instead; a malformed one there is
+	// ignored.
 	TraceContext  *TraceContext `protobuf:"bytes,13,opt,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -596,7 +603,8 @@ type Job struct {
 	State JobState `protobuf:"varint,3,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
 	// What the producer asked for, defaults filled in.
 	Spec *JobSpec `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
-	// Attempts started so far (leases handed out). The current lease's attempt number.
+	// Leases handed out so far: the current (or last) lease's attempt number. Never
+	// decreases, not even when a lease is released, so it can fence side effects.
 	Attempt int32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// Last progress reported by a worker. Unset if none.
 	Progress *Progress `protobuf:"bytes,6,opt,name=progress,proto3" json:"progress,omitempty"`
@@ -618,6 +626,9 @@ type Job struct {
 	FinishTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
 	// When the current lease expires. Unset unless active.
 	LeaseExpireTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=lease_expire_time,json=leaseExpireTime,proto3" json:"lease_expire_time,omitempty"`
+	// Attempts that count against `spec.max_attempts`: `attempt` minus the leases handed
+	// back with `FailRequest.release` (which are not failures).
+	CountedAttempts int32 `protobuf:"varint,16,opt,name=counted_attempts,json=countedAttempts,proto3" json:"counted_attempts,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -757,6 +768,13 @@ func (x *Job) GetLeaseExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Job) GetCountedAttempts() int32 {
+	if x != nil {
+		return x.CountedAttempts
+	}
+	return 0
+}
+
 var File_jobwire_v1_job_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_job_proto_rawDesc = "" +
@@ -802,7 +820,7 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"\bJobError\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12#\n" +
-	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\"\xa8\x05\n" +
+	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\"\xd3\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12*\n" +
@@ -823,7 +841,8 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"start_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
 	"\vfinish_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishTime\x12F\n" +
-	"\x11lease_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime*\xaf\x01\n" +
+	"\x11lease_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12)\n" +
+	"\x10counted_attempts\x18\x10 \x01(\x05R\x0fcountedAttempts*\xaf\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13JOB_STATE_SCHEDULED\x10\x01\x12\x13\n" +

@@ -66,7 +66,9 @@ class EnqueueRequest(_message.Message):
     """Queue name: 1-128 of `A-Z a-z 0-9 _ - .`, starting with a letter or digit. Required."""
     @_builtins.property
     def job(self) -> _job_pb2.JobSpec:
-        """The job. Required."""
+        """The job. Required: a request without it is `INVALID_ARGUMENT` (field `job`); an
+        empty `JobSpec` (empty payload, every option at its default) is a valid job.
+        """
 
     def __init__(
         self,
@@ -174,16 +176,29 @@ class LeaseRequest(_message.Message):
     MAX_JOBS_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    MAX_RESPONSE_BYTES_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Queue to lease from. Required."""
     max_jobs: _builtins.int
     """Most jobs to return, in [1, 1000]. 0 means 1."""
     worker_id: _builtins.str
     """Free-form identity of the worker, for diagnostics. At most 256 bytes."""
+    max_response_bytes: _builtins.int
+    """The most bytes of jobs the reply may carry, so that it fits the caller's gRPC
+    receive limit. 0 means 4 MiB, gRPC's default receive limit in every language;
+    values above the broker's own message limit (`4 x payload limit + 4 MiB`, 8 MiB by
+    default) are lowered to it. Jobs are taken in order while they fit, so the reply may
+    hold fewer than `max_jobs`. When the first ready job alone does not fit, nothing is
+    leased, the job stays ready, and the call fails with `RESOURCE_EXHAUSTED` (reason
+    `JOB_TOO_LARGE`): raise this and the receive limit. Negative values are invalid.
+    """
     @_builtins.property
     def wait(self) -> _duration_pb2.Duration:
         """Long-poll: how long to wait for work when the queue is empty, at most 60 s.
-        Unset returns at once. The broker also returns before the call's gRPC deadline.
+        Unset or 0 s returns at once. With a gRPC deadline, the broker returns (empty) a
+        margin before it, a tenth of the time left but at least 250 ms and at most 1 s, so
+        the reply arrives in time on a loaded machine: give the call a deadline at least
+        1 s longer than `wait` to get the whole wait.
         """
 
     def __init__(
@@ -193,10 +208,11 @@ class LeaseRequest(_message.Message):
         max_jobs: _builtins.int = ...,
         wait: _duration_pb2.Duration | None = ...,
         worker_id: _builtins.str = ...,
+        max_response_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_jobs", b"max_jobs", "queue", b"queue", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_jobs", b"max_jobs", "max_response_bytes", b"max_response_bytes", "queue", b"queue", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,8 +233,9 @@ class LeasedJob(_message.Message):
     token is accepted.
     """
     attempt: _builtins.int
-    """Attempt number of this lease, from 1. Increases with each lease of the job, so a
-    worker can fence its own side effects with it.
+    """Attempt number of this lease, from 1. Increases with every lease of the job, also
+    after a release, so a worker can fence its own side effects with it. (Released
+    leases do not count against `max_attempts`: see `Job.counted_attempts`.)
     """
     @_builtins.property
     def job(self) -> _job_pb2.Job:
@@ -284,7 +301,7 @@ class HeartbeatRequest(_message.Message):
     """The token from Lease. Required."""
     @_builtins.property
     def lease_extension(self) -> _duration_pb2.Duration:
-        """New lease length from now, in [1 s, 12 h]. Unset: the job's lease duration.
+        """New lease length from now, in [1 s, 12 h]. Unset or 0 s: the job's lease duration.
         Never extends past the job's execution timeout.
         """
 
@@ -517,7 +534,9 @@ class FailRequest(_message.Message):
     release: _builtins.bool
     """Hand the job back without counting this attempt, for a job the worker leased but
     never started (e.g. prefetched when it shut down). The job is ready again at once,
-    or after `retry_delay`; `error` is not recorded and may be left unset.
+    or after `retry_delay`; `error` is not recorded and may be left unset. The next
+    lease still gets the next `attempt` number (fencing), but `Job.counted_attempts`
+    does not grow, so a release never brings the job closer to dead.
     """
     @_builtins.property
     def error(self) -> _job_pb2.JobError:

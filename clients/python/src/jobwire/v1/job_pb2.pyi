@@ -111,11 +111,13 @@ class BackoffPolicy(_message.Message):
     """
     @_builtins.property
     def initial_delay(self) -> _duration_pb2.Duration:
-        """Delay of the first retry. Unset means 1 s. At most 7 days."""
+        """Delay of the first retry. Unset means 1 s; an explicit 0 s retries at once (the one
+        Duration of a job whose zero is not its default). At most 7 days.
+        """
 
     @_builtins.property
     def max_delay(self) -> _duration_pb2.Duration:
-        """Upper bound on any retry delay. Unset means 1 h. At most 7 days."""
+        """Upper bound on any retry delay. Unset or 0 s means 1 h. At most 7 days."""
 
     def __init__(
         self,
@@ -167,7 +169,9 @@ Global___TraceContext: _TypeAlias = TraceContext  # noqa: Y015
 @_typing.final
 class JobSpec(_message.Message):
     """What a producer asks for. Only `payload` is meaningful to the worker; the rest
-    steers the broker. Zero values mean the documented default.
+    steers the broker. Zero values mean the documented default: a Duration of 0 s is the
+    same as an unset one (except `backoff.initial_delay`), so a message with every field
+    present at its zero value, as `grpcurl -msg-template` writes it, is a valid job.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -237,23 +241,28 @@ class JobSpec(_message.Message):
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
-        """How long one lease lasts without a heartbeat, in [1 s, 12 h]. Unset means 30 s."""
+        """How long one lease lasts without a heartbeat, in [1 s, 12 h]. Unset or 0 s: 30 s."""
 
     @_builtins.property
     def execution_timeout(self) -> _duration_pb2.Duration:
         """Hard limit on one attempt, enforced even while the worker heartbeats, in
-        [1 s, 7 days]. Unset: no limit beyond the lease.
+        [1 s, 7 days]. Unset or 0 s: no limit beyond the lease.
         """
 
     @_builtins.property
     def idempotency_window(self) -> _duration_pb2.Duration:
-        """How long `idempotency_key` is remembered, in [1 s, 30 days]. Unset: the broker
-        default (24 h).
+        """How long `idempotency_key` is remembered, in [1 s, 30 days]. Unset or 0 s: the
+        broker default (24 h).
         """
 
     @_builtins.property
     def trace_context(self) -> Global___TraceContext:
-        """Trace context of the producer. Optional."""
+        """Trace context of the producer. Optional. A `traceparent` that is not in the W3C
+        format (`00-<32 hex>-<16 hex>-<2 hex>`, lowercase, ids not all zeros) is rejected
+        with `INVALID_ARGUMENT`. Without one, a valid `traceparent` (and `tracestate`,
+        `baggage`) in the call's gRPC metadata is stored instead; a malformed one there is
+        ignored.
+        """
 
     def __init__(
         self,
@@ -365,6 +374,7 @@ class Job(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    COUNTED_ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Broker-assigned id, `<queue>:<sequence>`. Stable for the job's whole life."""
     queue: _builtins.str
@@ -372,13 +382,19 @@ class Job(_message.Message):
     state: Global___JobState.ValueType
     """Where the job is now."""
     attempt: _builtins.int
-    """Attempts started so far (leases handed out). The current lease's attempt number."""
+    """Leases handed out so far: the current (or last) lease's attempt number. Never
+    decreases, not even when a lease is released, so it can fence side effects.
+    """
     result: _builtins.bytes
     """Result bytes given to Complete. Empty unless the job completed."""
     result_content_type: _builtins.str
     """MIME type of `result`."""
     cancel_requested: _builtins.bool
     """True when CancelJob was called while the job was active."""
+    counted_attempts: _builtins.int
+    """Attempts that count against `spec.max_attempts`: `attempt` minus the leases handed
+    back with `FailRequest.release` (which are not failures).
+    """
     @_builtins.property
     def spec(self) -> Global___JobSpec:
         """What the producer asked for, defaults filled in."""
@@ -429,10 +445,11 @@ class Job(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         finish_time: _timestamp_pb2.Timestamp | None = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        counted_attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "counted_attempts", b"counted_attempts", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

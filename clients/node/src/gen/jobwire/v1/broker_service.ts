@@ -89,7 +89,10 @@ export function eventKindToJSON(object: EventKind): string {
 export interface EnqueueRequest {
   /** Queue name: 1-128 of `A-Z a-z 0-9 _ - .`, starting with a letter or digit. Required. */
   queue: string;
-  /** The job. Required. */
+  /**
+   * The job. Required: a request without it is `INVALID_ARGUMENT` (field `job`); an
+   * empty `JobSpec` (empty payload, every option at its default) is a valid job.
+   */
   job?: JobSpec | undefined;
 }
 
@@ -125,13 +128,26 @@ export interface LeaseRequest {
   maxJobs: number;
   /**
    * Long-poll: how long to wait for work when the queue is empty, at most 60 s.
-   * Unset returns at once. The broker also returns before the call's gRPC deadline.
+   * Unset or 0 s returns at once. With a gRPC deadline, the broker returns (empty) a
+   * margin before it, a tenth of the time left but at least 250 ms and at most 1 s, so
+   * the reply arrives in time on a loaded machine: give the call a deadline at least
+   * 1 s longer than `wait` to get the whole wait.
    */
   wait?:
     | Duration
     | undefined;
   /** Free-form identity of the worker, for diagnostics. At most 256 bytes. */
   workerId: string;
+  /**
+   * The most bytes of jobs the reply may carry, so that it fits the caller's gRPC
+   * receive limit. 0 means 4 MiB, gRPC's default receive limit in every language;
+   * values above the broker's own message limit (`4 x payload limit + 4 MiB`, 8 MiB by
+   * default) are lowered to it. Jobs are taken in order while they fit, so the reply may
+   * hold fewer than `max_jobs`. When the first ready job alone does not fit, nothing is
+   * leased, the job stays ready, and the call fails with `RESOURCE_EXHAUSTED` (reason
+   * `JOB_TOO_LARGE`): raise this and the receive limit. Negative values are invalid.
+   */
+  maxResponseBytes: number;
 }
 
 /** A job handed to a worker, with the lease that guards it. */
@@ -150,8 +166,9 @@ export interface LeasedJob {
     | Date
     | undefined;
   /**
-   * Attempt number of this lease, from 1. Increases with each lease of the job, so a
-   * worker can fence its own side effects with it.
+   * Attempt number of this lease, from 1. Increases with every lease of the job, also
+   * after a release, so a worker can fence its own side effects with it. (Released
+   * leases do not count against `max_attempts`: see `Job.counted_attempts`.)
    */
   attempt: number;
 }
@@ -169,7 +186,7 @@ export interface HeartbeatRequest {
   /** The token from Lease. Required. */
   leaseToken: string;
   /**
-   * New lease length from now, in [1 s, 12 h]. Unset: the job's lease duration.
+   * New lease length from now, in [1 s, 12 h]. Unset or 0 s: the job's lease duration.
    * Never extends past the job's execution timeout.
    */
   leaseExtension?:
@@ -261,7 +278,9 @@ export interface FailRequest {
   /**
    * Hand the job back without counting this attempt, for a job the worker leased but
    * never started (e.g. prefetched when it shut down). The job is ready again at once,
-   * or after `retry_delay`; `error` is not recorded and may be left unset.
+   * or after `retry_delay`; `error` is not recorded and may be left unset. The next
+   * lease still gets the next `attempt` number (fencing), but `Job.counted_attempts`
+   * does not grow, so a release never brings the job closer to dead.
    */
   release: boolean;
 }
@@ -709,7 +728,7 @@ export const EnqueueBatchResponse: MessageFns<EnqueueBatchResponse> = {
 };
 
 function createBaseLeaseRequest(): LeaseRequest {
-  return { queue: "", maxJobs: 0, wait: undefined, workerId: "" };
+  return { queue: "", maxJobs: 0, wait: undefined, workerId: "", maxResponseBytes: 0 };
 }
 
 export const LeaseRequest: MessageFns<LeaseRequest> = {
@@ -725,6 +744,9 @@ export const LeaseRequest: MessageFns<LeaseRequest> = {
     }
     if (message.workerId !== "") {
       writer.uint32(34).string(message.workerId);
+    }
+    if (message.maxResponseBytes !== 0) {
+      writer.uint32(40).int32(message.maxResponseBytes);
     }
     return writer;
   },
@@ -774,6 +796,14 @@ export const LeaseRequest: MessageFns<LeaseRequest> = {
             message.workerId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.maxResponseBytes = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -800,6 +830,11 @@ export const LeaseRequest: MessageFns<LeaseRequest> = {
         : isSet(object.worker_id)
         ? globalThis.String(object.worker_id)
         : "",
+      maxResponseBytes: isSet(object.maxResponseBytes)
+        ? globalThis.Number(object.maxResponseBytes)
+        : isSet(object.max_response_bytes)
+        ? globalThis.Number(object.max_response_bytes)
+        : 0,
     };
   },
 
@@ -817,6 +852,9 @@ export const LeaseRequest: MessageFns<LeaseRequest> = {
     if (message.workerId !== "") {
       obj.workerId = message.workerId;
     }
+    if (message.maxResponseBytes !== 0) {
+      obj.maxResponseBytes = Math.round(message.maxResponseBytes);
+    }
     return obj;
   },
 
@@ -829,6 +867,7 @@ export const LeaseRequest: MessageFns<LeaseRequest> = {
     message.maxJobs = object.maxJobs ?? 0;
     message.wait = (object.wait !== undefined && object.wait !== null) ? Duration.fromPartial(object.wait) : undefined;
     message.workerId = object.workerId ?? "";
+    message.maxResponseBytes = object.maxResponseBytes ?? 0;
     return message;
   },
 };

@@ -139,11 +139,14 @@ export function backoffKindToJSON(object: BackoffKind): string {
 export interface BackoffPolicy {
   /** The shape of the delay curve. Unspecified means exponential. */
   kind: BackoffKind;
-  /** Delay of the first retry. Unset means 1 s. At most 7 days. */
+  /**
+   * Delay of the first retry. Unset means 1 s; an explicit 0 s retries at once (the one
+   * Duration of a job whose zero is not its default). At most 7 days.
+   */
   initialDelay?:
     | Duration
     | undefined;
-  /** Upper bound on any retry delay. Unset means 1 h. At most 7 days. */
+  /** Upper bound on any retry delay. Unset or 0 s means 1 h. At most 7 days. */
   maxDelay?:
     | Duration
     | undefined;
@@ -168,7 +171,9 @@ export interface TraceContext {
 
 /**
  * What a producer asks for. Only `payload` is meaningful to the worker; the rest
- * steers the broker. Zero values mean the documented default.
+ * steers the broker. Zero values mean the documented default: a Duration of 0 s is the
+ * same as an unset one (except `backoff.initial_delay`), so a message with every field
+ * present at its zero value, as `grpcurl -msg-template` writes it, is a valid job.
  */
 export interface JobSpec {
   /** Opaque job data. At most the broker's payload limit (1 MiB by default). */
@@ -196,13 +201,13 @@ export interface JobSpec {
   backoff?:
     | BackoffPolicy
     | undefined;
-  /** How long one lease lasts without a heartbeat, in [1 s, 12 h]. Unset means 30 s. */
+  /** How long one lease lasts without a heartbeat, in [1 s, 12 h]. Unset or 0 s: 30 s. */
   leaseDuration?:
     | Duration
     | undefined;
   /**
    * Hard limit on one attempt, enforced even while the worker heartbeats, in
-   * [1 s, 7 days]. Unset: no limit beyond the lease.
+   * [1 s, 7 days]. Unset or 0 s: no limit beyond the lease.
    */
   executionTimeout?:
     | Duration
@@ -213,13 +218,19 @@ export interface JobSpec {
    */
   idempotencyKey: string;
   /**
-   * How long `idempotency_key` is remembered, in [1 s, 30 days]. Unset: the broker
-   * default (24 h).
+   * How long `idempotency_key` is remembered, in [1 s, 30 days]. Unset or 0 s: the
+   * broker default (24 h).
    */
   idempotencyWindow?:
     | Duration
     | undefined;
-  /** Trace context of the producer. Optional. */
+  /**
+   * Trace context of the producer. Optional. A `traceparent` that is not in the W3C
+   * format (`00-<32 hex>-<16 hex>-<2 hex>`, lowercase, ids not all zeros) is rejected
+   * with `INVALID_ARGUMENT`. Without one, a valid `traceparent` (and `tracestate`,
+   * `baggage`) in the call's gRPC metadata is stored instead; a malformed one there is
+   * ignored.
+   */
   traceContext?: TraceContext | undefined;
 }
 
@@ -263,7 +274,10 @@ export interface Job {
   spec?:
     | JobSpec
     | undefined;
-  /** Attempts started so far (leases handed out). The current lease's attempt number. */
+  /**
+   * Leases handed out so far: the current (or last) lease's attempt number. Never
+   * decreases, not even when a lease is released, so it can fence side effects.
+   */
   attempt: number;
   /** Last progress reported by a worker. Unset if none. */
   progress?:
@@ -296,7 +310,14 @@ export interface Job {
     | Date
     | undefined;
   /** When the current lease expires. Unset unless active. */
-  leaseExpireTime?: Date | undefined;
+  leaseExpireTime?:
+    | Date
+    | undefined;
+  /**
+   * Attempts that count against `spec.max_attempts`: `attempt` minus the leases handed
+   * back with `FailRequest.release` (which are not failures).
+   */
+  countedAttempts: number;
 }
 
 function createBaseBackoffPolicy(): BackoffPolicy {
@@ -1202,6 +1223,7 @@ function createBaseJob(): Job {
     startTime: undefined,
     finishTime: undefined,
     leaseExpireTime: undefined,
+    countedAttempts: 0,
   };
 }
 
@@ -1251,6 +1273,9 @@ export const Job: MessageFns<Job> = {
     }
     if (message.leaseExpireTime !== undefined) {
       Timestamp.encode(toTimestamp(message.leaseExpireTime), writer.uint32(122).fork()).join();
+    }
+    if (message.countedAttempts !== 0) {
+      writer.uint32(128).int32(message.countedAttempts);
     }
     return writer;
   },
@@ -1388,6 +1413,14 @@ export const Job: MessageFns<Job> = {
             message.leaseExpireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.countedAttempts = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1449,6 +1482,11 @@ export const Job: MessageFns<Job> = {
         : isSet(object.lease_expire_time)
         ? fromJsonTimestamp(object.lease_expire_time)
         : undefined,
+      countedAttempts: isSet(object.countedAttempts)
+        ? globalThis.Number(object.countedAttempts)
+        : isSet(object.counted_attempts)
+        ? globalThis.Number(object.counted_attempts)
+        : 0,
     };
   },
 
@@ -1499,6 +1537,9 @@ export const Job: MessageFns<Job> = {
     if (message.leaseExpireTime !== undefined) {
       obj.leaseExpireTime = message.leaseExpireTime.toISOString();
     }
+    if (message.countedAttempts !== 0) {
+      obj.countedAttempts = Math.round(message.countedAttempts);
+    }
     return obj;
   },
 
@@ -1526,6 +1567,7 @@ export const Job: MessageFns<Job> = {
     message.startTime = object.startTime ?? undefined;
     message.finishTime = object.finishTime ?? undefined;
     message.leaseExpireTime = object.leaseExpireTime ?? undefined;
+    message.countedAttempts = object.countedAttempts ?? 0;
     return message;
   },
 };
