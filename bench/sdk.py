@@ -1,4 +1,4 @@
-"""The standard benchmark (../shared/BENCHMARK.md) for the Python SDK through the broker,
+"""The standard benchmark (docs/benchmark.md) for the Python SDK through the broker,
 side by side with BullMQ's Node worker on the same Valkey, in the same run.
 
     python bench/sdk.py [--jobs 20000] [--repeat 3] [--no-bullmq] [--only process,...]

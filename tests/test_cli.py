@@ -501,6 +501,6 @@ async def test_help_description_is_a_whole_sentence() -> None:
 async def test_serve_help_delegates_to_the_broker() -> None:
     run = await jobwire("serve", "--help")
     assert (run.code, run.err) == (0, "")
-    assert run.out.startswith("usage: jobwire-broker serve")
+    assert run.out.startswith("usage: jobwire serve")
     for flag in ("--listen", "--redis-url", "--key-prefix", "--data-dir"):
         assert flag in run.out

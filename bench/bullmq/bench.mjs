@@ -1,4 +1,4 @@
-// BullMQ (Node) reference side of the standard benchmark, /work/shared/BENCHMARK.md.
+// BullMQ (Node) reference side of the standard benchmark, docs/benchmark.md.
 // Usage: node bench.mjs --port 6379 [--host 127.0.0.1] [--jobs 20000] [--repeat 3]
 //        [--only enqueue,process,latency] [--rate 500] [--keep-completed 1000] [--json out.json]
 import { fork } from 'node:child_process';

@@ -9,7 +9,7 @@ export function wallMs() {
   return performance.timeOrigin + performance.now();
 }
 
-// The 100-byte JSON of BENCHMARK.md. BullMQ stores JSON.stringify(data), so these are
+// The 100-byte JSON of docs/benchmark.md. BullMQ stores JSON.stringify(data), so these are
 // exactly the bytes that go to Redis.
 export function payload(seq) {
   const data = {

@@ -1,4 +1,7 @@
-"""`jobwire serve`: runs one broker replica until SIGTERM or SIGINT."""
+"""`jobwire serve`: runs one broker replica until SIGTERM or SIGINT. The same command is
+reached as `jobwire serve` (the SDK's CLI delegates here), `python -m jobwire_broker
+serve` and the `jobwire-broker serve` script; its help and errors call it `jobwire serve`,
+the name the README documents."""
 
 import argparse
 import asyncio
@@ -10,63 +13,109 @@ from pathlib import Path
 
 from .config import Settings, env
 from .domain.limits import Limits
+from .embedded import FSYNC_POLICIES
 from .server import BrokerApp
 from .telemetry import Telemetry, setup
+
+PROG = "jobwire"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def fsync_policy(value: str) -> str:
+    """--fsync's type: also checks a JOBWIRE_FSYNC default, which `choices` does not."""
+    if value not in FSYNC_POLICIES:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {value!r} (choose from {', '.join(FSYNC_POLICIES)})"
+        )
+    return value
+
+
+def log_level(value: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {value!r} (choose from {', '.join(LOG_LEVELS)})"
+        )
+    return value.upper()
 
 
 def parser() -> argparse.ArgumentParser:
     d = Settings()
-    root = argparse.ArgumentParser(prog="jobwire-broker", description="Jobwire job broker.")
+    root = argparse.ArgumentParser(prog=PROG, description="Jobwire job broker.")
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run a broker replica")
     serve.add_argument(
         "--listen",
+        metavar="HOST:PORT",
         default=env("LISTEN", d.listen),
         help="host:port to serve gRPC on (JOBWIRE_LISTEN)",
     )
     serve.add_argument(
         "--redis-url",
+        metavar="URL",
         default=env("REDIS_URL", d.redis_url),
         help="redis://, rediss:// or unix:// URL; empty starts an embedded "
         "Valkey (JOBWIRE_REDIS_URL)",
     )
     serve.add_argument(
         "--data-dir",
+        metavar="DIR",
         type=Path,
         default=Path(env("DATA_DIR", str(d.data_dir))),
         help="data directory of the embedded Valkey (JOBWIRE_DATA_DIR)",
     )
     serve.add_argument(
         "--key-prefix",
+        metavar="PREFIX",
         default=env("KEY_PREFIX", d.key_prefix),
         help="prefix of every Redis key (JOBWIRE_KEY_PREFIX)",
     )
     serve.add_argument(
         "--max-payload-bytes",
+        metavar="BYTES",
         type=int,
         default=int(env("MAX_PAYLOAD_BYTES", str(d.limits.max_payload_bytes))),
         help="largest payload or result accepted (JOBWIRE_MAX_PAYLOAD_BYTES)",
     )
     serve.add_argument(
         "--grace",
+        metavar="SECONDS",
         type=float,
         default=float(env("GRACE", str(d.grace_s))),
         help="seconds in-flight calls get on shutdown (JOBWIRE_GRACE)",
     )
     serve.add_argument(
+        "--fsync",
+        type=fsync_policy,
+        choices=FSYNC_POLICIES,
+        default=env("FSYNC", d.embedded_fsync),
+        help="appendfsync of the embedded Valkey: always (default) writes each change to "
+        "disk before the broker replies; everysec is faster but a machine crash can lose "
+        "the last second or so of acknowledged jobs. Not used with --redis-url "
+        "(JOBWIRE_FSYNC)",
+    )
+    serve.add_argument(
         "--embedded-restart-delay",
+        metavar="SECONDS",
         type=float,
         default=float(env("EMBEDDED_RESTART_DELAY", str(d.embedded_restart_delay_s))),
-        help="seconds before restarting a crashed embedded Valkey",
+        help="seconds before restarting a crashed embedded Valkey (JOBWIRE_EMBEDDED_RESTART_DELAY)",
     )
     serve.add_argument(
         "--metrics-port",
+        metavar="PORT",
         type=int,
         default=int(env("METRICS_PORT", str(d.metrics_port))),
         help="serve Prometheus /metrics on this port, on --listen's host; 0: off "
         "(JOBWIRE_METRICS_PORT). Traces and OTLP metrics follow the OTEL_* variables",
     )
-    serve.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
+    serve.add_argument(
+        "--log-level",
+        type=log_level,
+        metavar="LEVEL",
+        default=env("LOG_LEVEL", "INFO"),
+        help=f"least severe log records written to stderr: {', '.join(LOG_LEVELS)} "
+        "(JOBWIRE_LOG_LEVEL; default INFO)",
+    )
     return root
 
 
@@ -78,6 +127,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         key_prefix=args.key_prefix,
         grace_s=args.grace,
         embedded_restart_delay_s=args.embedded_restart_delay,
+        embedded_fsync=args.fsync,
         metrics_port=args.metrics_port,
         limits=dataclasses.replace(Limits(), max_payload_bytes=args.max_payload_bytes),
     )
@@ -107,14 +157,14 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.command == "serve":
         settings = settings_from(args)
         try:
             telemetry = setup(metrics_address(settings))
         except ValueError as exc:
-            print(f"jobwire-broker: {exc}", file=sys.stderr)
+            print(f"{PROG} serve: {exc}", file=sys.stderr)
             return 2
         try:
             asyncio.run(serve(settings, telemetry))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .domain.limits import Defaults, Limits
 from .domain.maintenance import MaintenanceSettings
+from .embedded import DEFAULT_FSYNC
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class Settings:
     redis_timeout_s: float = 5.0
     grace_s: float = 10.0
     embedded_restart_delay_s: float = 1.0
+    # appendfsync of the embedded Valkey: "always" (fsync before each reply) or "everysec".
+    embedded_fsync: str = DEFAULT_FSYNC
     health_interval_s: float = 0.5
     metrics_port: int = 0  # Prometheus /metrics; 0: off
     limits: Limits = field(default_factory=Limits)

@@ -20,6 +20,7 @@ from .config import Settings
 from .domain.broker import Broker
 from .domain.instruments import Instruments
 from .domain.maintenance import Maintenance
+from .durability import warn_if_not_durable
 from .embedded import EmbeddedValkey
 from .store import Store, StoreUnavailable
 from .store.connection import redis_client
@@ -50,7 +51,9 @@ class BrokerApp:
         url = self.settings.redis_url
         if not url:
             self.embedded = EmbeddedValkey(
-                self.settings.data_dir, self.settings.embedded_restart_delay_s
+                self.settings.data_dir,
+                self.settings.embedded_restart_delay_s,
+                appendfsync=self.settings.embedded_fsync,
             )
             url = await self.embedded.start()  # before gRPC starts threads: it forks
         self.server = grpc.aio.server(
@@ -82,6 +85,8 @@ class BrokerApp:
         self.port = self.server.add_insecure_port(self.settings.listen)
         # Health must say something from the first call on (unset reads as NOT_FOUND).
         serving = await self._redis_ok()
+        if serving and self.embedded is None:  # ours is configured durable; check theirs
+            await warn_if_not_durable(self.redis)
         await self._set_health(SERVING if serving else NOT_SERVING)
         await self.server.start()
         maintenance = Maintenance(self.store, self.settings.maintenance, self.instruments)
