@@ -27,6 +27,11 @@ const (
 	// KeepaliveTimeout is how long the client waits for a ping's answer before it
 	// considers the connection dead.
 	KeepaliveTimeout = 10 * time.Second
+	// DefaultMaxMessageBytes is the largest message a Dial'ed connection sends or
+	// receives (gRPC's own default receive limit is 4 MiB): a Lease reply carries
+	// several jobs of up to the broker's payload limit (1 MiB by default) each, and a
+	// GetJob reply a payload and a result. The Python SDK uses the same value.
+	DefaultMaxMessageBytes = 64 << 20
 )
 
 // DefaultRetryPolicy retries UNAVAILABLE answers of idempotent calls: 5 attempts in
@@ -83,11 +88,12 @@ type Client struct {
 type ClientOption func(*clientConfig)
 
 type clientConfig struct {
-	callTimeout    time.Duration
-	retry          RetryPolicy
-	dialOptions    []grpc.DialOption
-	propagator     propagation.TextMapPropagator
-	tracerProvider trace.TracerProvider
+	callTimeout     time.Duration
+	retry           RetryPolicy
+	maxMessageBytes int
+	dialOptions     []grpc.DialOption
+	propagator      propagation.TextMapPropagator
+	tracerProvider  trace.TracerProvider
 }
 
 // WithCallTimeout sets the deadline of each attempt of a unary call (default
@@ -101,8 +107,17 @@ func WithRetryPolicy(p RetryPolicy) ClientOption {
 	return func(c *clientConfig) { c.retry = p }
 }
 
+// WithMaxMessageBytes sets the largest message the connection Dial makes will send or
+// receive, in bytes (default DefaultMaxMessageBytes). A reply larger than this fails
+// with RESOURCE_EXHAUSTED on the client; a worker's Lease of big jobs needs room for
+// all of them. It has no effect with New, whose caller configures the connection.
+func WithMaxMessageBytes(n int) ClientOption {
+	return func(c *clientConfig) { c.maxMessageBytes = n }
+}
+
 // WithDialOptions adds gRPC dial options after the defaults (insecure transport,
-// keepalive), so they can override them, e.g. with TLS credentials.
+// keepalive, message size limits), so they can override them, e.g. with TLS
+// credentials.
 func WithDialOptions(opts ...grpc.DialOption) ClientOption {
 	return func(c *clientConfig) { c.dialOptions = append(c.dialOptions, opts...) }
 }
@@ -130,6 +145,10 @@ func Dial(target string, opts ...ClientOption) (*Client, error) {
 			Timeout:             KeepaliveTimeout,
 			PermitWithoutStream: true,
 		}),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(cfg.maxMessageBytes),
+			grpc.MaxCallSendMsgSize(cfg.maxMessageBytes),
+		),
 	}, cfg.dialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
@@ -148,9 +167,10 @@ func New(conn grpc.ClientConnInterface, opts ...ClientOption) *Client {
 
 func newClientConfig(opts []ClientOption) *clientConfig {
 	cfg := &clientConfig{
-		callTimeout: DefaultCallTimeout,
-		retry:       DefaultRetryPolicy,
-		propagator:  propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		callTimeout:     DefaultCallTimeout,
+		retry:           DefaultRetryPolicy,
+		maxMessageBytes: DefaultMaxMessageBytes,
+		propagator:      propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 	}
 	for _, opt := range opts {
 		opt(cfg)

@@ -343,7 +343,7 @@ func TestWorkerShutdown(t *testing.T) {
 }
 
 // TestWorkerRelease: a job leased as the worker stops goes back without using up an
-// attempt.
+// attempt: its attempt number (a fencing token) stays, counted_attempts does not grow.
 func TestWorkerRelease(t *testing.T) {
 	c := dialTest(t)
 	res, err := c.Enqueue(context.Background(), queueName(t), nil, WithMaxAttempts(1))
@@ -353,8 +353,8 @@ func TestWorkerRelease(t *testing.T) {
 	leased := leaseOne(t, c, res.JobID)
 	NewWorker(c).release(context.Background(), leased)
 	job := waitFor(t, c, res.JobID, "ready", inState(StateReady))
-	if job.GetAttempt() != 0 || job.GetLastError() != nil {
-		t.Errorf("released job = %v; want attempt 0 and no error recorded", job)
+	if job.GetAttempt() != 1 || job.GetCountedAttempts() != 0 || job.GetLastError() != nil {
+		t.Errorf("released job = %v; want attempt 1, 0 counted and no error recorded", job)
 	}
 }
 

@@ -11,6 +11,7 @@ import {
   type EnqueueResponse,
   type FailResponse,
   type HeartbeatResponse,
+  LeaseRequest,
   type LeasedJob,
   type StreamProgressResponse,
 } from "./gen/jobwire/v1/broker_service.js";
@@ -148,7 +149,17 @@ export interface WatchOptions extends CallOptions {
 export interface JobwireClientOptions {
   /** Default: insecure (plaintext), for a broker on a private network. */
   credentials?: ChannelCredentials;
-  /** grpc-js channel options, merged over the client's (short reconnect backoff). */
+  /**
+   * Largest message the channel sends or receives, in bytes. Default
+   * `DEFAULT_MAX_MESSAGE_BYTES` (64 MiB); grpc-js's own receive limit, 4 MiB, is too small
+   * for a Lease of several 1 MiB jobs. A bigger reply fails with RESOURCE_EXHAUSTED.
+   */
+  maxMessageBytes?: number;
+  /**
+   * grpc-js channel options, merged over the client's (short reconnect backoff, and
+   * `grpc.max_receive_message_length` / `grpc.max_send_message_length` from
+   * `maxMessageBytes`), so they win over both.
+   */
   channelOptions?: ChannelOptions;
   /** Deadline of each call, retries included, unless the call says otherwise. Default 10 s. */
   deadlineMs?: number;
@@ -170,6 +181,13 @@ const BACKOFF_KINDS = {
   exponential: BackoffKind.BACKOFF_KIND_EXPONENTIAL,
   linear: BackoffKind.BACKOFF_KIND_LINEAR,
 } as const;
+
+/**
+ * The default of `maxMessageBytes`: 64 MiB, as in the Python SDK. A Lease reply holds
+ * several jobs of up to the broker's payload limit (1 MiB by default) each, and a GetJob
+ * reply a payload and a result.
+ */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 << 20;
 
 /**
  * grpc-js backs off reconnects up to 2 minutes by default, which would leave calls
@@ -205,8 +223,11 @@ export class JobwireClient {
 
   constructor(target: string, options: JobwireClientOptions = {}) {
     this.target = target;
+    const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.stub = new BrokerServiceClient(target, options.credentials ?? grpcCredentials.createInsecure(), {
       ...DEFAULT_CHANNEL_OPTIONS,
+      "grpc.max_receive_message_length": maxMessageBytes,
+      "grpc.max_send_message_length": maxMessageBytes,
       ...options.channelOptions,
     });
     this.propagator = options.propagator ?? defaultPropagator();
@@ -333,7 +354,13 @@ export class JobwireClient {
    * to the wait plus a margin.
    */
   async lease(queue: string, options: LeaseOptions = {}): Promise<LeasedJob[]> {
-    const request = { queue, maxJobs: options.maxJobs ?? 1, workerId: options.workerId ?? "", wait: options.waitMs ? msToDuration(options.waitMs) : undefined };
+    // fromPartial: fields this client does not set keep their defaults.
+    const request = LeaseRequest.fromPartial({
+      queue,
+      maxJobs: options.maxJobs ?? 1,
+      workerId: options.workerId ?? "",
+      wait: options.waitMs ? msToDuration(options.waitMs) : undefined,
+    });
     const res = await this.call(this.stub.lease, request, options, true, (options.waitMs ?? 0) + LEASE_DEADLINE_MARGIN_MS);
     return res.jobs;
   }

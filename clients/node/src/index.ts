@@ -1,6 +1,7 @@
 // @jobwire/client: producer, watcher and worker for the Jobwire job broker.
 
 export {
+  DEFAULT_MAX_MESSAGE_BYTES,
   JobwireClient,
   isTerminal,
   type BackoffOptions,

@@ -25,12 +25,15 @@ export interface Broker {
 
 const READY = /serving on .*\(port (\d+)\)/;
 
-/** Tests stop brokers with streams and long-polls open: a short grace keeps that quick. */
-export async function startBroker(options: { port?: number; dataDir?: string; graceSeconds?: number } = {}): Promise<Broker> {
+/**
+ * Tests stop brokers with streams and long-polls open: a short grace keeps that quick.
+ * `args` are more flags for `serve`, e.g. `["--max-payload-bytes", "6291456"]`.
+ */
+export async function startBroker(options: { port?: number; dataDir?: string; graceSeconds?: number; args?: string[] } = {}): Promise<Broker> {
   const python = process.env["JOBWIRE_PYTHON"] || join(REPO_ROOT, ".venv/bin/python");
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "jobwire-node-test-")));
   const listen = `127.0.0.1:${options.port ?? 0}`;
-  const child = spawn(python, ["-m", "jobwire_broker", "serve", "--listen", listen, "--redis-url", "", "--data-dir", dataDir, "--grace", String(options.graceSeconds ?? 1)], {
+  const child = spawn(python, ["-m", "jobwire_broker", "serve", "--listen", listen, "--redis-url", "", "--data-dir", dataDir, "--grace", String(options.graceSeconds ?? 1), ...(options.args ?? [])], {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });

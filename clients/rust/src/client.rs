@@ -17,6 +17,11 @@ use crate::trace;
 /// Deadline of each call unless [`ClientBuilder::deadline`] sets another.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Largest message a client sends or receives unless [`ClientBuilder::max_message_bytes`]
+/// sets another: 64 MiB, as in the Python SDK (tonic's own decoding limit is 4 MiB). A
+/// job's payload and result are each up to the broker's payload limit (1 MiB by default).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// What [`Client::enqueue`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
@@ -40,6 +45,7 @@ pub struct Client {
     stub: BrokerServiceClient<Channel>,
     deadline: Duration,
     retry: Retry,
+    max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +61,7 @@ pub struct ClientBuilder {
     target: String,
     deadline: Duration,
     retry: Retry,
+    max_message_bytes: usize,
 }
 
 impl ClientBuilder {
@@ -76,6 +83,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Largest message the client sends or receives, in bytes (default
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`], 64 MiB). A larger message fails with [`Error::Other`]
+    /// and tonic's `OUT_OF_RANGE` ("message length too large"). It applies to
+    /// [`Client::raw`] too.
+    pub fn max_message_bytes(mut self, max_message_bytes: usize) -> Self {
+        self.max_message_bytes = max_message_bytes;
+        self
+    }
+
     /// Connects now; fails if the broker cannot be reached. The connection is re-established
     /// by itself if it drops later.
     pub async fn connect(self) -> Result<Client, Error> {
@@ -92,9 +108,12 @@ impl ClientBuilder {
     /// A client over an existing channel.
     pub fn with_channel(self, channel: Channel) -> Client {
         Client {
-            stub: BrokerServiceClient::new(channel),
+            stub: BrokerServiceClient::new(channel)
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
             deadline: self.deadline,
             retry: self.retry,
+            max_message_bytes: self.max_message_bytes,
         }
     }
 
@@ -125,6 +144,7 @@ impl Client {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(5),
             },
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -136,7 +156,9 @@ impl Client {
     /// `opentelemetry::context::FutureExt::with_context`.
     ///
     /// Errors: [`Error::InvalidArgument`] naming each bad field (nothing was written);
-    /// [`Error::Unavailable`], retried first only when the options carry an idempotency key.
+    /// [`Error::Unavailable`], retried first only when the options carry an idempotency key;
+    /// [`Error::Other`] with `OUT_OF_RANGE` when the request is larger than
+    /// [`ClientBuilder::max_message_bytes`] (nothing was sent).
     pub async fn enqueue(
         &self,
         queue: &str,
@@ -150,6 +172,15 @@ impl Client {
             queue: queue.to_owned(),
             job: Some(job),
         };
+        // tonic would reset the stream with a bare "transport error"; say what is wrong, as
+        // it does for a reply over the limit.
+        let len = prost::Message::encoded_len(&request);
+        if len > self.max_message_bytes {
+            return Err(Error::Other(Status::out_of_range(format!(
+                "Error, encoded message length too large: found {len} bytes, the limit is: {} bytes",
+                self.max_message_bytes
+            ))));
+        }
         let response = self
             .call(idempotent, |mut stub, deadline| {
                 let request = with_deadline(request.clone(), deadline);
@@ -197,9 +228,14 @@ impl Client {
     }
 
     /// The generated stub over this client's connection, for the calls this client does not
-    /// wrap (Lease, Heartbeat, Complete, ...).
+    /// wrap (Lease, Heartbeat, Complete, ...), with the client's message size limits.
     pub fn raw(&self) -> BrokerServiceClient<Channel> {
         self.stub.clone()
+    }
+
+    /// The largest message this client sends or receives, in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
     }
 
     async fn call<T, F, Fut>(&self, idempotent: bool, rpc: F) -> Result<T, Error>

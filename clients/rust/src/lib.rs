@@ -33,7 +33,7 @@ pub mod proto {
     }
 }
 
-pub use client::{Client, ClientBuilder, Enqueued, DEFAULT_DEADLINE};
+pub use client::{Client, ClientBuilder, Enqueued, DEFAULT_DEADLINE, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::{Error, FieldViolation};
 pub use options::{Backoff, EnqueueOptions};
 pub use proto::v1::{Job, JobSpec, JobState, TraceContext};

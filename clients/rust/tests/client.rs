@@ -282,3 +282,100 @@ async fn unreachable_broker_is_unavailable_after_retries() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
 }
+
+const MIB: usize = 1 << 20;
+
+#[tokio::test]
+async fn default_message_limit_is_64_mib() {
+    assert_eq!(jobwire::DEFAULT_MAX_MESSAGE_BYTES, 64 * MIB);
+    let client = Client::builder("127.0.0.1:1").connect_lazy().unwrap();
+    assert_eq!(client.max_message_bytes(), 64 * MIB);
+    let client = Client::builder("127.0.0.1:1")
+        .max_message_bytes(8 * MIB)
+        .connect_lazy()
+        .unwrap();
+    assert_eq!(client.max_message_bytes(), 8 * MIB);
+}
+
+/// At the default broker limit (1 MiB): GetJob returns a 1 MiB payload and result intact.
+#[tokio::test]
+async fn one_mib_payload_and_result_come_back_intact() {
+    let client = client().await;
+    let queue = common::unique_queue("rust-big");
+    let payload = vec![0xa5u8; MIB];
+    let result = vec![0x5au8; MIB];
+    let job = client
+        .enqueue(&queue, payload.clone(), EnqueueOptions::new())
+        .await
+        .unwrap();
+    let stored = client.get_job(&job.job_id).await.unwrap();
+    assert!(stored.spec.unwrap().payload == payload, "payload changed");
+
+    let mut raw = client.raw();
+    let leased = raw
+        .lease(LeaseRequest {
+            queue: queue.clone(),
+            max_jobs: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .remove(0);
+    assert!(leased.job.unwrap().spec.unwrap().payload == payload);
+    raw.complete(CompleteRequest {
+        job_id: job.job_id.clone(),
+        lease_token: leased.lease_token,
+        result: result.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let done = client.get_job(&job.job_id).await.unwrap();
+    assert_eq!(done.state(), JobState::Completed);
+    assert!(done.result == result, "result changed");
+    assert!(done.spec.unwrap().payload == payload, "payload changed");
+}
+
+/// A broker with a 6 MiB payload limit (its own message limit is 28 MiB), so the client's
+/// limit is what decides: 64 MiB by default takes a 5 MiB GetJob reply, more than tonic's
+/// 4 MiB default; `max_message_bytes(4 MiB)` refuses it (tonic says OUT_OF_RANGE).
+#[tokio::test]
+async fn default_limit_takes_replies_beyond_4_mib() {
+    let big = common::start(&["--max-payload-bytes", &(6 * MIB).to_string()]);
+    let client = Client::connect(big.target.clone()).await.unwrap();
+    let small = Client::builder(big.target.clone())
+        .max_message_bytes(4 * MIB)
+        .connect()
+        .await
+        .unwrap();
+    let queue = common::unique_queue("rust-big");
+    let payload = vec![7u8; 5 * MIB];
+    let job = client
+        .enqueue(&queue, payload.clone(), EnqueueOptions::new())
+        .await
+        .unwrap();
+    let stored = client.get_job(&job.job_id).await.unwrap();
+    assert!(stored.spec.unwrap().payload == payload, "payload changed");
+
+    for (what, err) in [
+        ("get_job", small.get_job(&job.job_id).await.unwrap_err()),
+        (
+            "enqueue",
+            small
+                .enqueue(&queue, payload.clone(), EnqueueOptions::new())
+                .await
+                .unwrap_err(),
+        ),
+    ] {
+        match err {
+            Error::Other(status) => {
+                assert_eq!(status.code(), tonic::Code::OutOfRange, "{what}: {status:?}");
+                assert!(status.message().contains("too large"), "{what}: {status:?}");
+            }
+            other => panic!("{what}: expected OUT_OF_RANGE, got {other:?}"),
+        }
+    }
+}

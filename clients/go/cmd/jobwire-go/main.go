@@ -13,13 +13,15 @@
 //	    completes every job; its result is empty, or with --result-from-payload the
 //	    payload's bytes in reverse order. For each job it writes one JSON line to stdout
 //	    before completing it:
-//	    {"id", "attempt", "payload" (base64), "content_type", "headers", "traceparent",
-//	     "tracestate", "baggage" (as carried by the job), "trace_id" (of the span the
-//	     handler ran in: the producer's trace when one was propagated)}.
+//	    {"id", "attempt", "payload" (base64; "" when empty), "content_type", "headers"
+//	     ({} when none), "traceparent", "tracestate", "baggage" (as carried by the job),
+//	     "trace_id" (of the span the handler ran in: the producer's trace when one was
+//	     propagated)}.
 package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -149,11 +151,13 @@ func enqueue(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	return nil
 }
 
-// processed is the JSON line written for each job.
+// processed is the JSON line written for each job. Payload is base64 ("" when empty)
+// and Headers is never nil, so an empty job prints "" and {} rather than null, as the
+// TypeScript and Python CLIs do.
 type processed struct {
 	ID          string            `json:"id"`
 	Attempt     int               `json:"attempt"`
-	Payload     []byte            `json:"payload"`
+	Payload     string            `json:"payload"`
 	ContentType string            `json:"content_type"`
 	Headers     map[string]string `json:"headers"`
 	Traceparent string            `json:"traceparent"`
@@ -196,9 +200,12 @@ func work(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	w.HandleFunc(*queue, func(hctx context.Context, job *jobwire.Job) ([]byte, error) {
 		tc := job.Info.GetSpec().GetTraceContext()
 		line := processed{
-			ID: job.ID, Attempt: job.Attempt, Payload: job.Payload, ContentType: job.ContentType,
-			Headers: job.Headers, Traceparent: tc.GetTraceparent(), Tracestate: tc.GetTracestate(),
-			Baggage: tc.GetBaggage(),
+			ID: job.ID, Attempt: job.Attempt, Payload: base64.StdEncoding.EncodeToString(job.Payload),
+			ContentType: job.ContentType, Headers: job.Headers, Traceparent: tc.GetTraceparent(),
+			Tracestate: tc.GetTracestate(), Baggage: tc.GetBaggage(),
+		}
+		if line.Headers == nil {
+			line.Headers = map[string]string{}
 		}
 		if sc := trace.SpanContextFromContext(hctx); sc.IsValid() {
 			line.TraceID = sc.TraceID().String()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -59,13 +60,13 @@ func TestEnqueueThenWork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got[0].ID != first || string(got[0].Payload) != "abc" || got[0].Headers["k"] != "v" || got[0].Headers["x"] != "y=z" {
+	if got[0].ID != first || got[0].Payload != base64.StdEncoding.EncodeToString([]byte("abc")) || got[0].Headers["k"] != "v" || got[0].Headers["x"] != "y=z" {
 		t.Errorf("first job = %+v", got[0])
 	}
 	if got[0].Traceparent != traceparent || got[0].TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" {
 		t.Errorf("first job's trace = %q, %q", got[0].Traceparent, got[0].TraceID)
 	}
-	if got[1].ID != second || string(got[1].Payload) != "from stdin" || got[1].Traceparent != "" {
+	if got[1].ID != second || got[1].Payload != base64.StdEncoding.EncodeToString([]byte("from stdin")) || got[1].Traceparent != "" {
 		t.Errorf("second job = %+v", got[1])
 	}
 
@@ -79,6 +80,32 @@ func TestEnqueueThenWork(t *testing.T) {
 		if err != nil || job.GetState() != jobwire.StateCompleted || string(job.GetResult()) != want {
 			t.Errorf("job %s = %v, %v; want completed with %q", id, job, err, want)
 		}
+	}
+}
+
+// TestWorkEmptyJob: a job without payload or headers prints "payload":"" and
+// "headers":{} (not null), like the TypeScript and Python CLIs.
+func TestWorkEmptyJob(t *testing.T) {
+	queue := "go-cmd-" + t.Name()
+	id := strings.TrimSpace(runCmd(t, "", "enqueue", "--target", target, "--queue", queue))
+	out := strings.TrimSpace(runCmd(t, "", "work", "--target", target, "--queue", queue, "--count", "1"))
+	var line map[string]any
+	if err := json.Unmarshal([]byte(out), &line); err != nil {
+		t.Fatalf("%v: %q", err, out)
+	}
+	if line["id"] != id || line["attempt"] != 1.0 {
+		t.Errorf("line = %s", out)
+	}
+	for key, want := range map[string]any{"payload": "", "content_type": "", "traceparent": "", "tracestate": "", "baggage": ""} {
+		if line[key] != want {
+			t.Errorf("%s = %#v, want %#v in %s", key, line[key], want, out)
+		}
+	}
+	if headers, ok := line["headers"].(map[string]any); !ok || len(headers) != 0 {
+		t.Errorf("headers = %#v, want {} in %s", line["headers"], out)
+	}
+	if !strings.Contains(out, `"payload":""`) || !strings.Contains(out, `"headers":{}`) || strings.Contains(out, "null") {
+		t.Errorf("line = %s", out)
 	}
 }
 

@@ -41,14 +41,15 @@ func Python() string {
 }
 
 // Start runs `python -m jobwire_broker serve` on a free loopback port with a fresh
-// data directory and waits until it serves.
-func Start() (*Broker, error) {
+// data directory and waits until it serves. args are more flags for `serve`, such as
+// "--max-payload-bytes", "6291456".
+func Start(args ...string) (*Broker, error) {
 	dir, err := os.MkdirTemp("", "jobwire-go-test-")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(Python(), "-m", "jobwire_broker", "serve",
-		"--listen", "127.0.0.1:0", "--redis-url", "", "--data-dir", dir, "--log-level", "WARNING")
+	cmd := exec.Command(Python(), append([]string{"-m", "jobwire_broker", "serve",
+		"--listen", "127.0.0.1:0", "--redis-url", "", "--data-dir", dir, "--log-level", "WARNING"}, args...)...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = procAttr()
 	stdout, err := cmd.StdoutPipe()

@@ -5,7 +5,8 @@
 //! broker with SIGTERM and removes its data directory. libtest has no "after all tests"
 //! hook, so this is how the broker is stopped without leaking.
 //!
-//! The interpreter is $JOBWIRE_PYTHON, by default the repository's .venv.
+//! The interpreter is $JOBWIRE_PYTHON, by default the repository's .venv. A test that
+//! needs other broker flags starts its own with [`start`]; dropping it stops it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -13,9 +14,9 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 const SUPERVISOR: &str = r#"
-python=$1; dir=$2
+python=$1; dir=$2; shift 2
 "$python" -m jobwire_broker serve --listen 127.0.0.1:0 --redis-url "" \
-    --data-dir "$dir" 2>"$dir/broker.log" &
+    --data-dir "$dir" "$@" 2>"$dir/broker.log" &
 pid=$!
 read -r _ || true
 kill -TERM "$pid" 2>/dev/null
@@ -34,24 +35,32 @@ pub struct Broker {
 /// The broker of this test binary, started on first use.
 pub fn broker() -> &'static Broker {
     static BROKER: OnceLock<Broker> = OnceLock::new();
-    BROKER.get_or_init(start)
+    BROKER.get_or_init(|| start(&[]))
 }
 
 // The supervisor is never waited for on purpose: it must outlive every test, and it exits
 // (reaping the broker) only when this process does.
+/// Starts a broker with more `serve` flags (`["--max-payload-bytes", "6291456"]`).
 #[allow(clippy::zombie_processes)]
-fn start() -> Broker {
+pub fn start(serve_args: &[&str]) -> Broker {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static STARTED: AtomicU32 = AtomicU32::new(0);
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = std::env::var_os("JOBWIRE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo.join(".venv/bin/python"));
-    let dir = std::env::temp_dir().join(format!("jobwire-rust-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "jobwire-rust-{}-{}",
+        std::process::id(),
+        STARTED.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).expect("create the broker's data dir");
 
     let mut child = Command::new("sh")
         .args(["-c", SUPERVISOR, "sh"])
         .arg(&python)
         .arg(&dir)
+        .args(serve_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -9,7 +9,9 @@ import io.opentelemetry.context.Context;
 import io.opentelemetry.context.Scope;
 import io.opentelemetry.context.propagation.TextMapGetter;
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
 import java.util.Map;
 
@@ -24,17 +26,22 @@ import java.util.Map;
  *
  * <p>{@code --traceparent} is extracted with the W3C propagator and made the current
  * OpenTelemetry context, so the client injects it like any active span.
+ *
+ * <p>Arguments are taken as UTF-8 and output is written as UTF-8 whatever the locale, also
+ * under {@code LANG=C} (see {@link Utf8Console}): {@code --payload 'héllo ✓'} stores the
+ * UTF-8 bytes of {@code héllo ✓}.
  */
 public final class Enqueue {
   private static final String USAGE =
-      "usage: Enqueue --queue NAME [--target HOST:PORT] [--payload-file PATH|-]"
+      "usage: Enqueue --queue NAME [--target HOST:PORT] [--payload TEXT | --payload-file PATH|-]"
           + " [--content-type TYPE] [--header K=V]... [--traceparent TP] [--tracestate TS]";
 
   private Enqueue() {}
 
   public static void main(String[] args) {
+    Utf8Console.useUtf8Output();
     try {
-      System.exit(run(args));
+      System.exit(run(Utf8Console.arguments(args)));
     } catch (IllegalArgumentException e) {
       System.err.println("enqueue: " + e.getMessage());
       System.err.println(USAGE);
@@ -46,6 +53,7 @@ public final class Enqueue {
     String target = "127.0.0.1:50051";
     String queue = null;
     String payloadFile = null;
+    String payloadText = null;
     String traceparent = null;
     String tracestate = null;
     EnqueueOptions.Builder options = EnqueueOptions.builder();
@@ -63,6 +71,7 @@ public final class Enqueue {
         case "--target" -> target = value;
         case "--queue" -> queue = value;
         case "--payload-file" -> payloadFile = value;
+        case "--payload" -> payloadText = value;
         case "--content-type" -> options.contentType(value);
         case "--traceparent" -> traceparent = value;
         case "--tracestate" -> tracestate = value;
@@ -79,7 +88,13 @@ public final class Enqueue {
     if (queue == null) {
       throw new IllegalArgumentException("--queue is required");
     }
-    byte[] payload = readPayload(payloadFile);
+    if (payloadText != null && payloadFile != null) {
+      throw new IllegalArgumentException("--payload and --payload-file exclude each other");
+    }
+    byte[] payload =
+        payloadText != null
+            ? payloadText.getBytes(StandardCharsets.UTF_8)
+            : readPayload(payloadFile);
 
     Context context = Context.current();
     if (traceparent != null) {
@@ -113,6 +128,14 @@ public final class Enqueue {
       return Files.readAllBytes(Path.of(file));
     } catch (IOException e) {
       throw new IllegalArgumentException("cannot read payload: " + e.getMessage());
+    } catch (InvalidPathException e) {
+      // Java names files in the platform encoding; under LANG=C that is ASCII.
+      throw new IllegalArgumentException(
+          "cannot read payload: "
+              + file
+              + " cannot be named in this locale's encoding ("
+              + Utf8Console.platformCharset()
+              + "); use a UTF-8 locale or --payload-file - < FILE");
     }
   }
 

@@ -48,6 +48,13 @@ final class Errors {
 
   static JobwireException map(StatusRuntimeException e) {
     Status status = e.getStatus();
+    // A request over the outbound limit is cancelled by gRPC-Java ("Failed to stream
+    // message") with the framer's RESOURCE_EXHAUSTED as the cause: report that instead.
+    if (status.getCode() == Status.Code.CANCELLED
+        && status.getCause() instanceof StatusRuntimeException cause
+        && cause.getStatus().getCode() == Status.Code.RESOURCE_EXHAUSTED) {
+      return map(cause);
+    }
     Details details = Details.of(e);
     String message = status.getDescription() != null ? status.getDescription() : status.toString();
     switch (status.getCode()) {

@@ -53,6 +53,13 @@ public final class JobwireClient implements AutoCloseable {
   /** Deadline of each unary call unless the builder sets another. */
   public static final Duration DEFAULT_DEADLINE = Duration.ofSeconds(10);
 
+  /**
+   * Largest message sent or received unless the builder sets another: 64 MiB, as in the
+   * Python SDK (gRPC-Java's own receive limit is 4 MiB). A job's payload and result are each
+   * up to the broker's payload limit (1 MiB by default), and a Lease reply holds several jobs.
+   */
+  public static final int DEFAULT_MAX_MESSAGE_BYTES = 64 << 20;
+
   private static final TextMapPropagator W3C =
       TextMapPropagator.composite(
           W3CTraceContextPropagator.getInstance(), W3CBaggagePropagator.getInstance());
@@ -62,8 +69,10 @@ public final class JobwireClient implements AutoCloseable {
   private final BrokerServiceBlockingStub stub;
   private final Duration deadline;
   private final RetryPolicy retryPolicy;
+  private final int maxMessageBytes;
 
   private JobwireClient(Builder b) {
+    this.maxMessageBytes = b.maxMessageBytes;
     if (b.channel != null) {
       this.ownedChannel = null;
       this.channel = b.channel;
@@ -72,10 +81,11 @@ public final class JobwireClient implements AutoCloseable {
           Grpc.newChannelBuilder(
                   b.target,
                   b.tls ? TlsChannelCredentials.create() : InsecureChannelCredentials.create())
+              .maxInboundMessageSize(maxMessageBytes)
               .build();
       this.channel = ownedChannel;
     }
-    this.stub = BrokerServiceGrpc.newBlockingStub(channel);
+    this.stub = newStub();
     this.deadline = b.deadline;
     this.retryPolicy = new RetryPolicy(b.maxRetries, b.initialBackoff, b.maxBackoff);
   }
@@ -154,12 +164,28 @@ public final class JobwireClient implements AutoCloseable {
 
   /** Watches a job from just after {@code afterEventId} (an event id from an earlier watch). */
   public JobWatch watch(String jobId, String afterEventId) {
-    return new JobWatch(BrokerServiceGrpc.newBlockingStub(channel), jobId, afterEventId, retryPolicy);
+    return new JobWatch(newStub(), jobId, afterEventId, retryPolicy);
   }
 
-  /** The channel to the broker, for calls this client does not wrap (Lease, Complete...). */
+  /**
+   * The channel to the broker, for calls this client does not wrap (Lease, Complete...). A
+   * channel the client made receives messages of up to {@link Builder#maxMessageBytes}; a
+   * stub on it sends any size unless told otherwise ({@code withMaxOutboundMessageSize}).
+   */
   public Channel channel() {
     return channel;
+  }
+
+  /** The largest message this client's calls send or receive, in bytes. */
+  public int maxMessageBytes() {
+    return maxMessageBytes;
+  }
+
+  /** A stub whose calls send and receive messages of up to {@code maxMessageBytes}. */
+  private BrokerServiceBlockingStub newStub() {
+    return BrokerServiceGrpc.newBlockingStub(channel)
+        .withMaxInboundMessageSize(maxMessageBytes)
+        .withMaxOutboundMessageSize(maxMessageBytes);
   }
 
   /** Closes the connection this client opened, waiting up to 5 s for calls in flight. */
@@ -219,6 +245,8 @@ public final class JobwireClient implements AutoCloseable {
     private int maxRetries = 4;
     private Duration initialBackoff = Duration.ofMillis(100);
     private Duration maxBackoff = Duration.ofSeconds(5);
+    private int maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
+
     private Builder(String target, Channel channel) {
       this.target = target;
       this.channel = channel;
@@ -251,6 +279,21 @@ public final class JobwireClient implements AutoCloseable {
       this.maxRetries = maxRetries;
       this.initialBackoff = Objects.requireNonNull(initial);
       this.maxBackoff = Objects.requireNonNull(max);
+      return this;
+    }
+
+    /**
+     * Largest message the client's calls send or receive, in bytes (default {@link
+     * JobwireClient#DEFAULT_MAX_MESSAGE_BYTES}, 64 MiB). A larger reply fails with {@code
+     * RESOURCE_EXHAUSTED}. With {@link JobwireClient#builder(String)} it is also the inbound
+     * limit of the channel the client makes; with {@link JobwireClient#builder(Channel)} it
+     * applies to this client's own calls only.
+     */
+    public Builder maxMessageBytes(int maxMessageBytes) {
+      if (maxMessageBytes <= 0) {
+        throw new IllegalArgumentException("maxMessageBytes must be positive");
+      }
+      this.maxMessageBytes = maxMessageBytes;
       return this;
     }
 

@@ -8,6 +8,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -45,6 +46,14 @@ final class Broker implements AutoCloseable {
     return start(Files.createTempDirectory("jobwire-java-"), 0, true);
   }
 
+  /**
+   * As {@link #start()}, with more flags for {@code serve}, e.g. {@code
+   * "--max-payload-bytes", "6291456"}.
+   */
+  static Broker startWith(String... serveArgs) throws IOException {
+    return start(Files.createTempDirectory("jobwire-java-"), 0, true, 10, List.of(serveArgs));
+  }
+
   /** Starts a broker on {@code port} (0: any) over an existing data directory. */
   static Broker start(Path dataDir, int port, boolean ownsDataDir) throws IOException {
     return start(dataDir, port, ownsDataDir, 10);
@@ -53,9 +62,16 @@ final class Broker implements AutoCloseable {
   /** As above, with {@code graceSeconds} for calls in flight at SIGTERM. */
   static Broker start(Path dataDir, int port, boolean ownsDataDir, int graceSeconds)
       throws IOException {
+    return start(dataDir, port, ownsDataDir, graceSeconds, List.of());
+  }
+
+  private static Broker start(
+      Path dataDir, int port, boolean ownsDataDir, int graceSeconds, List<String> serveArgs)
+      throws IOException {
     Path log = dataDir.resolve("broker-" + System.nanoTime() + ".log");
-    ProcessBuilder pb =
-        new ProcessBuilder(
+    List<String> command =
+        new ArrayList<>(
+            List.of(
                 python(),
                 "-m",
                 "jobwire_broker",
@@ -67,7 +83,10 @@ final class Broker implements AutoCloseable {
                 "--data-dir",
                 dataDir.toString(),
                 "--grace",
-                Integer.toString(graceSeconds))
+                Integer.toString(graceSeconds)));
+    command.addAll(serveArgs);
+    ProcessBuilder pb =
+        new ProcessBuilder(command)
             .redirectError(log.toFile())
             .redirectInput(ProcessBuilder.Redirect.PIPE);
     pb.environment().put("PYTHONUNBUFFERED", "1");
