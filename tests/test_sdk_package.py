@@ -49,6 +49,7 @@ EXPORTS = [
     "SyncClient",
     "Unavailable",
     "Worker",
+    "WorkerHealth",
     "job_spec",
 ]
 

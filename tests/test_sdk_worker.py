@@ -325,3 +325,44 @@ async def test_an_idle_worker_stops_well_within_its_long_poll(target: str) -> No
     worker.stop()
     await asyncio.wait_for(task, 10)
     assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_progress_reported_right_before_returning_reaches_get_and_watch(
+    target: str, client: Client, sync: bool
+) -> None:
+    """The README's send_email: progress, then return at once. The progress is sent
+    before the completion, so GetJob keeps it and a watcher sees it first."""
+    worker = Worker(target, concurrency=1, lease_wait=1)
+
+    def send_email(job: Job) -> dict[str, str]:
+        job.progress(50, "half")
+        return {"status": "sent"}
+
+    async def send_email_async(job: Job) -> dict[str, str]:
+        return send_email(job)
+
+    worker.register("emails", send_email if sync else send_email_async)
+    job = await client.enqueue("emails", {"to": "ada@example.com"})
+    events: list[tuple[str, str, float | None, str | None]] = []
+    watching_from_start = asyncio.Event()
+
+    async def watch() -> None:
+        async for e in client.watch(job.job_id):
+            p = e.progress
+            events.append((e.kind, e.state.name, p and p.percent, p and p.message))
+            watching_from_start.set()
+
+    watching = asyncio.create_task(watch())
+    await asyncio.wait_for(watching_from_start.wait(), 10)
+    async with running(worker):
+        await asyncio.wait_for(watching, 20)
+    info = await client.get(job.job_id)
+    assert info.state is JobState.COMPLETED
+    assert info.progress is not None
+    assert (info.progress.percent, info.progress.message) == (50, "half")
+    kinds = [(kind, state) for kind, state, _, _ in events]
+    assert ("progress", "ACTIVE") in kinds, events
+    progress_at = kinds.index(("progress", "ACTIVE"))
+    assert events[progress_at][2:] == (50, "half")
+    assert events[-1][:2] == ("state", "COMPLETED") and progress_at < len(events) - 1

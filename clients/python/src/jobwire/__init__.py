@@ -11,6 +11,7 @@ from ._errors import (
     NotFound,
     Unavailable,
 )
+from ._health import WorkerHealth
 from ._models import (
     Backoff,
     BackoffKind,
@@ -49,5 +50,6 @@ __all__ = [
     "SyncClient",
     "Unavailable",
     "Worker",
+    "WorkerHealth",
     "job_spec",
 ]

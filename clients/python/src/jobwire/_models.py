@@ -106,7 +106,7 @@ class JobInfo:
     content_type: str
     headers: Mapping[str, str]
     priority: int
-    attempt: int
+    attempt: int  # leases so far, released ones included: never decreases
     max_attempts: int
     progress: Progress | None
     result: bytes
@@ -117,6 +117,8 @@ class JobInfo:
     started_at: datetime | None
     finished_at: datetime | None
     traceparent: str
+    # Attempts that count against max_attempts: attempt less the leases handed back.
+    counted_attempts: int = 0
 
     def result_json(self) -> Any:
         return json.loads(self.result) if self.result else None
@@ -195,6 +197,7 @@ def job_info(j: job_pb2.Job) -> JobInfo:
         priority=j.spec.priority,
         attempt=j.attempt,
         max_attempts=j.spec.max_attempts,
+        counted_attempts=j.counted_attempts,
         progress=progress_from(j.progress) if j.HasField("progress") else None,
         result=j.result,
         result_content_type=j.result_content_type,

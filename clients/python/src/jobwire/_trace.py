@@ -2,22 +2,28 @@
 instrumentations (aio-pika, celery): inject on the producer inside its span, extract on
 the consumer, attach for the handler, detach after.
 
-Everything goes through the OpenTelemetry API only. Until the application installs an
-SDK (a real TracerProvider / MeterProvider), `enabled()` is false and the SDK skips all
-of this, so tracing off costs next to nothing.
+Everything goes through the OpenTelemetry API only. Spans are made once the application
+installs a TracerProvider, metrics once it installs a MeterProvider, each independently
+of the other. Until either is installed, `enabled()` is false and the SDK skips all of
+this, so telemetry off costs next to nothing.
 """
 
 import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context, metrics, propagate, trace
+from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 SYSTEM = "jobwire"
 NO_CONTEXT: dict[str, str] = {}  # shared and never written: each job's context when off
 MAX_LINKS = 128
+# The messaging conventions' advice for both duration histograms, in seconds (the SDK's
+# default buckets start at 0, 5, 10 s: every sub-second job would land in one).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 tracer = trace.get_tracer("jobwire")
 meter = metrics.get_meter("jobwire")
 sent_messages = meter.create_counter(
@@ -31,44 +37,93 @@ consumed_messages = meter.create_counter(
     description="Messages delivered to a consumer.",
 )
 process_duration = meter.create_histogram(
-    "messaging.process.duration", unit="s", description="Duration of processing a message."
+    "messaging.process.duration",
+    unit="s",
+    description="Duration of processing a message.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
 )
 operation_duration = meter.create_histogram(
     "messaging.client.operation.duration",
     unit="s",
     description="Duration of a messaging operation initiated by a producer or consumer client.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
 )
+# What get_meter_provider() returns while no SDK is installed. The API's stand-in has no
+# public name (unlike trace.ProxyTracerProvider), so it is imported from _internal.
+NO_METER_PROVIDERS = (_ProxyMeterProvider, metrics.NoOpMeterProvider)
 
-
-_installed = False
+_tracing = False
+_metering = False
 _checked_at = -1.0
 
 
-def enabled() -> bool:
-    """True once the application has installed an OpenTelemetry SDK. Asking the API
-    costs microseconds per call (an environment lookup and an ABC check), so a yes is
-    kept for good and a no is re-checked at most once a second."""
-    global _installed, _checked_at
-    if _installed:
-        return True
+def _check() -> None:
+    """Asks the API which providers are installed. That costs microseconds (an
+    environment lookup and an ABC check), so a yes is kept for good and a no is asked
+    again at most once a second."""
+    global _tracing, _metering, _checked_at
     now = time.monotonic()
-    if now - _checked_at >= 1.0:
-        _checked_at = now
-        _installed = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-    return _installed
+    if now - _checked_at < 1.0:
+        return
+    _checked_at = now
+    if not _tracing:
+        _tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    if not _metering:
+        _metering = not isinstance(metrics.get_meter_provider(), NO_METER_PROVIDERS)
 
 
-class _NoSpan(contextlib.AbstractContextManager[Any]):
-    """What the span context managers return while tracing is off: no work at all."""
+def enabled() -> bool:
+    """True once the application has installed an OpenTelemetry SDK for traces or for
+    metrics: the one check on the hot path while both are off."""
+    if _tracing or _metering:
+        return True
+    _check()
+    return _tracing or _metering
 
-    def __enter__(self) -> trace.Span:
-        return trace.INVALID_SPAN
+
+def tracing() -> bool:
+    """True once a TracerProvider is installed: make spans."""
+    if not _tracing:
+        _check()
+    return _tracing
+
+
+def metering() -> bool:
+    """True once a MeterProvider is installed: record metrics."""
+    if not _metering:
+        _check()
+    return _metering
+
+
+class _Constant(contextlib.AbstractContextManager[Any]):
+    """What the context managers below return while telemetry is off: no work at all."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __enter__(self) -> Any:
+        return self.value
 
     def __exit__(self, *exc: object) -> None:
         return None
 
 
-NO_SPAN = _NoSpan()
+NO_SPAN = _Constant(trace.INVALID_SPAN)
+
+
+class Processing:
+    """One handler run as telemetry sees it: its span (INVALID_SPAN without tracing) and
+    the error type to record with its duration."""
+
+    __slots__ = ("error_type", "span")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self.error_type: str | None = None
+
+
+NO_PROCESSING = Processing(trace.INVALID_SPAN)  # shared while telemetry is off: never written
+NO_PROCESS = _Constant(NO_PROCESSING)
 
 
 def _attributes(operation: str, kind: str, queue: str, **extra: Any) -> dict[str, Any]:
@@ -96,7 +151,7 @@ def extract(values: Mapping[str, str]) -> context.Context:
 
 def grpc_metadata(base: Sequence[tuple[str, str]]) -> Sequence[tuple[str, str]]:
     """Call metadata with the current trace context, so broker spans join the caller's."""
-    return [*base, *carrier().items()] if enabled() else base
+    return [*base, *carrier().items()] if enabled() and tracing() else base
 
 
 class Send:
@@ -107,11 +162,15 @@ class Send:
         self.queue, self.count = queue, count
         self.trace_contexts: list[dict[str, str]] = [NO_CONTEXT] * count
         self.span: trace.Span = trace.INVALID_SPAN
+        self._start: float | None = None  # set while telemetry is on
+        self._token: Token[context.Context] | None = None
 
     def __enter__(self) -> "Send":
         if not enabled():
             return self
         self._start = time.perf_counter()
+        if not tracing():
+            return self
         self.trace_contexts = [{} for _ in range(self.count)]
         batch = self.count if self.count > 1 else None
         links: list[Link] = []
@@ -146,94 +205,106 @@ class Send:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: object
     ) -> None:
-        if not self.span.is_recording():
+        if self._start is None:
             return
         attrs = _attributes("send", "send", self.queue)
         if error is not None:
-            self.span.record_exception(error)
-            self.span.set_status(Status(StatusCode.ERROR, str(error)))
             attrs["error.type"] = type(error).__name__
-        else:
+            if self.span.is_recording():
+                self.span.record_exception(error)
+                self.span.set_status(Status(StatusCode.ERROR, str(error)))
+        if metering():
             sent_messages.add(self.count, attrs)
-        operation_duration.record(time.perf_counter() - self._start, attrs)
-        context.detach(self._token)
-        self.span.end()
+            operation_duration.record(time.perf_counter() - self._start, attrs)
+        if self._token is not None:
+            context.detach(self._token)
+            self.span.end()
 
 
 def record_receive(queue: str, started_ns: int, jobs: Sequence[Mapping[str, str]]) -> None:
     """A CLIENT `receive <queue>` span for a Lease that returned jobs, linking each job's
     creation context. Empty long-polls leave no span."""
-    if not enabled() or not jobs:
+    if not jobs or not enabled():
         return
-    links = []
-    for values in jobs[:MAX_LINKS]:
-        span_context = trace.get_current_span(extract(values)).get_span_context()
-        if span_context.is_valid:
-            links.append(Link(span_context))
-    batch = len(jobs) if len(jobs) > 1 else None
     attrs = _attributes("receive", "receive", queue)
-    span = tracer.start_span(
-        f"receive {queue}",
-        kind=SpanKind.CLIENT,
-        links=links,
-        start_time=started_ns,
-        attributes={**attrs, "messaging.batch.message_count": batch} if batch else attrs,
-    )
-    span.end()
-    consumed_messages.add(len(jobs), attrs)
-    operation_duration.record((time.time_ns() - started_ns) / 1e9, attrs)
+    if tracing():
+        links = []
+        for values in jobs[:MAX_LINKS]:
+            span_context = trace.get_current_span(extract(values)).get_span_context()
+            if span_context.is_valid:
+                links.append(Link(span_context))
+        batch = len(jobs) if len(jobs) > 1 else None
+        span = tracer.start_span(
+            f"receive {queue}",
+            kind=SpanKind.CLIENT,
+            links=links,
+            start_time=started_ns,
+            attributes={**attrs, "messaging.batch.message_count": batch} if batch else attrs,
+        )
+        span.end()
+    if metering():
+        consumed_messages.add(len(jobs), attrs)
+        operation_duration.record((time.time_ns() - started_ns) / 1e9, attrs)
 
 
 def process(
     queue: str, job_id: str, attempt: int, values: Mapping[str, str], link_only: bool
-) -> contextlib.AbstractContextManager[trace.Span]:
+) -> contextlib.AbstractContextManager[Processing]:
     """A CONSUMER `process <queue>` span around a handler: child of the job's creation
-    context (one joined trace), or only linked to it when `link_only`."""
+    context (one joined trace), or only linked to it when `link_only`; and the
+    handler's duration in messaging.process.duration."""
     if not enabled():
-        return NO_SPAN
+        return NO_PROCESS
     return _process(queue, job_id, attempt, values, link_only)
 
 
 @contextlib.contextmanager
 def _process(
     queue: str, job_id: str, attempt: int, values: Mapping[str, str], link_only: bool
-) -> Iterator[trace.Span]:
-    parent = extract(values)
-    creation = trace.get_current_span(parent).get_span_context()
-    links = [Link(creation)] if creation.is_valid else []
-    attrs = _attributes(
-        "process",
-        "process",
-        queue,
-        **{"messaging.message.id": job_id, "jobwire.job.attempt": attempt},
-    )
+) -> Iterator[Processing]:
     start = time.perf_counter()
-    span = tracer.start_span(
-        f"process {queue}",
-        context=None if link_only else parent,
-        kind=SpanKind.CONSUMER,
-        links=links,
-        attributes=attrs,
-    )
-    token = context.attach(trace.set_span_in_context(span, parent if not link_only else None))
+    span: trace.Span = trace.INVALID_SPAN
+    token = None
+    if tracing():
+        parent = extract(values)
+        creation = trace.get_current_span(parent).get_span_context()
+        span = tracer.start_span(
+            f"process {queue}",
+            context=None if link_only else parent,
+            kind=SpanKind.CONSUMER,
+            links=[Link(creation)] if creation.is_valid else [],
+            attributes=_attributes(
+                "process",
+                "process",
+                queue,
+                **{"messaging.message.id": job_id, "jobwire.job.attempt": attempt},
+            ),
+        )
+        token = context.attach(trace.set_span_in_context(span, None if link_only else parent))
+    run = Processing(span)
     try:
-        yield span
+        yield run
     finally:
-        context.detach(token)
-        error_type = span.attributes.get("error.type") if hasattr(span, "attributes") else None
-        metric_attrs = _attributes("process", "process", queue)
-        if error_type:
-            metric_attrs["error.type"] = error_type
-        process_duration.record(time.perf_counter() - start, metric_attrs)
+        if token is not None:
+            context.detach(token)
+        if metering():
+            attrs = _attributes("process", "process", queue)
+            if run.error_type:
+                attrs["error.type"] = run.error_type
+            process_duration.record(time.perf_counter() - start, attrs)
         span.end()
 
 
-def failed(span: trace.Span, error: BaseException, ends_job: bool) -> None:
+def failed(run: Processing, error: BaseException, ends_job: bool) -> None:
     """Records a handler failure. Expected failures (retry after a delay) are events,
     not span errors; a failure that is retried or ends the job is an ERROR."""
+    if run is NO_PROCESSING:
+        return
+    run.error_type = type(error).__name__
+    span = run.span
     if not span.is_recording():
         return
-    span.set_attribute("error.type", type(error).__name__)
+    span.set_attribute("error.type", run.error_type)
     span.record_exception(error)
     if ends_job or not getattr(error, "expected", False):
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
@@ -259,15 +330,23 @@ def _settle(queues: Sequence[str], links: Sequence[trace.SpanContext]) -> Iterat
     attrs = _attributes("settle", "settle", queue)
     batch = len(queues) if len(queues) > 1 else None
     start = time.perf_counter()
-    span = tracer.start_span(
-        f"settle {queue}".strip(),
-        kind=SpanKind.CLIENT,
-        links=[Link(s) for s in links[:MAX_LINKS] if s.is_valid],
-        attributes={**attrs, "messaging.batch.message_count": batch} if batch else attrs,
-    )
+    span: trace.Span = trace.INVALID_SPAN
+    scope: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if tracing():
+        span = tracer.start_span(
+            f"settle {queue}".strip(),
+            kind=SpanKind.CLIENT,
+            links=[Link(s) for s in links[:MAX_LINKS] if s.is_valid],
+            attributes={**attrs, "messaging.batch.message_count": batch} if batch else attrs,
+        )
+        scope = trace.use_span(span, end_on_exit=False, record_exception=True)
     try:
-        with trace.use_span(span, end_on_exit=False, record_exception=True):
+        with scope:
             yield
+    except Exception as error:
+        attrs["error.type"] = type(error).__name__
+        raise
     finally:
-        operation_duration.record(time.perf_counter() - start, attrs)
+        if metering():
+            operation_duration.record(time.perf_counter() - start, attrs)
         span.end()

@@ -4,7 +4,8 @@ every lease it holds in one call per interval, and settles results in small batc
 Per queue, one lease loop long-polls the broker and fills a local buffer; N runner
 tasks take jobs from it. A heartbeat task renews all held leases at a fraction of their
 duration and carries the latest progress (coalesced); a settler sends completions and
-failures with SettleBatch, flushed within a few milliseconds.
+failures with SettleBatch, flushed within a few milliseconds. Each of these retries
+through any outage with backoff and reports what fails to Worker.health (_health.py).
 """
 
 import asyncio
@@ -22,11 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import grpc
 from opentelemetry import trace
 
 from . import _trace
 from ._client import ChannelOptions, Client
-from ._errors import JobwireError, Unavailable, item_error
+from ._errors import InvalidArgument, JobwireError, LeaseLost, item_error
+from ._health import HealthTracker, RetryBackoff, WorkerHealth, describe
 from ._models import Progress, Seconds, duration, encode, progress_to, seconds
 from .v1 import broker_service_pb2 as pb
 from .v1 import job_pb2
@@ -34,6 +37,7 @@ from .v1 import job_pb2
 log = logging.getLogger("jobwire.worker")
 BUFFER_S = 0.05
 MAX_PREFETCH = 500
+HEARTBEAT_RETRY_S = 1.0  # at most this apart while heartbeats fail: leases must not lapse
 Handler = Callable[["Job"], Any]
 H = TypeVar("H", bound=Handler)
 
@@ -63,6 +67,7 @@ class Job:
         self.content_type: str = j.spec.content_type
         self.headers: Mapping[str, str] = dict(j.spec.headers)
         self.attempt: int = leased.attempt
+        self.counted_attempts: int = j.counted_attempts
         self.max_attempts: int = j.spec.max_attempts
         self.trace_context: Mapping[str, str] = {
             "traceparent": j.spec.trace_context.traceparent,
@@ -86,8 +91,9 @@ class Job:
         return self._cancelled
 
     def progress(self, percent: float, message: str = "", **details: Any) -> None:
-        """Records progress; the heartbeat task sends the latest value shortly after.
-        Safe to call from sync handlers running in threads."""
+        """Records progress; the heartbeat task sends the latest value shortly after,
+        and at the latest before the job's result. Safe to call from sync handlers
+        running in threads."""
         self._pending_progress = Progress(percent, message, details)
         _trace.event(self._span, "jobwire.progress", percent=percent, message=message)
         self._wake()
@@ -105,8 +111,10 @@ class _Held:
     next_beat: float
     task: "asyncio.Future[Any] | None" = None
     span: trace.Span = trace.INVALID_SPAN
+    run: _trace.Processing = _trace.NO_PROCESSING
     stop_reason: str = ""  # "lost", "cancel" or "shutdown" once the handler is stopped
     last_beat: float = 0.0
+    progress_sent: "asyncio.Future[None] | None" = None  # the heartbeat carrying its progress
 
 
 @dataclass
@@ -156,6 +164,11 @@ class Worker:
 
     A handler returns the result (bytes, str, or JSON-able) or raises: NonRetryable goes
     dead, RetryAfter retries after its delay, any other exception retries with backoff.
+
+    The worker never gives up on the broker: a failing Lease, heartbeat or settlement is
+    retried with capped exponential backoff until it succeeds or the worker stops (a
+    Lease refused as INVALID_ARGUMENT, or another error retrying cannot fix, every 30 s),
+    logged when it starts failing and when it recovers, and shown meanwhile in `health`.
     """
 
     def __init__(
@@ -199,6 +212,10 @@ class Worker:
         self._settle_wake = asyncio.Event()
         self._settling: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
+        self._health = HealthTracker()
+        self._beat_backoff = RetryBackoff(cap_s=HEARTBEAT_RETRY_S)
+        self._beat_retry_at = 0.0
+        self._settle_deadline = float("inf")  # once stopping: give up on settlements then
 
     # -- registration ---------------------------------------------------------------
 
@@ -228,6 +245,12 @@ class Worker:
     @property
     def queues(self) -> list[str]:
         return list(self._queues)
+
+    @property
+    def health(self) -> WorkerHealth:
+        """Whether the worker's calls to the broker are succeeding (see WorkerHealth):
+        for a liveness or readiness probe. Safe to read from any thread."""
+        return self._health.snapshot()
 
     def configure(
         self, *, concurrency: int | None = None, queues: Sequence[str] | None = None
@@ -267,12 +290,15 @@ class Worker:
             if self.heartbeat:
                 background.append(asyncio.create_task(self._heartbeat_loop()))
             leasing = [asyncio.create_task(self._lease_loop(q)) for q in self._queues.values()]
+            for task in (*background, *leasing):
+                task.add_done_callback(_report_crash)
             runners = [
                 asyncio.create_task(self._runner(q))
                 for q in self._queues.values()
                 for _ in range(q.concurrency)
             ]
             await self._stopping.wait()
+            self._settle_deadline = self._loop.time() + self.grace_period
             log.info("stopping: no new leases, %d jobs held", len(self._held))
             await asyncio.gather(*leasing)
             await self._shutdown(runners)
@@ -308,7 +334,8 @@ class Worker:
     # -- leasing --------------------------------------------------------------------
 
     async def _lease_loop(self, q: _Queue) -> None:
-        failures = 0
+        part = f"lease {q.name}"
+        backoff = RetryBackoff()
         while not self._stopping.is_set():
             room = q.capacity - q.outstanding
             if room <= 0:
@@ -322,9 +349,14 @@ class Worker:
                 worker_id=self.worker_id,
             )
             started_ns = time.time_ns()
+            # Not retried inside the call: the backoff below is the one policy, and it
+            # shows in health from the first failure.
             call = asyncio.ensure_future(
                 self.client.call(
-                    self.client.stub.Lease, request, idempotent=True, timeout_s=self.lease_wait + 10
+                    self.client.stub.Lease,
+                    request,
+                    idempotent=False,
+                    timeout_s=self.lease_wait + 10,
                 )
             )
             await _first(asyncio.shield(call), self._stopping.wait())
@@ -337,24 +369,19 @@ class Worker:
                 break
             try:
                 reply = call.result()
-            except JobwireError as err:
+            except Exception as err:
                 # Never give up: a worker must resume when the broker or Redis is back.
-                failures += 1
-                log.warning("lease from %s failed (%s); retrying", q.name, err)
-                await _first(asyncio.sleep(min(5.0, 0.1 * 2**failures)), self._stopping.wait())
+                delay = backoff.next(err)
+                self._health.failed(part, err, delay)
+                await _first(asyncio.sleep(delay), self._stopping.wait())
                 continue
-            failures = 0
-            for leased in reply.jobs:
-                self._hold(q, leased)
-            if reply.jobs and _trace.enabled():
-                contexts = [
-                    self._held[j.job.id].job.trace_context
-                    for j in reply.jobs
-                    if j.job.id in self._held
-                ]
-                _trace.record_receive(q.name, started_ns, contexts)
+            backoff.reset()
+            self._health.ok(part)
+            jobs = [self._hold(q, leased) for leased in reply.jobs]
+            if jobs and _trace.enabled():
+                _trace.record_receive(q.name, started_ns, [j.trace_context for j in jobs])
 
-    def _hold(self, q: _Queue, leased: pb.LeasedJob) -> None:
+    def _hold(self, q: _Queue, leased: pb.LeasedJob) -> Job:
         job = Job(leased, self._wake_heartbeat)
         now = asyncio.get_running_loop().time()
         held = _Held(job, now + job.lease_duration_s * self.heartbeat_fraction, last_beat=now)
@@ -367,6 +394,7 @@ class Worker:
             q.outstanding -= 1
         else:
             q.buffer.put_nowait(held)
+        return job
 
     def _wake_heartbeat(self) -> None:
         loop = self._loop
@@ -395,8 +423,9 @@ class Worker:
         job = held.job
         with _trace.process(
             q.name, job.id, job.attempt, job.trace_context, self.trace_link_only
-        ) as span:
-            held.span = job._span = span
+        ) as run:
+            held.run = run
+            held.span = job._span = run.span
             await self._invoke(q, held, runner)
 
     async def _invoke(self, q: _Queue, held: _Held, runner: "asyncio.Task[Any]") -> None:
@@ -422,8 +451,8 @@ class Worker:
         except Exception as error:
             held.task = None
             job = held.job
-            ends_job = isinstance(error, NonRetryable) or job.attempt >= job.max_attempts
-            _trace.failed(held.span, error, ends_job)
+            ends_job = isinstance(error, NonRetryable) or job.counted_attempts >= job.max_attempts
+            _trace.failed(held.run, error, ends_job)
             self._settle(held, _failure(error))
             return
         held.task = None
@@ -467,16 +496,20 @@ class Worker:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            due = [h for h in self._held.values() if self._beat_due(h, now)]
-            if due:
-                await self._beat(due)
+            if now >= self._beat_retry_at:
+                due = [h for h in self._held.values() if self._beat_due(h, now)]
+                if due:
+                    await self._beat(due)
+                elif not self._held:
+                    self._health.ok("heartbeat")  # no lease left that a failure could cost
             upcoming = [h.next_beat for h in self._held.values()]
             upcoming += [
                 h.last_beat + self.progress_interval
                 for h in self._held.values()
                 if h.job._pending_progress is not None
             ]
-            wait = max(min([*upcoming, now + 1.0]) - loop.time(), self.progress_interval)
+            wake = max(min([*upcoming, now + 1.0]), self._beat_retry_at)
+            wait = max(wake - loop.time(), self.progress_interval)
             self._next_wake = loop.time() + wait
             self._beat_now.clear()
             await _first(asyncio.sleep(wait), self._beat_now.wait())
@@ -491,26 +524,33 @@ class Worker:
 
     async def _beat(self, due: list[_Held]) -> None:
         loop = asyncio.get_running_loop()
-        beats, taken = [], []
+        beats: list[pb.HeartbeatRequest] = []
+        taken: list[Progress | None] = []
+        sent: asyncio.Future[None] | None = None
         for held in due:
             beat = pb.HeartbeatRequest(job_id=held.job.id, lease_token=held.job.lease_token)
             progress = held.job._take_progress()
             if progress is not None:
                 beat.progress.CopyFrom(progress_to(progress))
+                # A settlement of this job waits for this call: the progress goes first.
+                held.progress_sent = sent = sent or loop.create_future()
             beats.append(beat)
             taken.append(progress)
         try:
             reply = await self.client.call(
                 self.client.stub.HeartbeatBatch,
                 pb.HeartbeatBatchRequest(heartbeats=beats),
-                idempotent=True,
+                idempotent=False,  # retried by the loop, with the latest progress
             )
-        except JobwireError as err:
-            log.warning("heartbeat failed (%s); retrying", err)
-            for held, progress in zip(due, taken, strict=True):
-                if held.job._pending_progress is None:  # unless newer progress came in
-                    held.job._pending_progress = progress
+        except Exception as err:
+            self._beat_failed(err, due, taken)
             return
+        finally:
+            if sent is not None:
+                sent.set_result(None)
+        self._beat_backoff.reset()
+        self._beat_retry_at = 0.0
+        self._health.ok("heartbeat")
         now = loop.time()
         for held, result in zip(due, reply.results, strict=True):
             _trace.event(held.span, "jobwire.heartbeat", ok=result.status.code == 0)
@@ -521,6 +561,21 @@ class Worker:
                 self._stop_handler(held, "lost")
             elif result.cancel_requested:
                 self._stop_handler(held, "cancel")
+
+    def _beat_failed(
+        self, error: BaseException, due: list[_Held], taken: list[Progress | None]
+    ) -> None:
+        """Retries soon whatever the error (leases must not lapse), but without the
+        progress if that is what the broker refused (the only part of a heartbeat that
+        can be invalid)."""
+        delay = min(self._beat_backoff.next(error), HEARTBEAT_RETRY_S)
+        self._beat_retry_at = asyncio.get_running_loop().time() + delay
+        self._health.failed("heartbeat", error, delay)
+        if isinstance(error, InvalidArgument):
+            return
+        for held, progress in zip(due, taken, strict=True):
+            if held.job._pending_progress is None:  # unless newer progress came in
+                held.job._pending_progress = progress
 
     # -- settling -------------------------------------------------------------------
 
@@ -541,37 +596,137 @@ class Worker:
             self._settle_wake.clear()
             while self._settlements:
                 batch, self._settlements = self._settlements[:1000], self._settlements[1000:]
-                task = asyncio.create_task(self._send_settlements(batch))
-                self._settling.add(task)
-                task.add_done_callback(self._settling.discard)
+                self._send_soon(batch)
                 if len(self._settling) >= 4:
                     await asyncio.wait(self._settling, return_when=asyncio.FIRST_COMPLETED)
 
+    def _send_soon(self, batch: list[tuple[pb.Settlement, _Held]]) -> None:
+        task = asyncio.create_task(self._send_settlements(batch))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        task.add_done_callback(_report_crash)
+
     async def _send_settlements(self, batch: list[tuple[pb.Settlement, _Held]]) -> None:
+        """Sends one SettleBatch, retried through any outage: a lease token is settled
+        at most once, so a retry of a call that did land is refused as LEASE_LOST, which
+        then means done. Gives up only once the worker is stopping and its grace period
+        is over (the leases expire and the broker retries those jobs)."""
+        loop = asyncio.get_running_loop()
         request = pb.SettleBatchRequest(settlements=[s for s, _ in batch])
         queues = [held.job.queue for _, held in batch]
         links = [held.span.get_span_context() for _, held in batch]
-        for attempt in range(20):
+        backoff = RetryBackoff()
+        retried = False  # a SettleBatch failed without an answer: it may have landed
+        reply = None
+        while reply is None:
+            sending = False
             try:
-                # Safe to repeat: a second settlement of the same lease is refused.
+                await self._flush_progress(batch)
+                sending = True
                 with _trace.settle(queues, links):
                     reply = await self.client.call(
-                        self.client.stub.SettleBatch, request, idempotent=True
+                        self.client.stub.SettleBatch, request, idempotent=False
                     )
-                break
-            except Unavailable as err:
-                log.warning("settling %d jobs failed (%s); retrying", len(batch), err)
-                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
-        else:
-            log.error("gave up settling %d jobs; their leases will expire", len(batch))
-            reply = None
+            except Exception as err:
+                if _refusal(err, len(batch)):
+                    self._refused(batch, err)
+                    return
+                if self._stopping.is_set() and loop.time() >= self._settle_deadline:
+                    log.error("gave up settling %d jobs (%s); leases will expire", len(batch), err)
+                    break
+                retried = retried or sending
+                delay = backoff.next(err)
+                self._health.failed("settle", err, delay)
+                await asyncio.sleep(delay)
+        if reply is not None:
+            self._health.ok("settle")
         for i, (_, held) in enumerate(batch):
             self._held.pop(held.job.id, None)
-            if reply is not None:
-                s = reply.results[i].status
-                error = item_error(s.code, s.reason, s.message)
-                if error is not None:
-                    log.warning("settling %s refused: %s", held.job.id, error)
+            if reply is None:
+                continue
+            s = reply.results[i].status
+            error = item_error(s.code, s.reason, s.message)
+            if error is None:
+                pass
+            elif retried and isinstance(error, LeaseLost):
+                log.info(
+                    "%s already settled by an earlier try, or its lease ran out meanwhile"
+                    " (LEASE_LOST on a retry): done either way",
+                    held.job.id,
+                )
+            else:
+                log.warning("settling %s refused: %s", held.job.id, error)
+
+    async def _flush_progress(self, batch: list[tuple[pb.Settlement, _Held]]) -> None:
+        """Sends progress not yet sent for jobs about to be settled, before their
+        settlement, so a report made just before returning reaches GetJob and watchers
+        ahead of the final state. Costs a call only when some progress is pending."""
+        helds = [held for _, held in batch]
+        in_flight = {
+            h.progress_sent
+            for h in helds
+            if h.progress_sent is not None and not h.progress_sent.done()
+        }
+        if in_flight:
+            await asyncio.wait(in_flight)
+        beats, taken = [], []
+        for held in helds:
+            progress = held.job._take_progress()
+            if progress is not None:
+                beats.append(
+                    pb.HeartbeatRequest(
+                        job_id=held.job.id,
+                        lease_token=held.job.lease_token,
+                        progress=progress_to(progress),
+                    )
+                )
+                taken.append((held, progress))
+        if not beats:
+            return
+        try:
+            await self.client.call(
+                self.client.stub.HeartbeatBatch,
+                pb.HeartbeatBatchRequest(heartbeats=beats),
+                idempotent=False,
+            )
+        except Exception as err:
+            if isinstance(err, InvalidArgument):  # the progress was refused: settle without it
+                log.error("progress of %d jobs refused: %s", len(beats), describe(err))
+                return
+            for held, progress in taken:
+                if held.job._pending_progress is None:
+                    held.job._pending_progress = progress
+            raise
+
+    def _refused(self, batch: list[tuple[pb.Settlement, _Held]], error: BaseException) -> None:
+        """The whole call was refused (one bad item makes a batch INVALID_ARGUMENT; a
+        batch too big to send is RESOURCE_EXHAUSTED): each settlement is sent alone, so
+        only a bad one is refused; a result the broker refuses fails the attempt
+        instead, with the broker's reason."""
+        if len(batch) > 1:
+            log.debug("%d settlements refused (%s): sending each alone", len(batch), error)
+            for item in batch:
+                self._send_soon([item])
+            return
+        ((settlement, held),) = batch
+        if settlement.HasField("complete"):
+            log.error("the result of %s was refused (%s): failing it", held.job.id, describe(error))
+            message = f"the broker refused the job's result: {describe(error)}"
+            failure = pb.FailRequest(
+                job_id=held.job.id,
+                lease_token=held.job.lease_token,
+                error=job_pb2.JobError(type="SettlementRejected", message=message[:8000]),
+            )
+            self._send_soon([(pb.Settlement(fail=failure), held)])
+            return
+        log.error("settling %s refused (%s): its lease will expire", held.job.id, describe(error))
+        self._held.pop(held.job.id, None)
+
+
+def _refusal(error: BaseException, size: int) -> bool:
+    """A settlement call that retrying as it is cannot fix."""
+    too_big = isinstance(error, JobwireError) and error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return isinstance(error, InvalidArgument) or (too_big and size > 1)
 
 
 def _failure(error: BaseException) -> pb.FailRequest:
@@ -590,16 +745,24 @@ def _failure(error: BaseException) -> pb.FailRequest:
 
 
 async def _first(*aws: Awaitable[Any]) -> None:
-    """Waits until the first of several awaitables finishes; cancels the others."""
+    """Waits until the first of several awaitables finishes; cancels the others. Raises
+    none of their errors: a caller reads the outcome of the one it cares about."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
             t.cancel()
+        await asyncio.wait(tasks)
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            if not t.cancelled():
+                t.exception()  # retrieved: asyncio would log it as never retrieved
+
+
+def _report_crash(task: "asyncio.Task[Any]") -> None:
+    """A worker task that ends with an error is a bug in the SDK: say so, loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("worker task %s crashed", task.get_name(), exc_info=task.exception())
 
 
 __all__ = ["Handler", "Job", "NonRetryable", "RetryAfter", "Worker"]
