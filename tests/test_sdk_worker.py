@@ -366,3 +366,26 @@ async def test_progress_reported_right_before_returning_reaches_get_and_watch(
     progress_at = kinds.index(("progress", "ACTIVE"))
     assert events[progress_at][2:] == (50, "half")
     assert events[-1][:2] == ("state", "COMPLETED") and progress_at < len(events) - 1
+
+
+async def test_twelve_jobs_of_one_mib_run_once_each_with_default_options(
+    target: str, client: Client
+) -> None:
+    """Issue 8, defect 1: big jobs are leased only as many as a reply can carry, and
+    each runs exactly once on its first attempt (none stranded, none charged)."""
+    runs: dict[str, int] = {}
+    worker = Worker(target, concurrency=10)
+
+    @worker.handler("big")
+    async def handle(job: Job) -> None:
+        assert len(job.payload) == 1 << 20
+        runs[job.id] = runs.get(job.id, 0) + 1
+        await asyncio.sleep(0.05)
+
+    ids = [(await client.enqueue("big", bytes([i]) * (1 << 20))).job_id for i in range(12)]
+    async with running(worker):
+        await eventually(lambda: _true(len(runs) == 12), 30)
+        for job_id in ids:
+            assert await finished(client, job_id) is JobState.COMPLETED
+    assert runs == {job_id: 1 for job_id in ids}
+    assert {(await client.get(i)).attempt for i in ids} == {1}
