@@ -11,7 +11,7 @@ GHZ_VERSION := v0.120.0
 GRPC_HEALTH_PROBE_VERSION := v0.4.63
 GRPC_TOOLS_STAMP := $(TOOLS)/grpc-tools-$(GRPCURL_VERSION)-$(GHZ_VERSION)-$(GRPC_HEALTH_PROBE_VERSION).stamp
 
-.PHONY: setup tools serve test lint generate check-generated bench clean
+.PHONY: setup tools serve test test-python lint generate check-generated bench clean
 
 # Each client language adds its targets in clients/<lang>/client.mk and appends them to
 # CLIENT_SETUP, CLIENT_LINT and CLIENT_TEST (and any plugin folders to GEN_PATH).
@@ -45,6 +45,11 @@ serve: setup
 test: setup tools $(CLIENT_SETUP)
 	@for t in $(CLIENT_TEST); do $(MAKE) --no-print-directory $$t || exit 1; done
 	$(UV) run pytest
+
+# The Python side alone, for quick work: broker and SDK tests, no client setup or suites,
+# and none of the tests that need another language's toolchain (marked cross_language).
+test-python: setup
+	$(UV) run pytest -m "not cross_language"
 
 lint: setup $(CLIENT_SETUP)
 	$(UV) run ruff check .

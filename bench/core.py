@@ -10,10 +10,10 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -50,9 +50,12 @@ def spec(seq: int) -> job_pb2.JobSpec:
 
 
 class Broker:
-    """`jobwire serve` in its own process, as in production."""
+    """`jobwire serve` in its own process, as in production; ready once its ready file
+    (--ready-file) appears."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, timeout_s: float = 60.0) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-broker-")
+        ready = Path(self._dir.name) / "ready.json"
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -67,21 +70,25 @@ class Broker:
                 "bench",
                 "--log-level",
                 "WARNING",
+                "--ready-file",
+                str(ready),
             ],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,  # the line for people; warnings still reach stderr
             cwd=ROOT,
         )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            found = re.search(rb"\(port (\d+)\)", line)
-            if found:
-                self.port = int(found.group(1))
-                return
-        raise RuntimeError("broker did not start")
+        end = time.monotonic() + timeout_s
+        while not ready.exists():
+            if self.process.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise RuntimeError("broker did not start")
+            time.sleep(0.02)
+        self.port = int(json.loads(ready.read_text())["grpc_port"])
 
     def stop(self) -> None:
-        self.process.terminate()
+        if self.process.poll() is None:
+            self.process.terminate()
         self.process.wait(10)
+        self._dir.cleanup()
 
 
 async def enqueue_one_by_one(stub: rpc.BrokerServiceStub, n: int) -> None:

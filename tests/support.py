@@ -3,8 +3,8 @@ separate processes that tests may SIGKILL."""
 
 import asyncio
 import contextlib
+import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -116,10 +116,19 @@ async def stub_for(port: int) -> AsyncIterator[rpc.BrokerServiceStub]:
 
 
 class BrokerProcess:
-    """`jobwire serve` as a separate process, so a test can SIGKILL it."""
+    """`jobwire serve` as a separate process, so a test can SIGKILL it. It is ready when
+    its ready file appears (in a temporary directory, or at `ready_file`); `ready` holds
+    what the file says."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "jobwire_broker", "serve", "--listen", "127.0.0.1:0", *args]
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, ready_file: Path | None = None
+    ) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="jobwire-broker-"))
+        self.ready_file = ready_file or self._dir / "ready.json"
+        cmd = [
+            *(sys.executable, "-m", "jobwire_broker", "serve", "--listen", "127.0.0.1:0"),
+            *("--ready-file", str(self.ready_file), *args),
+        ]
         self.process = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -128,15 +137,15 @@ class BrokerProcess:
             env={**os.environ, **(env or {})},
         )
         self.output: list[str] = []
-        try:
-            self.port = self._read_port()
-        except RuntimeError:
-            self.process.kill()
-            self.process.communicate()
-            raise
         # Keep draining, or a chatty broker blocks once the pipe buffer is full.
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
         self._drain.start()
+        try:
+            self.ready: dict[str, Any] = self._wait_ready()
+        except RuntimeError:
+            self.kill()
+            raise
+        self.port: int = self.ready["grpc_port"]
 
     def _read_rest(self) -> None:
         assert self.process.stdout is not None
@@ -144,18 +153,20 @@ class BrokerProcess:
             for line in self.process.stdout:
                 self.output.append(line.decode(errors="replace"))
 
-    def _read_port(self, timeout_s: float = 30.0) -> int:
-        assert self.process.stdout is not None
+    def _wait_ready(self, timeout_s: float = 30.0) -> dict[str, Any]:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            line = self.process.stdout.readline().decode()
-            if not line and self.process.poll() is not None:
-                break
-            self.output.append(line)
-            found = re.search(r"serving on .* \(port (\d+)\)", line)
-            if found:
-                return int(found.group(1))
-        raise RuntimeError("broker did not start:\n" + "".join(self.output))
+            if self.ready_file.exists():  # whole once it exists: the broker renames it there
+                facts: dict[str, Any] = json.loads(self.ready_file.read_text())
+                return facts
+            if self.process.poll() is not None:
+                self._drain.join(5)
+                raise RuntimeError(
+                    f"broker exited with {self.process.returncode} before it was ready:\n"
+                    + "".join(self.output)
+                )
+            time.sleep(0.02)
+        raise RuntimeError(f"broker not ready after {timeout_s} s:\n" + "".join(self.output))
 
     @property
     def target(self) -> str:
@@ -166,12 +177,14 @@ class BrokerProcess:
             self.process.kill()
         self.process.wait()
         self._drain.join(5)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def terminate(self, timeout_s: float = 15.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout_s)
         self._drain.join(5)
+        shutil.rmtree(self._dir, ignore_errors=True)
         return code
 
 

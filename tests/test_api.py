@@ -11,6 +11,8 @@ from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
 from jobwire_broker.server import BrokerApp
 
+pytestmark = pytest.mark.redis_matrix
+
 
 async def test_enqueue_returns_an_id_and_get_job_echoes_the_spec(
     stub: rpc.BrokerServiceStub,

@@ -14,6 +14,8 @@ from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
 from jobwire_broker.server import BrokerApp
 
+pytestmark = pytest.mark.redis_matrix
+
 MIB = 1 << 20
 Q = "big"
 

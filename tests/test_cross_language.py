@@ -16,6 +16,8 @@ import pytest
 from jobwire import Client, JobState
 from jobwire_broker.server import BrokerApp
 
+pytestmark = pytest.mark.cross_language
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = ROOT / "tests/workers"
 PAYLOADS = [

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# `buf generate` runs the Go and TypeScript plugins that client setup installs.
+pytestmark = pytest.mark.cross_language
+
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = [sys.executable, str(ROOT / "tools/check_generated.py")]
 # Where `make setup` puts the protoc plugins of the other languages (see Makefile).

@@ -4,9 +4,12 @@ also when it was enqueued through another replica."""
 import asyncio
 import time
 
+import pytest
 from helpers import enqueue, lease
 from jobwire_broker.server import BrokerApp
 from support import RedisServer, broker_settings, running_broker, stub_for
+
+pytestmark = pytest.mark.redis_matrix
 
 PROMPT_S = 0.100
 

@@ -11,6 +11,8 @@ from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
 
+pytestmark = pytest.mark.redis_matrix
+
 
 async def test_priority_first_then_fifo(stub: rpc.BrokerServiceStub) -> None:
     order = [("a", 0), ("b", 5), ("c", 0), ("d", -3), ("e", 5), ("f", 1000), ("g", -1000)]

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import grpc
+import pytest
 from helpers import enqueue, get, lease
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import job_pb2
@@ -13,6 +14,8 @@ from jobwire_broker.server import BrokerApp
 from jobwire_broker.store import NewJob, Store
 from jobwire_broker.store.connection import redis_client
 from support import RedisServer, broker_settings, running_broker, stub_for, unique_prefix
+
+pytestmark = pytest.mark.redis_matrix
 
 ROUNDS = 3
 

@@ -1,9 +1,12 @@
 """Acceptance 4: observed retry delays follow the policy; dead letters keep their error."""
 
+import pytest
 from helpers import enqueue, get, lease, millis, ms
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
+
+pytestmark = pytest.mark.redis_matrix
 
 SLACK_MS = 150  # time between the lease and the Fail call in this test
 

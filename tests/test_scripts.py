@@ -23,6 +23,8 @@ from jobwire_broker.store import (
 from jobwire_broker.store.scripts import SCRIPT_NAMES
 from redis.asyncio import Redis
 
+pytestmark = pytest.mark.redis_matrix
+
 LUA = Path(__file__).resolve().parent.parent / "broker/jobwire_broker/store/lua"
 T0 = 1_800_000_000_000
 Q = "q"

@@ -10,6 +10,8 @@ from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
 
+pytestmark = pytest.mark.redis_matrix
+
 K = pb.StreamProgressResponse
 
 

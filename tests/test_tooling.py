@@ -25,6 +25,8 @@ from support import ROOT
 Tool = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
+# grpcurl, ghz and grpc-health-probe are Go programs (`make tools`).
+needs_tools = pytest.mark.cross_language
 
 
 def tool_path(name: str) -> str:
@@ -67,6 +69,7 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout
 
 
+@needs_tools
 async def test_grpcurl_lists_every_service(grpcurl: Tool) -> None:
     services = ok(await grpcurl("list")).split()
     assert services == sorted(
@@ -74,6 +77,7 @@ async def test_grpcurl_lists_every_service(grpcurl: Tool) -> None:
     )
 
 
+@needs_tools
 @pytest.mark.parametrize(
     ("symbol", "expected"),
     [
@@ -92,6 +96,7 @@ async def test_grpcurl_describes(grpcurl: Tool, symbol: str, expected: str) -> N
     assert expected in ok(await grpcurl("describe", symbol))
 
 
+@needs_tools
 async def test_grpcurl_speaks_reflection_v1() -> None:
     """grpcurl tries v1 first: against a server with v1 only, it still lists and describes."""
     server = grpc.aio.server()
@@ -108,6 +113,7 @@ async def test_grpcurl_speaks_reflection_v1() -> None:
     assert "rpc Lease ( .jobwire.v1.LeaseRequest )" in described
 
 
+@needs_tools
 async def test_grpcurl_enqueue_then_lease(grpcurl: Tool) -> None:
     payload = base64.b64encode(b'{"to": "a@b.c"}').decode()
     job = {"payload": payload, "contentType": "application/json"}
@@ -123,6 +129,7 @@ async def test_grpcurl_enqueue_then_lease(grpcurl: Tool) -> None:
     assert held["leaseToken"]
 
 
+@needs_tools
 async def test_grpcurl_decodes_error_details(grpcurl: Tool) -> None:
     """What the README shows: grpcurl prints ErrorInfo and BadRequest as JSON."""
     done = await grpcurl("jobwire.v1.BrokerService/Enqueue", data={"queue": "no spaces", "job": {}})
@@ -133,6 +140,7 @@ async def test_grpcurl_decodes_error_details(grpcurl: Tool) -> None:
     assert '"field": "queue"' in done.stderr
 
 
+@needs_tools
 async def test_ghz_load_through_reflection_only(
     broker: BrokerApp, stub: rpc.BrokerServiceStub
 ) -> None:
@@ -154,6 +162,7 @@ async def test_ghz_load_through_reflection_only(
     assert len(await lease(stub, "load", n=1000)) == 200
 
 
+@needs_tools
 async def test_grpc_health_probe(broker: BrokerApp) -> None:
     probe = tool_path("grpc-health-probe")
     for service in ("", "jobwire.v1.BrokerService"):

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from . import ready
 from .config import Settings, env
 from .domain.limits import Limits
 from .embedded import FSYNC_POLICIES
@@ -36,6 +37,10 @@ def log_level(value: str) -> str:
             f"invalid choice: {value!r} (choose from {', '.join(LOG_LEVELS)})"
         )
     return value.upper()
+
+
+def ready_file(value: str) -> Path | None:
+    return Path(value) if value else None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -109,6 +114,17 @@ def parser() -> argparse.ArgumentParser:
         "(JOBWIRE_METRICS_PORT). Traces and OTLP metrics follow the OTEL_* variables",
     )
     serve.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        type=ready_file,
+        default=env("READY_FILE", ""),
+        help="once serving, write one JSON object to PATH, atomically: "
+        '{"version": 1, "pid": N, "grpc_address": "HOST:PORT", "grpc_port": PORT, '
+        '"metrics_port": PORT or 0}, with the bound port (useful with --listen HOST:0); '
+        "removed on a clean shutdown. Its directory must exist and be writable, or start-up "
+        "fails with exit code 2 (JOBWIRE_READY_FILE)",
+    )
+    serve.add_argument(
         "--log-level",
         type=log_level,
         metavar="LEVEL",
@@ -129,6 +145,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         embedded_restart_delay_s=args.embedded_restart_delay,
         embedded_fsync=args.fsync,
         metrics_port=args.metrics_port,
+        ready_file=args.ready_file,
         limits=dataclasses.replace(Limits(), max_payload_bytes=args.max_payload_bytes),
     )
 
@@ -148,9 +165,18 @@ async def serve(settings: Settings, telemetry: Telemetry | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    if settings.ready_file:
+        try:
+            facts = ready.facts(settings.listen, app.port, settings.metrics_port)
+            ready.write(settings.ready_file, facts)
+        except ready.ReadyFileError:
+            await app.stop(grace_s=0)
+            raise
     print(f"jobwire: serving on {settings.listen} (port {app.port})", flush=True)
     await stop.wait()
     logging.getLogger(__name__).info("shutting down")
+    if settings.ready_file:
+        ready.remove(settings.ready_file)  # first: a broker on its way out is not ready
     await app.stop()
 
 
@@ -162,12 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         settings = settings_from(args)
         try:
+            if settings.ready_file:
+                ready.check(settings.ready_file)  # before Valkey or a port is taken
             telemetry = setup(metrics_address(settings))
-        except ValueError as exc:
+        except (ValueError, ready.ReadyFileError) as exc:
             print(f"{PROG} serve: {exc}", file=sys.stderr)
             return 2
         try:
             asyncio.run(serve(settings, telemetry))
+        except ready.ReadyFileError as exc:  # its directory went away since the check
+            print(f"{PROG} serve: {exc}", file=sys.stderr)
+            return 2
         finally:
             telemetry.shutdown()  # after the loop: flushes spans and metrics still buffered
     return 0

@@ -24,6 +24,8 @@ class Settings:
     embedded_fsync: str = DEFAULT_FSYNC
     health_interval_s: float = 0.5
     metrics_port: int = 0  # Prometheus /metrics; 0: off
+    # Where `jobwire serve` declares its bound ports once it serves (ready.py); None: nowhere.
+    ready_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)

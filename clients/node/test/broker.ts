@@ -2,7 +2,7 @@
 // JOBWIRE_PYTHON names the interpreter; default <repo>/.venv/bin/python.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,8 +23,6 @@ export interface Broker {
   dispose(): Promise<void>;
 }
 
-const READY = /serving on .*\(port (\d+)\)/;
-
 /**
  * Tests stop brokers with streams and long-polls open: a short grace keeps that quick.
  * `args` are more flags for `serve`, e.g. `["--max-payload-bytes", "6291456"]`.
@@ -32,19 +30,23 @@ const READY = /serving on .*\(port (\d+)\)/;
 export async function startBroker(options: { port?: number; dataDir?: string; graceSeconds?: number; args?: string[] } = {}): Promise<Broker> {
   const python = process.env["JOBWIRE_PYTHON"] || join(REPO_ROOT, ".venv/bin/python");
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "jobwire-node-test-")));
+  // Its own folder: a restart over the same data dir must not find the last run's file.
+  const readyDir = await mkdtemp(join(tmpdir(), "jobwire-node-ready-"));
+  const readyFile = join(readyDir, "ready.json");
   const listen = `127.0.0.1:${options.port ?? 0}`;
-  const child = spawn(python, ["-m", "jobwire_broker", "serve", "--listen", listen, "--redis-url", "", "--data-dir", dataDir, "--grace", String(options.graceSeconds ?? 1), ...(options.args ?? [])], {
+  const child = spawn(python, ["-m", "jobwire_broker", "serve", "--listen", listen, "--redis-url", "", "--data-dir", dataDir, "--ready-file", readyFile, "--grace", String(options.graceSeconds ?? 1), ...(options.args ?? [])], {
     cwd: REPO_ROOT,
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["ignore", "ignore", "pipe"],
   });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let port: number;
   try {
-    port = await waitReady(child);
+    port = await waitReady(child, readyFile);
   } catch (err) {
+    await rm(readyDir, { recursive: true, force: true });
     if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
     throw err;
   }
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGTERM");
@@ -52,6 +54,7 @@ export async function startBroker(options: { port?: number; dataDir?: string; gr
       await exited;
       clearTimeout(timer);
     }
+    await rm(readyDir, { recursive: true, force: true });
   };
   return {
     target: `127.0.0.1:${port}`,
@@ -65,34 +68,37 @@ export async function startBroker(options: { port?: number; dataDir?: string; gr
   };
 }
 
-function waitReady(child: ChildProcess): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let stdout = "";
-    let stderr = "";
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`broker not ready after 30 s\n${stderr}`));
-    }, 30_000);
-    child.stderr?.on("data", (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString()).slice(-8192);
-    });
-    child.stdout?.on("data", (chunk: Buffer) => {
-      stdout += chunk.toString();
-      const m = READY.exec(stdout);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`broker exited before it was ready (code ${code}, signal ${signal})\n${stderr}`));
-    });
-    child.once("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
+/** Polls for the ready file the broker writes once it serves (renamed into place whole). */
+async function waitReady(child: ChildProcess, readyFile: string, timeoutMs = 30_000): Promise<number> {
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-8192);
   });
+  let failure: Error | undefined;
+  child.once("exit", (code, signal) => {
+    failure ??= new Error(`broker exited before it was ready (code ${code}, signal ${signal})\n${stderr}`);
+  });
+  child.once("error", (err) => {
+    failure ??= err;
+  });
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await readFile(readyFile, "utf8").catch(() => undefined);
+    if (text !== undefined) {
+      const ready = JSON.parse(text) as { version?: unknown; grpc_port?: unknown };
+      if (ready.version !== 1 || typeof ready.grpc_port !== "number") {
+        child.kill("SIGKILL");
+        throw new Error(`unexpected ready file: ${text}`);
+      }
+      return ready.grpc_port;
+    }
+    if (failure) throw failure;
+    if (Date.now() > end) {
+      child.kill("SIGKILL");
+      throw new Error(`broker not ready after ${timeoutMs / 1000} s\n${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 let counter = 0;

@@ -3,23 +3,19 @@
 package testbroker
 
 import (
-	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"syscall"
 	"time"
 )
 
-// ReadyTimeout bounds how long Start waits for the broker to say it is serving.
+// ReadyTimeout bounds how long Start waits for the broker's ready file.
 const ReadyTimeout = 60 * time.Second
-
-var servingLine = regexp.MustCompile(`jobwire: serving on \S+ \(port (\d+)\)`)
 
 // Broker is a running broker process.
 type Broker struct {
@@ -28,6 +24,12 @@ type Broker struct {
 	cmd    *exec.Cmd
 	dir    string
 	exited chan error
+}
+
+// ready is what the broker writes to its --ready-file once it serves (version 1).
+type ready struct {
+	Version  int `json:"version"`
+	GRPCPort int `json:"grpc_port"`
 }
 
 // Python is the interpreter that runs the broker: $JOBWIRE_PYTHON, or the
@@ -41,48 +43,46 @@ func Python() string {
 }
 
 // Start runs `python -m jobwire_broker serve` on a free loopback port with a fresh
-// data directory and waits until it serves. args are more flags for `serve`, such as
-// "--max-payload-bytes", "6291456".
+// data directory and waits until its ready file says which port it serves on. args
+// are more flags for `serve`, such as "--max-payload-bytes", "6291456".
 func Start(args ...string) (*Broker, error) {
 	dir, err := os.MkdirTemp("", "jobwire-go-test-")
 	if err != nil {
 		return nil, err
 	}
+	readyFile := filepath.Join(dir, "ready.json")
 	cmd := exec.Command(Python(), append([]string{"-m", "jobwire_broker", "serve",
-		"--listen", "127.0.0.1:0", "--redis-url", "", "--data-dir", dir, "--log-level", "WARNING"}, args...)...)
+		"--listen", "127.0.0.1:0", "--redis-url", "", "--data-dir", filepath.Join(dir, "data"),
+		"--ready-file", readyFile, "--log-level", "WARNING"}, args...)...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = procAttr()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start broker with %s (set JOBWIRE_PYTHON, or run `make setup`): %w", Python(), err)
 	}
 	b := &Broker{cmd: cmd, dir: dir, exited: make(chan error, 1)}
-	port := make(chan string, 1)
-	go func() {
-		lines := bufio.NewScanner(stdout)
-		for lines.Scan() {
-			if m := servingLine.FindStringSubmatch(lines.Text()); m != nil {
-				port <- m[1]
-				break
+	go func() { b.exited <- cmd.Wait() }()
+	deadline := time.After(ReadyTimeout)
+	for {
+		// The broker renames the file into place whole: once it exists, it is complete.
+		if data, err := os.ReadFile(readyFile); err == nil {
+			var r ready
+			if err := json.Unmarshal(data, &r); err != nil || r.Version != 1 || r.GRPCPort <= 0 {
+				b.Stop()
+				return nil, fmt.Errorf("unexpected ready file %q (%v)", data, err)
 			}
+			b.Target = fmt.Sprintf("127.0.0.1:%d", r.GRPCPort)
+			return b, nil
 		}
-		io.Copy(io.Discard, stdout) // keep the pipe drained
-		b.exited <- cmd.Wait()
-	}()
-	select {
-	case p := <-port:
-		b.Target = "127.0.0.1:" + p
-		return b, nil
-	case err := <-b.exited:
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("broker exited before serving: %v", err)
-	case <-time.After(ReadyTimeout):
-		b.Stop()
-		return nil, errors.New("broker did not start serving in time")
+		select {
+		case err := <-b.exited:
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("broker exited before it was ready (its output is above): %v", err)
+		case <-deadline:
+			b.Stop()
+			return nil, errors.New("broker not ready in time (no ready file)")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

@@ -1,20 +1,15 @@
 package dev.jobwire.client;
 
-import java.io.BufferedReader;
 import java.io.File;
 import java.io.IOException;
-import java.io.InputStreamReader;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.stream.Stream;
@@ -22,10 +17,13 @@ import java.util.stream.Stream;
 /**
  * A real Jobwire broker in a child process, with its own embedded Valkey in a temporary
  * data directory. The Python interpreter is $JOBWIRE_PYTHON, by default the repository's
- * .venv.
+ * .venv. It is ready once it has written its ready file ({@code --ready-file}).
  */
 final class Broker implements AutoCloseable {
-  private static final Pattern READY = Pattern.compile("jobwire: serving on .* \\(port (\\d+)\\)");
+  // The ready file is one flat JSON object of the broker's own making (version 1); these
+  // two fields are all we read, so no JSON library joins the test classpath for them.
+  private static final Pattern VERSION = Pattern.compile("\"version\"\\s*:\\s*1\\b");
+  private static final Pattern GRPC_PORT = Pattern.compile("\"grpc_port\"\\s*:\\s*(\\d+)");
 
   private final Process process;
   private final Path dataDir;
@@ -68,7 +66,10 @@ final class Broker implements AutoCloseable {
   private static Broker start(
       Path dataDir, int port, boolean ownsDataDir, int graceSeconds, List<String> serveArgs)
       throws IOException {
-    Path log = dataDir.resolve("broker-" + System.nanoTime() + ".log");
+    long run = System.nanoTime();
+    Path log = dataDir.resolve("broker-" + run + ".log");
+    // One per start: a restart over the same data dir must not read the last run's file.
+    Path readyFile = dataDir.resolve("ready-" + run + ".json");
     List<String> command =
         new ArrayList<>(
             List.of(
@@ -82,43 +83,58 @@ final class Broker implements AutoCloseable {
                 "",
                 "--data-dir",
                 dataDir.toString(),
+                "--ready-file",
+                readyFile.toString(),
                 "--grace",
                 Integer.toString(graceSeconds)));
     command.addAll(serveArgs);
     ProcessBuilder pb =
         new ProcessBuilder(command)
+            .redirectOutput(ProcessBuilder.Redirect.DISCARD)
             .redirectError(log.toFile())
             .redirectInput(ProcessBuilder.Redirect.PIPE);
-    pb.environment().put("PYTHONUNBUFFERED", "1");
     Process process = pb.start();
-    BufferedReader stdout =
-        new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
-    CompletableFuture<Integer> ready =
-        CompletableFuture.supplyAsync(
-            () -> {
-              try {
-                for (String line; (line = stdout.readLine()) != null; ) {
-                  Matcher m = READY.matcher(line);
-                  if (m.find()) {
-                    return Integer.parseInt(m.group(1));
-                  }
-                }
-                return -1;
-              } catch (IOException e) {
-                return -1;
-              }
-            });
-    int bound;
-    try {
-      bound = ready.get(60, TimeUnit.SECONDS);
-    } catch (InterruptedException | ExecutionException | TimeoutException e) {
-      bound = -1;
-    }
-    if (bound <= 0) {
-      process.destroyForcibly();
-      throw new IOException("broker did not start; its log:\n" + Files.readString(log));
-    }
+    int bound = waitReady(process, readyFile, log);
     return new Broker(process, dataDir, log, bound, ownsDataDir);
+  }
+
+  /**
+   * Polls for the ready file (the broker renames it into place whole, so once it exists it is
+   * complete) and returns its gRPC port; fails with the broker's log if it exits first or
+   * takes longer than 60 s.
+   */
+  private static int waitReady(Process process, Path readyFile, Path log) throws IOException {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+    while (true) {
+      try {
+        String ready = Files.readString(readyFile);
+        Matcher port = GRPC_PORT.matcher(ready);
+        if (!VERSION.matcher(ready).find() || !port.find()) {
+          process.destroyForcibly();
+          throw new IOException("unexpected ready file: " + ready);
+        }
+        return Integer.parseInt(port.group(1));
+      } catch (NoSuchFileException notYet) {
+        // not serving yet
+      }
+      String why = null;
+      if (!process.isAlive()) {
+        why = "broker exited with " + process.exitValue() + " before it was ready";
+      } else if (System.nanoTime() > deadline) {
+        process.destroyForcibly();
+        why = "broker not ready after 60 s";
+      }
+      if (why != null) {
+        throw new IOException(why + "; its log:\n" + Files.readString(log));
+      }
+      try {
+        Thread.sleep(20);
+      } catch (InterruptedException e) {
+        process.destroyForcibly();
+        Thread.currentThread().interrupt();
+        throw new IOException("interrupted while waiting for the broker", e);
+      }
+    }
   }
 
   private static String python() {
