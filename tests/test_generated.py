@@ -56,7 +56,7 @@ def test_a_proto_change_without_regeneration_fails_the_check(tmp_path: Path) -> 
     proto.write_text(
         proto.read_text().replace(
             "  google.protobuf.Timestamp lease_expire_time = 15;\n",
-            "  google.protobuf.Timestamp lease_expire_time = 15;\n  string added_later = 16;\n",
+            "  google.protobuf.Timestamp lease_expire_time = 15;\n  string added_later = 99;\n",
         )
     )
     run = run_check("--root", str(tmp_path))

@@ -1,7 +1,8 @@
 """Fails when checked-in generated code differs from what `buf generate` writes now.
 
 It copies the protos and generation config to a scratch directory, generates there,
-and compares every output directory of buf.gen.yaml with the repository's.
+and compares every output directory of buf.gen.yaml with the repository's. It also
+checks the checked-in copies of files under protos/ (COPIES) against their source.
 Usage: check_generated.py [--root DIR]   (DIR defaults to the repository root)
 """
 
@@ -15,6 +16,11 @@ import tempfile
 from pathlib import Path
 
 INPUTS = ("buf.yaml", "buf.gen.yaml", "protos", "tools/protoc")
+# Copies that `make generate` refreshes (via the client's setup target), by source.
+COPIES = {
+    # go:embed reaches only files inside the Go module (clients/go/client.mk).
+    "protos/jobwire/v1/service_config.json": ("clients/go/jobwire/service_config.json",),
+}
 
 
 def out_dirs(gen_yaml: Path) -> list[str]:
@@ -55,6 +61,17 @@ def check(root: Path) -> list[str]:
             for name in sorted(fresh & checked_in):
                 if not filecmp.cmp(scratch / out / name, root / out / name, shallow=False):
                     problems.append(f"stale: {out}/{name}")
+    return problems + stale_copies(root)
+
+
+def stale_copies(root: Path) -> list[str]:
+    problems = []
+    for source, copies in COPIES.items():
+        for copy in copies:
+            if not (root / copy).is_file():
+                problems.append(f"missing: {copy} (a copy of {source})")
+            elif not filecmp.cmp(root / source, root / copy, shallow=False):
+                problems.append(f"stale: {copy} (a copy of {source})")
     return problems
 
 

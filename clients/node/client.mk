@@ -14,8 +14,10 @@ CLIENT_TEST += test-node
 $(NODE_CLIENT_STAMP): $(NODE_CLIENT_DIR)/package-lock.json $(NODE_CLIENT_DIR)/package.json
 	cd $(NODE_CLIENT_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
+# The build is `npm run build`: tsc, then the service config shipped with the protos
+# copied into dist/src, where src/service-config.ts reads it at run time.
 setup-node: $(NODE_CLIENT_STAMP)
-	cd $(NODE_CLIENT_DIR) && node_modules/.bin/tsc -p tsconfig.json
+	cd $(NODE_CLIENT_DIR) && npm run --silent build
 
 lint-node: $(NODE_CLIENT_STAMP)
 	cd $(NODE_CLIENT_DIR) && node_modules/.bin/tsc -p tsconfig.json --noEmit --strict --incremental false

@@ -3,7 +3,6 @@ package jobwire
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -17,10 +16,10 @@ import (
 	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
 )
 
-// Defaults of a Client; each can be changed with a ClientOption.
+// Defaults of a Client; each can be changed with a ClientOption. Retries and
+// timeouts are not among them: they come from the service config shipped with the
+// protos (DefaultServiceConfig).
 const (
-	// DefaultCallTimeout bounds each attempt of a unary call (a Lease adds its wait).
-	DefaultCallTimeout = 10 * time.Second
 	// KeepaliveTime is how long a connection may be idle before the client pings the
 	// broker; the broker accepts pings every 5 s, even without calls.
 	KeepaliveTime = 20 * time.Second
@@ -32,28 +31,10 @@ const (
 	// several jobs of up to the broker's payload limit (1 MiB by default) each, and a
 	// GetJob reply a payload and a result. The Python SDK uses the same value.
 	DefaultMaxMessageBytes = 64 << 20
+	// LeaseDeadlineMargin is how much longer than its long-poll wait a Lease may take:
+	// the service config gives Lease no timeout, since only the caller knows the wait.
+	LeaseDeadlineMargin = 10 * time.Second
 )
-
-// DefaultRetryPolicy retries UNAVAILABLE answers of idempotent calls: 5 attempts in
-// all, 100 ms apart at first, doubling to at most 2 s, each delay jittered.
-var DefaultRetryPolicy = RetryPolicy{
-	MaxAttempts:    5,
-	InitialBackoff: 100 * time.Millisecond,
-	MaxBackoff:     2 * time.Second,
-	Multiplier:     2,
-}
-
-// RetryPolicy says how a Client retries calls that failed with UNAVAILABLE. Only
-// idempotent calls are retried: GetJob, Lease, Heartbeat, and Enqueue or EnqueueBatch
-// when every job has an idempotency key. The broker's RetryInfo hint, when longer than
-// the next backoff, is honoured (up to MaxBackoff).
-type RetryPolicy struct {
-	// MaxAttempts counts every attempt, the first one included; 1 disables retries.
-	MaxAttempts    int
-	InitialBackoff time.Duration
-	MaxBackoff     time.Duration
-	Multiplier     float64
-}
 
 // State is where a job is in its life; see DESIGN.md for the state machine.
 type State = jobwirev1.JobState
@@ -79,7 +60,7 @@ type Client struct {
 	conn        *grpc.ClientConn // nil when the caller owns the connection
 	rpc         jobwirev1.BrokerServiceClient
 	callTimeout time.Duration
-	retry       RetryPolicy
+	config      *serviceConfig
 	propagator  propagation.TextMapPropagator
 	tracer      trace.Tracer
 }
@@ -89,22 +70,27 @@ type ClientOption func(*clientConfig)
 
 type clientConfig struct {
 	callTimeout     time.Duration
-	retry           RetryPolicy
+	serviceConfig   string
 	maxMessageBytes int
 	dialOptions     []grpc.DialOption
 	propagator      propagation.TextMapPropagator
 	tracerProvider  trace.TracerProvider
 }
 
-// WithCallTimeout sets the deadline of each attempt of a unary call (default
-// DefaultCallTimeout; 0 leaves calls bounded by their context only).
+// WithCallTimeout gives every unary call but Lease a deadline of d, gRPC's retries
+// included (each attempt of an Enqueue the client retries itself gets its own). The
+// service config's timeout (10 s) still applies, so only a shorter d changes anything;
+// 0 (the default) leaves calls to the service config and their context.
 func WithCallTimeout(d time.Duration) ClientOption {
 	return func(c *clientConfig) { c.callTimeout = d }
 }
 
-// WithRetryPolicy replaces DefaultRetryPolicy.
-func WithRetryPolicy(p RetryPolicy) ClientOption {
-	return func(c *clientConfig) { c.retry = p }
+// WithServiceConfig replaces the service config shipped with the protos
+// (DefaultServiceConfig) with another document in gRPC's service config JSON format:
+// the connection Dial makes retries and times out calls by it, and the client's own
+// retries (Enqueue with idempotency keys, Watch) read their policy from it.
+func WithServiceConfig(json string) ClientOption {
+	return func(c *clientConfig) { c.serviceConfig = json }
 }
 
 // WithMaxMessageBytes sets the largest message the connection Dial makes will send or
@@ -135,10 +121,16 @@ func WithTracerProvider(tp trace.TracerProvider) ClientOption {
 }
 
 // Dial makes a Client for the broker at target ("host:port" or any gRPC target).
-// It does not wait for the connection: the first call does.
+// It does not wait for the connection: the first call does. The connection retries and
+// times out calls as the service config says (DefaultServiceConfig).
 func Dial(target string, opts ...ClientOption) (*Client, error) {
 	cfg := newClientConfig(opts)
+	sc, err := parseServiceConfig(cfg.serviceConfig)
+	if err != nil {
+		return nil, err
+	}
 	dial := append([]grpc.DialOption{
+		grpc.WithDefaultServiceConfig(cfg.serviceConfig),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                KeepaliveTime,
@@ -154,21 +146,27 @@ func Dial(target string, opts ...ClientOption) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := newClient(jobwirev1.NewBrokerServiceClient(conn), cfg)
+	c := newClient(jobwirev1.NewBrokerServiceClient(conn), cfg, sc)
 	c.conn = conn
 	return c, nil
 }
 
 // New makes a Client on a connection the caller made and keeps ownership of; Close
-// then leaves it open.
+// then leaves it open. Make the connection with
+// grpc.WithDefaultServiceConfig(jobwire.DefaultServiceConfig()) to get the retries and
+// timeouts of Dial. New panics if WithServiceConfig gave a document it cannot read.
 func New(conn grpc.ClientConnInterface, opts ...ClientOption) *Client {
-	return newClient(jobwirev1.NewBrokerServiceClient(conn), newClientConfig(opts))
+	cfg := newClientConfig(opts)
+	sc, err := parseServiceConfig(cfg.serviceConfig)
+	if err != nil {
+		panic(err)
+	}
+	return newClient(jobwirev1.NewBrokerServiceClient(conn), cfg, sc)
 }
 
 func newClientConfig(opts []ClientOption) *clientConfig {
 	cfg := &clientConfig{
-		callTimeout:     DefaultCallTimeout,
-		retry:           DefaultRetryPolicy,
+		serviceConfig:   defaultServiceConfig,
 		maxMessageBytes: DefaultMaxMessageBytes,
 		propagator:      propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 	}
@@ -181,11 +179,11 @@ func newClientConfig(opts []ClientOption) *clientConfig {
 	return cfg
 }
 
-func newClient(rpc jobwirev1.BrokerServiceClient, cfg *clientConfig) *Client {
+func newClient(rpc jobwirev1.BrokerServiceClient, cfg *clientConfig, sc *serviceConfig) *Client {
 	return &Client{
 		rpc:         rpc,
 		callTimeout: cfg.callTimeout,
-		retry:       cfg.retry,
+		config:      sc,
 		propagator:  cfg.propagator,
 		tracer: cfg.tracerProvider.Tracer(instrumentationName,
 			trace.WithInstrumentationVersion(Version), trace.WithSchemaURL(semconv.SchemaURL)),
@@ -207,7 +205,7 @@ func (c *Client) Service() jobwirev1.BrokerServiceClient { return c.rpc }
 // removed by retention.
 func (c *Client) GetJob(ctx context.Context, jobID string) (*jobwirev1.Job, error) {
 	var resp *jobwirev1.GetJobResponse
-	err := c.invoke(ctx, true, c.callTimeout, func(ctx context.Context) (err error) {
+	err := c.invoke(ctx, c.callTimeout, func(ctx context.Context) (err error) {
 		resp, err = c.rpc.GetJob(ctx, &jobwirev1.GetJobRequest{JobId: jobID})
 		return err
 	})
@@ -223,7 +221,7 @@ func (c *Client) GetJob(ctx context.Context, jobID string) (*jobwirev1.Job, erro
 // ErrJobFinished, an unknown one ErrNotFound.
 func (c *Client) Cancel(ctx context.Context, jobID string) (State, error) {
 	var resp *jobwirev1.CancelJobResponse
-	err := c.invoke(ctx, false, c.callTimeout, func(ctx context.Context) (err error) {
+	err := c.invoke(ctx, c.callTimeout, func(ctx context.Context) (err error) {
 		resp, err = c.rpc.CancelJob(ctx, &jobwirev1.CancelJobRequest{JobId: jobID})
 		return err
 	})
@@ -233,38 +231,34 @@ func (c *Client) Cancel(ctx context.Context, jobID string) (State, error) {
 	return resp.GetState(), nil
 }
 
-// invoke runs one unary call with a deadline per attempt, retrying UNAVAILABLE with
-// jittered exponential backoff when the call is idempotent. Errors leave mapped.
-func (c *Client) invoke(ctx context.Context, idempotent bool, timeout time.Duration, call func(context.Context) error) error {
-	attempts := 1
-	if idempotent {
-		attempts = max(1, c.retry.MaxAttempts)
+// invoke runs one unary call, within timeout when it is positive, and maps its error.
+// Retries of UNAVAILABLE, and the call's timeout, come from the service config, which
+// gRPC applies below this.
+func (c *Client) invoke(ctx context.Context, timeout time.Duration, call func(context.Context) error) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
-	backoff := c.retry.InitialBackoff
-	for attempt := 1; ; attempt++ {
-		err := mapError(callWithTimeout(ctx, timeout, call))
-		if err == nil || attempt >= attempts || !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
-			return err
-		}
-		delay := time.Duration(rand.Int64N(int64(backoff)/2+1)) + backoff/2
-		var rpcErr *Error
-		if errors.As(err, &rpcErr) && rpcErr.RetryDelay > delay {
-			delay = min(rpcErr.RetryDelay, c.retry.MaxBackoff)
-		}
-		if !sleep(ctx, delay) {
-			return err
-		}
-		backoff = min(time.Duration(float64(backoff)*max(c.retry.Multiplier, 1)), c.retry.MaxBackoff)
-	}
+	return mapError(call(ctx))
 }
 
-func callWithTimeout(ctx context.Context, timeout time.Duration, call func(context.Context) error) error {
-	if timeout <= 0 {
-		return call(ctx)
+// invokeRetrying runs a call that gRPC does not retry but the caller made safe to
+// repeat (an Enqueue whose jobs all have idempotency keys), retrying it with the service
+// config's policy of GetJob.
+func (c *Client) invokeRetrying(ctx context.Context, call func(context.Context) error) error {
+	policy := c.config.method("GetJob").retry
+	for attempt := 1; ; attempt++ {
+		err := c.invoke(ctx, c.callTimeout, call)
+		var rpcErr *Error
+		if err == nil || policy == nil || attempt >= policy.maxAttempts || !errors.As(err, &rpcErr) ||
+			!policy.retries(rpcErr.Code) || ctx.Err() != nil {
+			return err
+		}
+		if !sleep(ctx, policy.backoff(attempt, rpcErr.RetryDelay)) {
+			return err
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return call(ctx)
 }
 
 // sleep waits for d or until ctx is done, and reports whether d passed.

@@ -2,8 +2,9 @@
 //
 // A Client enqueues jobs, inspects, cancels and watches them; a Worker leases jobs
 // from one or more queues and runs a Handler for each, with automatic heartbeats,
-// bounded concurrency and graceful shutdown. Calls have deadlines, idempotent calls
-// are retried while the broker is unavailable, and broker errors are mapped to the
+// bounded concurrency and graceful shutdown. Retries and timeouts come from the gRPC
+// service config shipped with the protos (DefaultServiceConfig), and broker errors are
+// mapped, by their jobwirev1.ErrorReason first and their gRPC code second, to the
 // sentinels and types of errors.go. Trace context travels with each job (W3C Trace
 // Context and Baggage through OpenTelemetry), so a worker's span joins the producer's
 // trace.

@@ -138,9 +138,9 @@ type Spec struct {
 
 // Enqueue adds a job to queue. When ctx carries a span, the job carries its trace
 // context (W3C traceparent, tracestate, baggage), written inside a PRODUCER span
-// "send <queue>", so the worker's span joins the producer's trace. The call is retried
-// on UNAVAILABLE only with WithIdempotencyKey, since a retry could otherwise create a
-// second job.
+// "send <queue>", so the worker's span joins the producer's trace. The service config
+// does not retry Enqueue, since a retry could create a second job; with
+// WithIdempotencyKey the client retries it itself, with the config's policy of GetJob.
 func (c *Client) Enqueue(ctx context.Context, queue string, payload []byte, opts ...Option) (EnqueueResult, error) {
 	spec := newSpec(payload, opts)
 	ctx, span := c.startSend(ctx, queue, 1)
@@ -148,10 +148,16 @@ func (c *Client) Enqueue(ctx context.Context, queue string, payload []byte, opts
 	spec.TraceContext = c.traceContext(ctx)
 
 	var resp *jobwirev1.EnqueueResponse
-	err := c.invoke(ctx, spec.IdempotencyKey != "", c.callTimeout, func(ctx context.Context) (err error) {
+	call := func(ctx context.Context) (err error) {
 		resp, err = c.rpc.Enqueue(ctx, &jobwirev1.EnqueueRequest{Queue: queue, Job: spec})
 		return err
-	})
+	}
+	var err error
+	if spec.IdempotencyKey != "" {
+		err = c.invokeRetrying(ctx, call)
+	} else {
+		err = c.invoke(ctx, c.callTimeout, call)
+	}
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -164,7 +170,7 @@ func (c *Client) Enqueue(ctx context.Context, queue string, payload []byte, opts
 // EnqueueBatch adds up to 1000 jobs to queue, all or none, and returns one result per
 // job in order. One invalid job rejects the batch with an *InvalidArgumentError naming
 // `jobs[i].<field>`. Trace context is written as Enqueue does, from one "send" span.
-// Retried on UNAVAILABLE only when every job has an idempotency key.
+// Retried on UNAVAILABLE, as Enqueue is, only when every job has an idempotency key.
 func (c *Client) EnqueueBatch(ctx context.Context, queue string, jobs []Spec) ([]EnqueueResult, error) {
 	ctx, span := c.startSend(ctx, queue, len(jobs))
 	defer span.End()
@@ -178,10 +184,16 @@ func (c *Client) EnqueueBatch(ctx context.Context, queue string, jobs []Spec) ([
 	}
 
 	var resp *jobwirev1.EnqueueBatchResponse
-	err := c.invoke(ctx, idempotent, c.callTimeout, func(ctx context.Context) (err error) {
+	call := func(ctx context.Context) (err error) {
 		resp, err = c.rpc.EnqueueBatch(ctx, &jobwirev1.EnqueueBatchRequest{Queue: queue, Jobs: specs})
 		return err
-	})
+	}
+	var err error
+	if idempotent && len(specs) > 0 {
+		err = c.invokeRetrying(ctx, call)
+	} else {
+		err = c.invoke(ctx, c.callTimeout, call)
+	}
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())

@@ -10,26 +10,42 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
 )
 
-// Sentinel errors, matched with errors.Is against any error this package returns.
+// Sentinel errors, matched with errors.Is against any error this package returns. Each
+// class of protos/jobwire/v1/README.md has one; ErrLeaseLost and ErrJobFinished also
+// match ErrFailedPrecondition, their parent class.
 var (
-	// ErrNotFound: the job never existed or was removed by retention (NOT_FOUND).
-	ErrNotFound = errors.New("jobwire: job not found")
-	// ErrLeaseLost: the lease expired or was taken over (FAILED_PRECONDITION,
-	// reason LEASE_LOST). Stop working on the job and drop its result. The worker also
-	// uses it as the cause of a handler's context when it learns the lease is gone.
-	ErrLeaseLost = errors.New("jobwire: lease lost")
-	// ErrJobFinished: CancelJob on a completed or dead job (reason JOB_FINISHED).
-	ErrJobFinished = errors.New("jobwire: job already finished")
-	// ErrInvalidArgument: the request was rejected and nothing was written. The error
-	// is an *InvalidArgumentError naming each bad field.
+	// ErrInvalidArgument: the request was rejected and nothing was written
+	// (INVALID_ARGUMENT; reasons INVALID_ARGUMENT and PAYLOAD_TOO_LARGE). The error's
+	// Violations name each bad field; it is also an *InvalidArgumentError.
 	ErrInvalidArgument = errors.New("jobwire: invalid argument")
-	// ErrUnavailable: the broker or its store could not be reached (UNAVAILABLE);
-	// idempotent calls were already retried with backoff.
-	ErrUnavailable = errors.New("jobwire: broker unavailable")
-	// ErrResourceExhausted: the broker refused the call for lack of resources.
+	// ErrNotFound: the job never existed or was removed by retention (JOB_NOT_FOUND).
+	ErrNotFound = errors.New("jobwire: job not found")
+	// ErrFailedPrecondition: the job is not in a state that allows the call
+	// (FAILED_PRECONDITION). ErrLeaseLost and ErrJobFinished are its two known cases.
+	ErrFailedPrecondition = errors.New("jobwire: failed precondition")
+	// ErrLeaseLost: the lease expired or was taken over (LEASE_LOST). Stop working on
+	// the job and drop its result. The worker also uses it as the cause of a handler's
+	// context when it learns the lease is gone.
+	ErrLeaseLost = errors.New("jobwire: lease lost")
+	// ErrJobFinished: CancelJob on a completed or dead job (JOB_FINISHED).
+	ErrJobFinished = errors.New("jobwire: job already finished")
+	// ErrResourceExhausted: a limit was hit (RESOURCE_EXHAUSTED), e.g. a Lease whose
+	// first job does not fit the reply (JOB_TOO_LARGE). Retrying as is fails the same way.
 	ErrResourceExhausted = errors.New("jobwire: resource exhausted")
+	// ErrUnavailable: the broker or its store could not be reached (UNAVAILABLE;
+	// STORE_UNAVAILABLE, SHUTTING_DOWN); calls the service config retries were already
+	// retried. The error's RetryDelay is the broker's hint.
+	ErrUnavailable = errors.New("jobwire: broker unavailable")
+	// ErrUnauthenticated: the call has no valid credentials (UNAUTHENTICATED).
+	ErrUnauthenticated = errors.New("jobwire: unauthenticated")
+	// ErrPermissionDenied: the caller may not do this (PERMISSION_DENIED).
+	ErrPermissionDenied = errors.New("jobwire: permission denied")
+	// ErrInternal: a bug in the broker (INTERNAL).
+	ErrInternal = errors.New("jobwire: internal broker error")
 	// ErrCancelRequested is the cause of a handler's context once CancelJob was called
 	// on its job. The worker then reports the attempt failed and the job is cancelled.
 	ErrCancelRequested = errors.New("jobwire: job cancellation requested")
@@ -38,44 +54,127 @@ var (
 	ErrWorkerStopped = errors.New("jobwire: worker stopped")
 )
 
-// Stable reasons the broker sends in google.rpc.ErrorInfo.
+// Reason is the broker's stable reason for an error: the generated jobwirev1.ErrorReason,
+// sent as google.rpc.ErrorInfo.reason (domain "jobwire.dev").
+type Reason = jobwirev1.ErrorReason
+
+// The reasons, as the generated enum names them.
 const (
-	ReasonInvalidArgument  = "INVALID_ARGUMENT"
-	ReasonPayloadTooLarge  = "PAYLOAD_TOO_LARGE"
-	ReasonJobNotFound      = "JOB_NOT_FOUND"
-	ReasonLeaseLost        = "LEASE_LOST"
-	ReasonJobFinished      = "JOB_FINISHED"
-	ReasonStoreUnavailable = "STORE_UNAVAILABLE"
+	ReasonUnspecified      = jobwirev1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	ReasonInvalidArgument  = jobwirev1.ErrorReason_INVALID_ARGUMENT
+	ReasonPayloadTooLarge  = jobwirev1.ErrorReason_PAYLOAD_TOO_LARGE
+	ReasonJobNotFound      = jobwirev1.ErrorReason_JOB_NOT_FOUND
+	ReasonLeaseLost        = jobwirev1.ErrorReason_LEASE_LOST
+	ReasonJobFinished      = jobwirev1.ErrorReason_JOB_FINISHED
+	ReasonJobTooLarge      = jobwirev1.ErrorReason_JOB_TOO_LARGE
+	ReasonStoreUnavailable = jobwirev1.ErrorReason_STORE_UNAVAILABLE
+	ReasonShuttingDown     = jobwirev1.ErrorReason_SHUTTING_DOWN
+	ReasonInternal         = jobwirev1.ErrorReason_INTERNAL
+	ReasonUnauthenticated  = jobwirev1.ErrorReason_UNAUTHENTICATED
+	ReasonPermissionDenied = jobwirev1.ErrorReason_PERMISSION_DENIED
 )
 
-// Error is a failed call to the broker: its gRPC code, the stable reason from
-// google.rpc.ErrorInfo and the message. errors.Is matches it against the sentinel of
-// its kind (ErrNotFound, ErrLeaseLost, ...) and, for DEADLINE_EXCEEDED and CANCELLED,
-// against context.DeadlineExceeded and context.Canceled. status.FromError(err) gives
-// back the original gRPC status.
+// ErrorDomain is google.rpc.ErrorInfo.domain of the broker's errors; a reason from any
+// other domain is not one of ours and reads as ReasonUnspecified.
+const ErrorDomain = "jobwire.dev"
+
+// byReason is the class of each reason: the mapping is keyed by the generated enum, and
+// a test checks that every value of it is here (ReasonUnspecified is not: it falls back
+// to byCode).
+var byReason = map[Reason]error{
+	ReasonInvalidArgument:  ErrInvalidArgument,
+	ReasonPayloadTooLarge:  ErrInvalidArgument,
+	ReasonJobNotFound:      ErrNotFound,
+	ReasonLeaseLost:        ErrLeaseLost,
+	ReasonJobFinished:      ErrJobFinished,
+	ReasonJobTooLarge:      ErrResourceExhausted,
+	ReasonStoreUnavailable: ErrUnavailable,
+	ReasonShuttingDown:     ErrUnavailable,
+	ReasonInternal:         ErrInternal,
+	ReasonUnauthenticated:  ErrUnauthenticated,
+	ReasonPermissionDenied: ErrPermissionDenied,
+}
+
+// byCode is the class of a status whose reason is unspecified or unknown.
+var byCode = map[codes.Code]error{
+	codes.InvalidArgument:    ErrInvalidArgument,
+	codes.NotFound:           ErrNotFound,
+	codes.FailedPrecondition: ErrFailedPrecondition,
+	codes.ResourceExhausted:  ErrResourceExhausted,
+	codes.Unavailable:        ErrUnavailable,
+	codes.Unauthenticated:    ErrUnauthenticated,
+	codes.PermissionDenied:   ErrPermissionDenied,
+	codes.Internal:           ErrInternal,
+	codes.DeadlineExceeded:   context.DeadlineExceeded,
+	codes.Canceled:           context.Canceled,
+}
+
+// parentOf gives the class a class derives from, besides the base *Error.
+var parentOf = map[error]error{
+	ErrLeaseLost:   ErrFailedPrecondition,
+	ErrJobFinished: ErrFailedPrecondition,
+}
+
+// Error is a failed call to the broker: its gRPC code, the reason from
+// google.rpc.ErrorInfo (ReasonUnspecified when there is none or it is unknown), the
+// message, the retry delay of google.rpc.RetryInfo and the field violations of
+// google.rpc.BadRequest. errors.Is matches it against the sentinel of its class and that
+// class's parent (ErrLeaseLost and ErrFailedPrecondition, say) and, for
+// DEADLINE_EXCEEDED and CANCELLED, against context.DeadlineExceeded and
+// context.Canceled. status.FromError(err) gives back the original gRPC status.
 type Error struct {
 	Code    codes.Code
-	Reason  string
+	Reason  Reason
 	Message string
 	// RetryDelay is the broker's hint from google.rpc.RetryInfo, zero if none.
 	RetryDelay time.Duration
+	// Violations are the bad fields of an INVALID_ARGUMENT, in the broker's order.
+	Violations []FieldViolation
+	class      error
 	status     *status.Status
 }
 
 func (e *Error) Error() string {
-	if e.Reason != "" {
+	if e.Code == codes.InvalidArgument && len(e.Violations) > 0 {
+		parts := make([]string, len(e.Violations))
+		for i, v := range e.Violations {
+			parts[i] = v.Field + ": " + v.Description
+		}
+		return "jobwire: invalid argument: " + strings.Join(parts, "; ")
+	}
+	if e.Reason != ReasonUnspecified {
 		return fmt.Sprintf("jobwire: %s (%s): %s", e.Code, e.Reason, e.Message)
 	}
 	return fmt.Sprintf("jobwire: %s: %s", e.Code, e.Message)
 }
 
-// Is reports whether target is the sentinel of this error's kind.
+// Is reports whether target is the sentinel of this error's class or of its parent.
 func (e *Error) Is(target error) bool {
-	return target != nil && target == sentinel(e.Code, e.Reason)
+	return target != nil && e.class != nil && (target == e.class || target == parentOf[e.class])
+}
+
+// As makes errors.As(err, &invalid) with an *InvalidArgumentError succeed for errors of
+// class ErrInvalidArgument.
+func (e *Error) As(target any) bool {
+	t, ok := target.(**InvalidArgumentError)
+	if !ok || e.class != ErrInvalidArgument {
+		return false
+	}
+	*t = &InvalidArgumentError{Reason: e.Reason, Message: e.Message, Violations: e.Violations, err: e}
+	return true
 }
 
 // GRPCStatus returns the gRPC status the broker sent.
 func (e *Error) GRPCStatus() *status.Status { return e.status }
+
+// Fields returns the names of the bad fields, in the broker's order.
+func (e *Error) Fields() []string {
+	fields := make([]string, len(e.Violations))
+	for i, v := range e.Violations {
+		fields[i] = v.Field
+	}
+	return fields
+}
 
 // FieldViolation names one bad field of a request, e.g. `job.priority` or
 // `jobs[3].lease_duration`, as google.rpc.BadRequest does.
@@ -84,96 +183,70 @@ type FieldViolation struct {
 	Description string
 }
 
-// InvalidArgumentError is an INVALID_ARGUMENT answer: nothing was written; fix the
-// request rather than retry it. errors.Is(err, ErrInvalidArgument) is true.
+// InvalidArgumentError is the INVALID_ARGUMENT view of an *Error, for
+// errors.As(err, &invalid): nothing was written; fix the request rather than retry it.
+// The *Error carries the same fields; errors.Is(err, ErrInvalidArgument) is true.
 type InvalidArgumentError struct {
-	// Reason is INVALID_ARGUMENT or PAYLOAD_TOO_LARGE.
-	Reason     string
+	// Reason is ReasonInvalidArgument or ReasonPayloadTooLarge.
+	Reason     Reason
 	Message    string
 	Violations []FieldViolation
-	status     *status.Status
+	err        *Error
 }
 
-func (e *InvalidArgumentError) Error() string {
-	if len(e.Violations) == 0 {
-		return "jobwire: invalid argument: " + e.Message
-	}
-	parts := make([]string, len(e.Violations))
-	for i, v := range e.Violations {
-		parts[i] = v.Field + ": " + v.Description
-	}
-	return "jobwire: invalid argument: " + strings.Join(parts, "; ")
-}
+func (e *InvalidArgumentError) Error() string { return e.err.Error() }
 
-// Is reports whether target is ErrInvalidArgument.
-func (e *InvalidArgumentError) Is(target error) bool { return target == ErrInvalidArgument }
+// Unwrap returns the *Error this is a view of.
+func (e *InvalidArgumentError) Unwrap() error { return e.err }
 
 // GRPCStatus returns the gRPC status the broker sent.
-func (e *InvalidArgumentError) GRPCStatus() *status.Status { return e.status }
+func (e *InvalidArgumentError) GRPCStatus() *status.Status { return e.err.status }
 
 // Fields returns the names of the bad fields, in the broker's order.
-func (e *InvalidArgumentError) Fields() []string {
-	fields := make([]string, len(e.Violations))
-	for i, v := range e.Violations {
-		fields[i] = v.Field
-	}
-	return fields
-}
+func (e *InvalidArgumentError) Fields() []string { return e.err.Fields() }
 
-func sentinel(code codes.Code, reason string) error {
-	switch code {
-	case codes.NotFound:
-		return ErrNotFound
-	case codes.FailedPrecondition:
-		switch reason {
-		case ReasonLeaseLost:
-			return ErrLeaseLost
-		case ReasonJobFinished:
-			return ErrJobFinished
-		}
-	case codes.InvalidArgument:
-		return ErrInvalidArgument
-	case codes.Unavailable:
-		return ErrUnavailable
-	case codes.ResourceExhausted:
-		return ErrResourceExhausted
-	case codes.DeadlineExceeded:
-		return context.DeadlineExceeded
-	case codes.Canceled:
-		return context.Canceled
-	}
-	return nil
-}
-
-// mapError is the one place where gRPC statuses become this package's errors. Errors
-// that carry no gRPC status (a context's own error, say) pass through unchanged.
-func mapError(err error) error {
+// FromStatus maps an error of a gRPC call to this package's *Error, as every call of the
+// Client does; use it on calls made through Client.Service(). Errors that carry no gRPC
+// status (a context's own error, say) pass through unchanged, and so do errors that are
+// already mapped.
+func FromStatus(err error) error {
 	if err == nil {
 		return nil
+	}
+	if e := (*Error)(nil); errors.As(err, &e) {
+		return err
 	}
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
 	}
-	var (
-		reason     string
-		retryDelay time.Duration
-		violations []FieldViolation
-	)
+	e := &Error{Code: st.Code(), Message: st.Message(), status: st}
 	for _, detail := range st.Details() {
 		switch d := detail.(type) {
 		case *errdetails.ErrorInfo:
-			reason = d.GetReason()
+			if d.GetDomain() == ErrorDomain {
+				e.Reason = Reason(jobwirev1.ErrorReason_value[d.GetReason()])
+			}
 		case *errdetails.RetryInfo:
-			retryDelay = d.GetRetryDelay().AsDuration()
+			e.RetryDelay = d.GetRetryDelay().AsDuration()
 		case *errdetails.BadRequest:
 			for _, v := range d.GetFieldViolations() {
-				violations = append(violations, FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
+				e.Violations = append(e.Violations, FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
 			}
 		}
 	}
-	if st.Code() == codes.InvalidArgument {
-		return &InvalidArgumentError{Reason: reason, Message: st.Message(), Violations: violations, status: st}
-	}
-	return &Error{Code: st.Code(), Reason: reason, Message: st.Message(), RetryDelay: retryDelay, status: st}
+	e.class = classOf(e.Code, e.Reason)
+	return e
 }
+
+// classOf picks the class from the reason first, then from the code; nil means only
+// the base *Error.
+func classOf(code codes.Code, reason Reason) error {
+	if class, ok := byReason[reason]; ok {
+		return class
+	}
+	return byCode[code]
+}
+
+// mapError is the one place where gRPC statuses become this package's errors.
+func mapError(err error) error { return FromStatus(err) }

@@ -153,7 +153,7 @@ func (j *Job) beat(ctx context.Context) error {
 
 	c := j.w.client
 	var resp *jobwirev1.HeartbeatResponse
-	err := c.invoke(ctx, true, c.callTimeout, func(ctx context.Context) (err error) {
+	err := c.invoke(ctx, c.callTimeout, func(ctx context.Context) (err error) {
 		resp, err = c.rpc.Heartbeat(ctx, &jobwirev1.HeartbeatRequest{JobId: j.ID, LeaseToken: j.token, Progress: progress})
 		return err
 	})

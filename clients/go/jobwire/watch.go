@@ -41,8 +41,9 @@ type Event struct {
 // progress update and state change in order; the sequence ends after the event that
 // puts the job in a terminal state. A stream dropped with UNAVAILABLE (a broker
 // restart, a cut connection) is reopened after the last event seen, so no event is
-// missed or repeated; after RetryPolicy.MaxAttempts failures in a row, or any other
-// error, the error is yielded once and the sequence ends. Breaking out of the loop
+// missed or repeated, with the backoff of the service config's retry policy of
+// StreamProgress; after its maxAttempts failures in a row, or any other error, the error
+// is yielded once and the sequence ends. Breaking out of the loop
 // closes the stream.
 //
 //	for ev, err := range client.Watch(ctx, jobID) {
@@ -57,21 +58,22 @@ func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[Event, error
 		defer cancel()
 		after := ""
 		failures := 0
-		backoff := c.retry.InitialBackoff
+		policy := c.config.method("StreamProgress").retry
 		for {
 			err := c.stream(ctx, jobID, &after, func(ev Event) bool {
-				failures, backoff = 0, c.retry.InitialBackoff
+				failures = 0
 				return yield(ev, nil)
 			})
 			if err == nil {
 				return // the job ended, or the caller stopped
 			}
 			failures++
-			if !errors.Is(err, ErrUnavailable) || failures >= max(1, c.retry.MaxAttempts) || !sleep(ctx, backoff) {
+			var rpcErr *Error
+			if policy == nil || !errors.As(err, &rpcErr) || !policy.retries(rpcErr.Code) || failures >= policy.maxAttempts ||
+				!sleep(ctx, policy.backoff(failures, rpcErr.RetryDelay)) {
 				yield(Event{}, err)
 				return
 			}
-			backoff = min(time.Duration(float64(backoff)*max(c.retry.Multiplier, 1)), c.retry.MaxBackoff)
 		}
 	}
 }

@@ -266,15 +266,12 @@ func (w *Worker) poll(ctx context.Context, queue string, start func(*jobwirev1.L
 func (w *Worker) lease(ctx context.Context, queue string, n int) ([]*jobwirev1.LeasedJob, error) {
 	c := w.client
 	req := &jobwirev1.LeaseRequest{Queue: queue, MaxJobs: int32(n), WorkerId: w.workerID}
-	timeout := c.callTimeout
 	if w.pollWait > 0 {
 		req.Wait = durationpb.New(w.pollWait)
-		if timeout > 0 {
-			timeout += w.pollWait
-		}
 	}
 	var resp *jobwirev1.LeaseResponse
-	err := c.invoke(ctx, true, timeout, func(ctx context.Context) (err error) {
+	// Not retried (the service config says why); the leasing loop tries again.
+	err := c.invoke(ctx, w.pollWait+LeaseDeadlineMargin, func(ctx context.Context) (err error) {
 		resp, err = c.rpc.Lease(ctx, req)
 		return err
 	})
@@ -378,7 +375,7 @@ func (w *Worker) settle(base context.Context, j *Job, result []byte, err error) 
 	}
 	c := w.client
 	if err == nil {
-		err = c.invoke(base, false, c.callTimeout, func(ctx context.Context) error {
+		err = c.invoke(base, c.callTimeout, func(ctx context.Context) error {
 			_, err := c.rpc.Complete(ctx, &jobwirev1.CompleteRequest{
 				JobId: j.ID, LeaseToken: j.token, Result: result, ResultContentType: j.resultType,
 			})
@@ -438,7 +435,7 @@ func (w *Worker) release(base context.Context, lj *jobwirev1.LeasedJob) {
 
 func (w *Worker) fail(ctx context.Context, req *jobwirev1.FailRequest) error {
 	c := w.client
-	return c.invoke(ctx, false, c.callTimeout, func(ctx context.Context) error {
+	return c.invoke(ctx, c.callTimeout, func(ctx context.Context) error {
 		_, err := c.rpc.Fail(ctx, req)
 		return err
 	})

@@ -1,11 +1,13 @@
 // jobwire-node: a small CLI over the client, for scripts and cross-language tests.
 //   enqueue: enqueue one job from a file and print its id
 //   work:    process N jobs, returning each payload unchanged, one JSON line per job
+//   errors:  drive every ErrorReason through the client, one JSON line per case
 
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { defaultTextMapGetter, ROOT_CONTEXT } from "@opentelemetry/api";
 import { JobwireClient } from "./client.js";
+import { errorProbe } from "./error-probe.js";
 import { CONTENT_TYPE_BYTES } from "./internal/convert.js";
 import { JobResult, Worker } from "./worker.js";
 
@@ -15,7 +17,10 @@ const USAGE = `usage:
       Enqueues one job and prints its id.
   jobwire-node work --target HOST:PORT --queue QUEUE [--count N]
       Processes N jobs (default 1), completing each with its payload unchanged, and
-      prints one JSON line per completed job: {"id","payload" (base64),"headers","traceparent"}.`;
+      prints one JSON line per completed job: {"id","payload" (base64),"headers","traceparent"}.
+  jobwire-node errors --target HOST:PORT [--dead-target HOST:PORT] [--queue PREFIX]
+      Triggers every ErrorReason (--dead-target: a broker whose Redis is down) and prints
+      the error class the client raised, one JSON line per case (see src/error-probe.ts).`;
 
 class UsageError extends Error {}
 
@@ -97,12 +102,26 @@ async function work(args: string[]): Promise<void> {
   }
 }
 
+async function errors(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      target: { type: "string", default: "127.0.0.1:50051" },
+      "dead-target": { type: "string" },
+      queue: { type: "string", default: "node-errors" },
+    },
+    strict: true,
+  });
+  await errorProbe({ target: values.target, deadTarget: values["dead-target"], queue: values.queue });
+}
+
 /** Runs the CLI; returns the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     if (command === "enqueue") await enqueue(rest);
     else if (command === "work") await work(rest);
+    else if (command === "errors") await errors(rest);
     else if (command === "-h" || command === "--help") process.stdout.write(`${USAGE}\n`);
     else throw new UsageError(command ? `unknown command ${command}` : "missing command");
     return 0;

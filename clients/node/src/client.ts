@@ -1,6 +1,6 @@
 // JobwireClient: the producer and watcher side of the API, plus the lease calls the
-// Worker builds on. Every call has a deadline; calls that are safe to repeat retry
-// UNAVAILABLE with backoff.
+// Worker builds on. Retries and timeouts come from the service config shipped with the
+// protos (service-config.ts), which the channel applies.
 
 import { ChannelCredentials, credentials as grpcCredentials, status as Code, type ChannelOptions } from "@grpc/grpc-js";
 import type { Context, TextMapPropagator } from "@opentelemetry/api";
@@ -16,11 +16,12 @@ import {
   type StreamProgressResponse,
 } from "./gen/jobwire/v1/broker_service.js";
 import { fromGrpcError, JobwireError, UnavailableError } from "./errors.js";
-import { backoffMs, DEFAULT_RETRY, invoke, sleep, type CallOptions, type RetryPolicy, type UnaryMethod } from "./internal/call.js";
+import { invoke, sleep, type CallOptions, type UnaryMethod } from "./internal/call.js";
+import { backoffMs, DEFAULT_SERVICE_CONFIG, methodPolicy, type ServiceConfig } from "./service-config.js";
 import { encodeValue, msToDuration, truncateUtf8 } from "./internal/convert.js";
 import { defaultPropagator, injectTraceContext } from "./tracing.js";
 
-export type { CallOptions, RetryPolicy } from "./internal/call.js";
+export type { CallOptions } from "./internal/call.js";
 
 /** Job data: bytes as they are, a string as UTF-8 text, anything else as JSON. */
 export type Payload = Uint8Array | string | number | boolean | null | object;
@@ -91,6 +92,11 @@ export interface LeaseOptions extends CallOptions {
   waitMs?: number;
   /** Identity of the worker, for diagnostics. */
   workerId?: string;
+  /**
+   * The most bytes of jobs the reply may carry (the broker's default: 4 MiB). A first job
+   * that does not fit fails the call with ResourceExhaustedError (reason JOB_TOO_LARGE).
+   */
+  maxResponseBytes?: number;
 }
 
 export interface ProgressUpdate {
@@ -156,15 +162,24 @@ export interface JobwireClientOptions {
    */
   maxMessageBytes?: number;
   /**
-   * grpc-js channel options, merged over the client's (short reconnect backoff, and
-   * `grpc.max_receive_message_length` / `grpc.max_send_message_length` from
-   * `maxMessageBytes`), so they win over both.
+   * grpc-js channel options, merged over the client's (short reconnect backoff,
+   * `grpc.service_config` from `serviceConfig`, and `grpc.max_receive_message_length` /
+   * `grpc.max_send_message_length` from `maxMessageBytes`), so they win over all.
    */
   channelOptions?: ChannelOptions;
-  /** Deadline of each call, retries included, unless the call says otherwise. Default 10 s. */
+  /**
+   * The retry policy and timeout of each RPC, in gRPC's service config format. Default
+   * `DEFAULT_SERVICE_CONFIG`, the file shipped with the protos. The channel retries and
+   * times out calls by it, and the client's own retries (an enqueue with idempotency
+   * keys, reopening a watch) read their policy from it.
+   */
+  serviceConfig?: ServiceConfig;
+  /**
+   * A deadline for every call but `lease` and `watch`, retries included, unless the call
+   * says otherwise. Default: none beyond the service config's timeout (10 s), which
+   * applies too, so only a shorter one changes anything.
+   */
   deadlineMs?: number;
-  /** Retry of UNAVAILABLE for calls that are safe to repeat. */
-  retry?: Partial<RetryPolicy>;
   /** Default: W3C Trace Context + W3C Baggage. */
   propagator?: TextMapPropagator;
 }
@@ -218,21 +233,23 @@ export class JobwireClient {
   /** The generated grpc-js stub, for calls this class does not wrap. */
   readonly stub: BrokerServiceClient;
   readonly propagator: TextMapPropagator;
-  private readonly deadlineMs: number;
-  private readonly retryPolicy: RetryPolicy;
+  /** The service config the channel and this client's own retries follow. */
+  readonly serviceConfig: Readonly<ServiceConfig>;
+  private readonly deadlineMs: number | undefined;
 
   constructor(target: string, options: JobwireClientOptions = {}) {
     this.target = target;
     const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.serviceConfig = options.serviceConfig ?? DEFAULT_SERVICE_CONFIG;
     this.stub = new BrokerServiceClient(target, options.credentials ?? grpcCredentials.createInsecure(), {
       ...DEFAULT_CHANNEL_OPTIONS,
+      "grpc.service_config": JSON.stringify(this.serviceConfig),
       "grpc.max_receive_message_length": maxMessageBytes,
       "grpc.max_send_message_length": maxMessageBytes,
       ...options.channelOptions,
     });
     this.propagator = options.propagator ?? defaultPropagator();
-    this.deadlineMs = options.deadlineMs ?? 10_000;
-    this.retryPolicy = { ...DEFAULT_RETRY, ...options.retry };
+    this.deadlineMs = options.deadlineMs;
   }
 
   /** Closes the channel. Calls in flight fail with CANCELLED. */
@@ -240,16 +257,21 @@ export class JobwireClient {
     this.stub.close();
   }
 
+  /**
+   * One unary call. `retryHere`: the service config does not retry the method, but this
+   * call is safe to repeat (an enqueue with idempotency keys), so retry it here with the
+   * config's policy of GetJob.
+   */
   private call<Req, Res>(
     method: UnaryMethod<Req, Res>,
     request: Req,
     opts: CallOptions | undefined,
-    idempotent: boolean,
+    retryHere = false,
     defaultDeadlineMs = this.deadlineMs,
   ): Promise<Res> {
     return invoke(method.bind(this.stub), request, {
       deadlineMs: opts?.deadlineMs ?? defaultDeadlineMs,
-      retry: idempotent ? this.retryPolicy : undefined,
+      retry: retryHere ? methodPolicy(this.serviceConfig, "GetJob").retry : undefined,
       signal: opts?.signal,
     });
   }
@@ -277,7 +299,8 @@ export class JobwireClient {
 
   /**
    * Adds a job to `queue`. The active OpenTelemetry context (span and baggage) travels
-   * with it. Retried on UNAVAILABLE only when an idempotency key makes that safe.
+   * with it. The service config does not retry Enqueue (a retry could create a second
+   * job); with an idempotency key the client retries it itself, with GetJob's policy.
    */
   async enqueue(queue: string, payload: Payload, options: EnqueueOptions = {}): Promise<EnqueueResult> {
     const job = this.jobSpec(payload, options, options.context);
@@ -285,7 +308,7 @@ export class JobwireClient {
     return enqueueResult(res);
   }
 
-  /** Adds up to 1000 jobs to one queue, all or none. */
+  /** Adds up to 1000 jobs to one queue, all or none. Retried as `enqueue` is when every job has an idempotency key. */
   async enqueueBatch(queue: string, jobs: readonly BatchJob[], options: EnqueueBatchOptions = {}): Promise<EnqueueResult[]> {
     const specs = jobs.map((j) => this.jobSpec(j.payload, j, options.context));
     const idempotent = specs.length > 0 && specs.every((s) => s.idempotencyKey !== "");
@@ -295,7 +318,7 @@ export class JobwireClient {
 
   /** The job as stored now. Throws NotFoundError for an unknown or expired job. */
   async getJob(jobId: string, options?: CallOptions): Promise<Job> {
-    const res = await this.call(this.stub.getJob, { jobId }, options, true);
+    const res = await this.call(this.stub.getJob, { jobId }, options);
     if (!res.job) throw new JobwireError(`broker returned no job for ${jobId}`);
     return res.job;
   }
@@ -305,19 +328,21 @@ export class JobwireClient {
    * active (returns ACTIVE). Throws JobFinishedError for a completed or dead job.
    */
   async cancel(jobId: string, options?: CallOptions): Promise<JobState> {
-    const res = await this.call(this.stub.cancelJob, { jobId }, options, false);
+    const res = await this.call(this.stub.cancelJob, { jobId }, options);
     return res.state;
   }
 
   /**
    * The job's events: first a snapshot, then every change, ending after a terminal
-   * state. A dropped stream is resumed from the last event seen.
+   * state. A dropped stream is resumed from the last event seen, with the backoff of the
+   * service config's retry policy of StreamProgress, up to its maxAttempts in a row.
    */
   async *watch(jobId: string, options: WatchOptions = {}): AsyncGenerator<JobEvent, void, undefined> {
     const { signal } = options;
     const deadline = options.deadlineMs === undefined ? undefined : new Date(Date.now() + options.deadlineMs);
     let after = options.afterEventId ?? "";
     let failures = 0;
+    const retry = methodPolicy(this.serviceConfig, "StreamProgress").retry;
     for (;;) {
       signal?.throwIfAborted();
       const stream = this.stub.streamProgress({ jobId, afterEventId: after }, deadline ? { deadline } : {});
@@ -344,14 +369,15 @@ export class JobwireClient {
         stream.cancel();
       }
       failures++;
-      if (failures >= this.retryPolicy.maxAttempts) throw dropped;
-      await sleep(Math.max(dropped.retryDelayMs ?? 0, backoffMs(this.retryPolicy, failures)), signal);
+      if (!retry || failures >= retry.maxAttempts) throw dropped;
+      await sleep(backoffMs(retry, failures, dropped.retryDelayMs), signal);
     }
   }
 
   /**
-   * Leases up to `maxJobs` jobs, waiting up to `waitMs` for work. The deadline defaults
-   * to the wait plus a margin.
+   * Leases up to `maxJobs` jobs, waiting up to `waitMs` for work. Not retried (a lost
+   * reply would strand the jobs until their leases expire). The deadline defaults to the
+   * wait plus a margin: the service config gives Lease no timeout.
    */
   async lease(queue: string, options: LeaseOptions = {}): Promise<LeasedJob[]> {
     // fromPartial: fields this client does not set keep their defaults.
@@ -360,8 +386,9 @@ export class JobwireClient {
       maxJobs: options.maxJobs ?? 1,
       workerId: options.workerId ?? "",
       wait: options.waitMs ? msToDuration(options.waitMs) : undefined,
+      maxResponseBytes: options.maxResponseBytes ?? 0,
     });
-    const res = await this.call(this.stub.lease, request, options, true, (options.waitMs ?? 0) + LEASE_DEADLINE_MARGIN_MS);
+    const res = await this.call(this.stub.lease, request, options, false, (options.waitMs ?? 0) + LEASE_DEADLINE_MARGIN_MS);
     return res.jobs;
   }
 
@@ -377,14 +404,13 @@ export class JobwireClient {
         progress: p ? { percent: p.percent, message: p.message ?? "", details: p.details } : undefined,
       },
       options,
-      true,
     );
   }
 
   /** Finishes a leased job with a result. Throws LeaseLostError when the lease is gone. */
   async complete(jobId: string, leaseToken: string, result?: Payload, options: CompleteOptions = {}): Promise<void> {
     const encoded = result === undefined ? { data: Buffer.alloc(0), contentType: options.contentType ?? "" } : encodeValue(result, options.contentType);
-    await this.call(this.stub.complete, { jobId, leaseToken, result: encoded.data, resultContentType: encoded.contentType }, options, false);
+    await this.call(this.stub.complete, { jobId, leaseToken, result: encoded.data, resultContentType: encoded.contentType }, options);
   }
 
   /** Reports a failed attempt: the job retries after its backoff, or goes dead. */
@@ -403,7 +429,6 @@ export class JobwireClient {
         release: options.release ?? false,
       },
       options,
-      false,
     );
   }
 }

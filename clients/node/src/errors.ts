@@ -1,9 +1,14 @@
 // Typed errors: the one place where a gRPC status and its google.rpc details
-// (from the `grpc-status-details-bin` trailer) become a JobwireError subclass.
+// (from the `grpc-status-details-bin` trailer) become a JobwireError subclass. The class
+// comes from the reason (the generated ErrorReason) first, then from the gRPC code.
 
 import { Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
 import { BadRequest, ErrorInfo, PreconditionFailure, RetryInfo } from "nice-grpc-error-details";
 import { Status } from "nice-grpc-error-details/lib/proto/google/rpc/status.js";
+import { ErrorReason, errorReasonFromJSON } from "./gen/jobwire/v1/error_reason.js";
+
+/** `google.rpc.ErrorInfo.domain` of the broker's errors; reasons of other domains are not read. */
+export const ERROR_DOMAIN = "jobwire.dev";
 
 /** One invalid field of a request, from `google.rpc.BadRequest`. */
 export interface FieldViolation {
@@ -22,8 +27,8 @@ export interface PreconditionViolation {
 export interface JobwireErrorInit {
   /** The gRPC status code. */
   code?: Code;
-  /** Stable machine-readable reason from `google.rpc.ErrorInfo` (e.g. `LEASE_LOST`). */
-  reason?: string;
+  /** The broker's reason, from `google.rpc.ErrorInfo`. */
+  reason?: ErrorReason;
   fieldViolations?: readonly FieldViolation[];
   preconditionViolations?: readonly PreconditionViolation[];
   /** Server-suggested delay before retrying, from `google.rpc.RetryInfo`. */
@@ -38,8 +43,13 @@ export class JobwireError extends Error {
   override name = "JobwireError";
   /** The gRPC status code (`status.UNKNOWN` when the error did not come from a call). */
   readonly code: Code;
-  /** `google.rpc.ErrorInfo.reason`, or "" when the broker sent none. */
-  readonly reason: string;
+  /**
+   * The broker's reason (`google.rpc.ErrorInfo.reason`), or `ERROR_REASON_UNSPECIFIED`
+   * when the status carried none, or one this client does not know.
+   */
+  readonly reason: ErrorReason;
+  /** Each bad field of an INVALID_ARGUMENT, in the broker's order; empty otherwise. */
+  readonly fieldViolations: readonly FieldViolation[];
   readonly preconditionViolations: readonly PreconditionViolation[];
   readonly retryDelayMs: number | undefined;
   readonly metadata: Metadata;
@@ -47,26 +57,23 @@ export class JobwireError extends Error {
   constructor(message: string, init: JobwireErrorInit = {}) {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
     this.code = init.code ?? Code.UNKNOWN;
-    this.reason = init.reason ?? "";
+    this.reason = init.reason ?? ErrorReason.ERROR_REASON_UNSPECIFIED;
+    this.fieldViolations = init.fieldViolations ?? [];
     this.preconditionViolations = init.preconditionViolations ?? [];
     this.retryDelayMs = init.retryDelayMs;
     this.metadata = init.metadata ?? new Metadata();
   }
 }
 
-/** `INVALID_ARGUMENT`: the request was rejected whole; nothing was written. Do not retry as is. */
+/** `INVALID_ARGUMENT` (reasons `INVALID_ARGUMENT`, `PAYLOAD_TOO_LARGE`): nothing was written. Do not retry as is. */
 export class InvalidArgumentError extends JobwireError {
   override name = "InvalidArgumentError";
-  /** Each bad field, named as in the request (`queue`, `job.priority`, `jobs[1].payload`). */
-  readonly fieldViolations: readonly FieldViolation[];
-
   constructor(message: string, init: JobwireErrorInit = {}) {
     super(message, { code: Code.INVALID_ARGUMENT, ...init });
-    this.fieldViolations = init.fieldViolations ?? [];
   }
 }
 
-/** `NOT_FOUND`: the job never existed or was removed by retention. */
+/** `NOT_FOUND` (`JOB_NOT_FOUND`): the job never existed or was removed by retention. */
 export class NotFoundError extends JobwireError {
   override name = "NotFoundError";
   constructor(message: string, init: JobwireErrorInit = {}) {
@@ -83,22 +90,33 @@ export class FailedPreconditionError extends JobwireError {
 }
 
 /**
- * The lease is gone (expired, taken over, or the job already finished): stop working on
- * the job and drop its result. Reason `LEASE_LOST`.
+ * `LEASE_LOST`: the lease is gone (expired, taken over, or the job already finished): stop
+ * working on the job and drop its result.
  */
 export class LeaseLostError extends FailedPreconditionError {
   override name = "LeaseLostError";
   constructor(message: string, init: JobwireErrorInit = {}) {
-    super(message, { reason: "LEASE_LOST", ...init });
+    super(message, { reason: ErrorReason.LEASE_LOST, ...init });
   }
 }
 
-/** CancelJob on a completed or dead job. Reason `JOB_FINISHED`. */
+/** `JOB_FINISHED`: CancelJob on a completed or dead job. */
 export class JobFinishedError extends FailedPreconditionError {
   override name = "JobFinishedError";
+  constructor(message: string, init: JobwireErrorInit = {}) {
+    super(message, { reason: ErrorReason.JOB_FINISHED, ...init });
+  }
 }
 
-/** `UNAVAILABLE`: the broker (or its store) cannot be reached; retry with backoff. */
+/** `RESOURCE_EXHAUSTED` (`JOB_TOO_LARGE`): a limit was hit; retrying as is fails the same way. */
+export class ResourceExhaustedError extends JobwireError {
+  override name = "ResourceExhaustedError";
+  constructor(message: string, init: JobwireErrorInit = {}) {
+    super(message, { code: Code.RESOURCE_EXHAUSTED, ...init });
+  }
+}
+
+/** `UNAVAILABLE` (`STORE_UNAVAILABLE`, `SHUTTING_DOWN`): retry with backoff, after `retryDelayMs` if set. */
 export class UnavailableError extends JobwireError {
   override name = "UnavailableError";
   constructor(message: string, init: JobwireErrorInit = {}) {
@@ -106,11 +124,27 @@ export class UnavailableError extends JobwireError {
   }
 }
 
-/** `RESOURCE_EXHAUSTED`: a limit was hit; retry later. */
-export class ResourceExhaustedError extends JobwireError {
-  override name = "ResourceExhaustedError";
+/** `UNAUTHENTICATED`: the call has no valid credentials. */
+export class UnauthenticatedError extends JobwireError {
+  override name = "UnauthenticatedError";
   constructor(message: string, init: JobwireErrorInit = {}) {
-    super(message, { code: Code.RESOURCE_EXHAUSTED, ...init });
+    super(message, { code: Code.UNAUTHENTICATED, ...init });
+  }
+}
+
+/** `PERMISSION_DENIED`: the caller may not do this. */
+export class PermissionDeniedError extends JobwireError {
+  override name = "PermissionDeniedError";
+  constructor(message: string, init: JobwireErrorInit = {}) {
+    super(message, { code: Code.PERMISSION_DENIED, ...init });
+  }
+}
+
+/** `INTERNAL`: a bug in the broker. */
+export class InternalError extends JobwireError {
+  override name = "InternalError";
+  constructor(message: string, init: JobwireErrorInit = {}) {
+    super(message, { code: Code.INTERNAL, ...init });
   }
 }
 
@@ -122,10 +156,49 @@ export class DeadlineExceededError extends JobwireError {
   }
 }
 
+type ErrorClass = new (message: string, init?: JobwireErrorInit) => JobwireError;
+
+/**
+ * The class of each reason. Keyed by the generated enum; a test checks that every value
+ * but `ERROR_REASON_UNSPECIFIED` (which falls back to the code) is here.
+ */
+export const CLASS_BY_REASON: ReadonlyMap<ErrorReason, ErrorClass> = new Map<ErrorReason, ErrorClass>([
+  [ErrorReason.INVALID_ARGUMENT, InvalidArgumentError],
+  [ErrorReason.PAYLOAD_TOO_LARGE, InvalidArgumentError],
+  [ErrorReason.JOB_NOT_FOUND, NotFoundError],
+  [ErrorReason.LEASE_LOST, LeaseLostError],
+  [ErrorReason.JOB_FINISHED, JobFinishedError],
+  [ErrorReason.JOB_TOO_LARGE, ResourceExhaustedError],
+  [ErrorReason.STORE_UNAVAILABLE, UnavailableError],
+  [ErrorReason.SHUTTING_DOWN, UnavailableError],
+  [ErrorReason.INTERNAL, InternalError],
+  [ErrorReason.UNAUTHENTICATED, UnauthenticatedError],
+  [ErrorReason.PERMISSION_DENIED, PermissionDeniedError],
+]);
+
+/** The class of a status whose reason is unspecified or unknown. */
+const CLASS_BY_CODE: ReadonlyMap<Code, ErrorClass> = new Map<Code, ErrorClass>([
+  [Code.INVALID_ARGUMENT, InvalidArgumentError],
+  [Code.NOT_FOUND, NotFoundError],
+  [Code.FAILED_PRECONDITION, FailedPreconditionError],
+  [Code.RESOURCE_EXHAUSTED, ResourceExhaustedError],
+  [Code.UNAVAILABLE, UnavailableError],
+  [Code.UNAUTHENTICATED, UnauthenticatedError],
+  [Code.PERMISSION_DENIED, PermissionDeniedError],
+  [Code.INTERNAL, InternalError],
+  [Code.DEADLINE_EXCEEDED, DeadlineExceededError],
+]);
+
+/** The generated enum value of a reason string; unknown strings are unspecified. */
+export function parseReason(reason: string): ErrorReason {
+  const value = errorReasonFromJSON(reason);
+  return value === ErrorReason.UNRECOGNIZED ? ErrorReason.ERROR_REASON_UNSPECIFIED : value;
+}
+
 const TYPE_PREFIX = "type.googleapis.com/";
 
 interface Details {
-  reason?: string;
+  reason: ErrorReason;
   fieldViolations: FieldViolation[];
   preconditionViolations: PreconditionViolation[];
   retryDelayMs?: number;
@@ -133,7 +206,7 @@ interface Details {
 
 /** Decodes the google.rpc.Status carried in the `grpc-status-details-bin` trailer. */
 function decodeDetails(metadata: Metadata): Details {
-  const out: Details = { fieldViolations: [], preconditionViolations: [] };
+  const out: Details = { reason: ErrorReason.ERROR_REASON_UNSPECIFIED, fieldViolations: [], preconditionViolations: [] };
   const [raw] = metadata.get("grpc-status-details-bin");
   if (!(raw instanceof Uint8Array)) return out;
   let status: Status;
@@ -145,9 +218,11 @@ function decodeDetails(metadata: Metadata): Details {
   for (const any of status.details) {
     const type = any.typeUrl.startsWith(TYPE_PREFIX) ? any.typeUrl.slice(TYPE_PREFIX.length) : any.typeUrl;
     switch (type) {
-      case ErrorInfo.$type:
-        out.reason = ErrorInfo.decode(any.value).reason;
+      case ErrorInfo.$type: {
+        const info = ErrorInfo.decode(any.value);
+        if (info.domain === ERROR_DOMAIN) out.reason = parseReason(info.reason);
         break;
+      }
       case BadRequest.$type:
         for (const v of BadRequest.decode(any.value).fieldViolations) {
           out.fieldViolations.push({ field: v.field, description: v.description });
@@ -181,30 +256,13 @@ export function fromGrpcError(err: unknown): JobwireError {
   const d = decodeDetails(err.metadata);
   const init: JobwireErrorInit = {
     code: err.code,
-    reason: d.reason ?? "",
+    reason: d.reason,
     fieldViolations: d.fieldViolations,
     preconditionViolations: d.preconditionViolations,
     metadata: err.metadata,
     cause: err,
   };
   if (d.retryDelayMs !== undefined) init.retryDelayMs = d.retryDelayMs;
-  const message = err.details || err.message;
-  switch (err.code) {
-    case Code.INVALID_ARGUMENT:
-      return new InvalidArgumentError(message, init);
-    case Code.NOT_FOUND:
-      return new NotFoundError(message, init);
-    case Code.FAILED_PRECONDITION:
-      if (d.reason === "LEASE_LOST") return new LeaseLostError(message, init);
-      if (d.reason === "JOB_FINISHED") return new JobFinishedError(message, init);
-      return new FailedPreconditionError(message, init);
-    case Code.UNAVAILABLE:
-      return new UnavailableError(message, init);
-    case Code.RESOURCE_EXHAUSTED:
-      return new ResourceExhaustedError(message, init);
-    case Code.DEADLINE_EXCEEDED:
-      return new DeadlineExceededError(message, init);
-    default:
-      return new JobwireError(message, init);
-  }
+  const cls = CLASS_BY_REASON.get(d.reason) ?? CLASS_BY_CODE.get(err.code) ?? JobwireError;
+  return new cls(err.details || err.message, init);
 }

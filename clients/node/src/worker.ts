@@ -27,7 +27,8 @@ import { JobwireClient, type JobwireClientOptions, type Payload, type ProgressUp
 import { InvalidArgumentError, LeaseLostError, NotFoundError, UnavailableError } from "./errors.js";
 import type { LeasedJob } from "./gen/jobwire/v1/broker_service.js";
 import type { Job, TraceContext } from "./gen/jobwire/v1/job.js";
-import { backoffMs, DEFAULT_RETRY, sleep } from "./internal/call.js";
+import { sleep } from "./internal/call.js";
+import { backoffMs, methodPolicy, type RetryPolicy } from "./service-config.js";
 import { durationToMs, encodeValue } from "./internal/convert.js";
 import { extractTraceContext } from "./tracing.js";
 import { VERSION } from "./version.js";
@@ -178,7 +179,8 @@ export type WorkerEvents = {
 };
 
 const MIN_HEARTBEAT_INTERVAL_MS = 100;
-const SETTLE_ATTEMPTS = 5;
+/** When a policy-less service config leaves the worker's own retries without one. */
+const NO_RETRY: RetryPolicy = { maxAttempts: 1, initialBackoffMs: 1000, maxBackoffMs: 1000, multiplier: 1, retryableCodes: [] };
 
 /** Runs handlers for jobs of one or more queues. */
 export class Worker extends EventEmitter<WorkerEvents> {
@@ -188,6 +190,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly graceMs: number;
   /** @internal */
   readonly tracer: Tracer;
+  /**
+   * @internal The service config's retry policy of GetJob, for the worker's own retries:
+   * settling an attempt after UNAVAILABLE, and the pause of a leasing loop after an error.
+   */
+  readonly retryPolicy: RetryPolicy;
   private readonly runners: QueueRunner[] = [];
   /** Aborted when close() begins: cancels long-polls and backoff sleeps. */
   private readonly stopping = new AbortController();
@@ -203,6 +210,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.graceMs = options.graceMs ?? 10_000;
     this.tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer("@jobwire/client", VERSION);
+    this.retryPolicy = methodPolicy(this.client.serviceConfig, "GetJob").retry ?? NO_RETRY;
   }
 
   /** Registers a handler for a queue. Call before or after run(). */
@@ -350,7 +358,7 @@ class QueueRunner {
         }
         worker.reportError(err);
         failures++;
-        await sleep(backoffMs(DEFAULT_RETRY, Math.min(failures, 8)), worker.stopSignal).catch(() => {});
+        await sleep(backoffMs(worker.retryPolicy, failures), worker.stopSignal).catch(() => {});
         continue;
       }
       failures = 0;
@@ -565,12 +573,13 @@ class ActiveJob {
         await send();
         return { sent: true };
       } catch (err) {
-        const retry = err instanceof UnavailableError && attempt < SETTLE_ATTEMPTS && Date.now() < this.localExpiry;
+        const policy = this.runner.worker.retryPolicy;
+        const retry = err instanceof UnavailableError && attempt < policy.maxAttempts && Date.now() < this.localExpiry;
         if (!retry) {
           this.runner.worker.reportError(err, this.job);
           return { sent: false, error: err };
         }
-        await sleep(backoffMs(DEFAULT_RETRY, attempt));
+        await sleep(backoffMs(policy, attempt, err.retryDelayMs));
       }
     }
   }

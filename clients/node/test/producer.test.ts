@@ -2,8 +2,9 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { EventKind, JobState, JobwireClient, NotFoundError, type JobEvent } from "../src/index.js";
+import { DEFAULT_SERVICE_CONFIG, ErrorReason, EventKind, JobState, JobwireClient, NotFoundError, type JobEvent } from "../src/index.js";
 import { startBroker, uniqueQueue, type Broker } from "./broker.js";
+import { withBackoff } from "./config.js";
 
 describe("JobwireClient producer", () => {
   let broker: Broker;
@@ -94,7 +95,7 @@ describe("JobwireClient producer", () => {
   it("throws NotFoundError for an unknown job", async () => {
     await assert.rejects(client.getJob(`${uniqueQueue("nf")}:999`), (err: unknown) => {
       assert.ok(err instanceof NotFoundError);
-      assert.equal(err.reason, "JOB_NOT_FOUND");
+      assert.equal(err.reason, ErrorReason.JOB_NOT_FOUND);
       return true;
     });
   });
@@ -152,7 +153,9 @@ describe("JobwireClient producer", () => {
 describe("JobwireClient watch across a broker restart", () => {
   it("resumes from the last event id after the stream drops", async () => {
     let broker = await startBroker();
-    const client = new JobwireClient(broker.target, { retry: { maxAttempts: 30, initialBackoffMs: 100, maxBackoffMs: 500 } });
+    // Patient retries (about 12 s of backoff), so the watch and the calls below outlast
+    // the restart: the same service config with slower retry policies.
+    const client = new JobwireClient(broker.target, { serviceConfig: withBackoff(DEFAULT_SERVICE_CONFIG, "1s", "5s") });
     try {
       const queue = uniqueQueue("resume");
       const { jobId } = await client.enqueue(queue, "x");

@@ -39,8 +39,8 @@ async fn main() -> Result<(), Error> {
         .enqueue("emails", Vec::new(), EnqueueOptions::new().priority(5000))
         .await
     {
-        Err(Error::InvalidArgument { violations, .. }) => {
-            for v in violations {
+        Err(Error::InvalidArgument(details)) => {
+            for v in details.field_violations {
                 println!("rejected: {} {}", v.field, v.description);
             }
         }

@@ -1,21 +1,22 @@
-//! The producer client: deadlines, retries of idempotent calls, error mapping, tracing.
+//! The producer client: the service config's retries and timeouts, error mapping, tracing.
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
 use crate::error::Error;
 use crate::options::EnqueueOptions;
 use crate::proto::v1::broker_service_client::BrokerServiceClient;
 use crate::proto::v1::{CancelJobRequest, EnqueueRequest, GetJobRequest, Job, JobState};
+use crate::service_config::{MethodPolicy, ServiceConfig};
 use crate::trace;
 
-/// Deadline of each call unless [`ClientBuilder::deadline`] sets another.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// How long connecting may take before a call fails with `UNAVAILABLE` (and is retried if
+/// its method is).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest message a client sends or receives unless [`ClientBuilder::max_message_bytes`]
 /// sets another: 64 MiB, as in the Python SDK (tonic's own decoding limit is 4 MiB). A
@@ -36,50 +37,42 @@ pub struct Enqueued {
 /// A producer's connection to a Jobwire broker. Cheap to clone; clones share the
 /// connection.
 ///
-/// Every call has a deadline (10 s by default). Calls that are safe to repeat
-/// ([`get_job`](Client::get_job), [`cancel`](Client::cancel), and
-/// [`enqueue`](Client::enqueue) with an idempotency key) are retried on `UNAVAILABLE` with
-/// exponential backoff and jitter, honouring the broker's `RetryInfo`.
+/// Retries and timeouts come from the gRPC service config shipped with the protos
+/// ([`ServiceConfig::shipped`]), which tonic does not read, so the client applies it:
+/// [`get_job`](Client::get_job) and [`cancel`](Client::cancel) are retried on
+/// `UNAVAILABLE` and time out after 10 s, as every unary call does;
+/// [`enqueue`](Client::enqueue) is not retried by the config (a retry could create a second
+/// job) but by the client, with GetJob's policy, when it has an idempotency key. Calls
+/// through [`raw`](Client::raw) get neither.
 #[derive(Debug, Clone)]
 pub struct Client {
     stub: BrokerServiceClient<Channel>,
-    deadline: Duration,
-    retry: Retry,
+    deadline: Option<Duration>,
+    config: Arc<ServiceConfig>,
     max_message_bytes: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Retry {
-    max_retries: u32,
-    initial: Duration,
-    max: Duration,
 }
 
 /// Configures a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     target: String,
-    deadline: Duration,
-    retry: Retry,
+    deadline: Option<Duration>,
+    config: Option<ServiceConfig>,
     max_message_bytes: usize,
 }
 
 impl ClientBuilder {
-    /// Deadline of each call (each retry gets a fresh one). Default 10 s.
+    /// A deadline for each call, retries included. Default: none but the service config's
+    /// timeout (10 s), which applies too, so only a shorter one changes anything.
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
+        self.deadline = Some(deadline);
         self
     }
 
-    /// How often an idempotent call is retried on `UNAVAILABLE` (default 4; 0 turns
-    /// retries off), and the backoff between retries: exponential from `initial` up to
-    /// `max`, with jitter (defaults 100 ms and 5 s).
-    pub fn retries(mut self, max_retries: u32, initial: Duration, max: Duration) -> Self {
-        self.retry = Retry {
-            max_retries,
-            initial,
-            max,
-        };
+    /// The retry policy and timeout of each RPC. Default: [`ServiceConfig::shipped`], the
+    /// file shipped with the protos; [`ServiceConfig::from_json`] reads another.
+    pub fn service_config(mut self, config: ServiceConfig) -> Self {
+        self.config = Some(config);
         self
     }
 
@@ -112,7 +105,7 @@ impl ClientBuilder {
                 .max_decoding_message_size(self.max_message_bytes)
                 .max_encoding_message_size(self.max_message_bytes),
             deadline: self.deadline,
-            retry: self.retry,
+            config: Arc::new(self.config.unwrap_or_else(ServiceConfig::shipped)),
             max_message_bytes: self.max_message_bytes,
         }
     }
@@ -123,13 +116,14 @@ impl ClientBuilder {
         } else {
             format!("http://{}", self.target)
         };
-        Ok(Endpoint::from_shared(uri)?.connect_timeout(self.deadline))
+        Ok(Endpoint::from_shared(uri)?.connect_timeout(CONNECT_TIMEOUT))
     }
 }
 
 impl Client {
     /// Connects to the broker at `target`: `host:port`, or a URI such as
-    /// `http://jobwire.internal:50051`, with the default deadline and retries.
+    /// `http://jobwire.internal:50051`, retrying and timing out calls by the shipped service
+    /// config.
     pub async fn connect(target: impl Into<String>) -> Result<Self, Error> {
         Self::builder(target).connect().await
     }
@@ -138,12 +132,8 @@ impl Client {
     pub fn builder(target: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             target: target.into(),
-            deadline: DEFAULT_DEADLINE,
-            retry: Retry {
-                max_retries: 4,
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(5),
-            },
+            deadline: None,
+            config: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
@@ -176,17 +166,22 @@ impl Client {
         // it does for a reply over the limit.
         let len = prost::Message::encoded_len(&request);
         if len > self.max_message_bytes {
-            return Err(Error::Other(Status::out_of_range(format!(
+            return Err(Error::from(Status::out_of_range(format!(
                 "Error, encoded message length too large: found {len} bytes, the limit is: {} bytes",
                 self.max_message_bytes
             ))));
         }
-        let response = self
-            .call(idempotent, |mut stub, deadline| {
-                let request = with_deadline(request.clone(), deadline);
+        let once = || {
+            self.call("Enqueue", |mut stub, timeout| {
+                let request = with_timeout(request.clone(), timeout);
                 async move { stub.enqueue(request).await }
             })
-            .await?;
+        };
+        let response = if idempotent {
+            self.retrying(once).await?
+        } else {
+            once().await?
+        };
         Ok(Enqueued {
             state: response.state(),
             job_id: response.job_id,
@@ -201,26 +196,26 @@ impl Client {
             job_id: job_id.to_owned(),
         };
         let response = self
-            .call(true, |mut stub, deadline| {
-                let request = with_deadline(request.clone(), deadline);
+            .call("GetJob", |mut stub, timeout| {
+                let request = with_timeout(request.clone(), timeout);
                 async move { stub.get_job(request).await }
             })
             .await?;
         response
             .job
-            .ok_or_else(|| Error::Other(Status::internal("GetJob returned no job")))
+            .ok_or_else(|| Error::from(Status::internal("GetJob returned no job")))
     }
 
     /// Cancels a job: at once when scheduled or ready (`Cancelled`); an active job is
     /// flagged and its worker stops at its next heartbeat (`Active`). Cancelling twice is
-    /// harmless, so the call is retried like [`get_job`](Client::get_job).
+    /// harmless, so the service config retries it like [`get_job`](Client::get_job).
     pub async fn cancel(&self, job_id: &str) -> Result<JobState, Error> {
         let request = CancelJobRequest {
             job_id: job_id.to_owned(),
         };
         let response = self
-            .call(true, |mut stub, deadline| {
-                let request = with_deadline(request.clone(), deadline);
+            .call("CancelJob", |mut stub, timeout| {
+                let request = with_timeout(request.clone(), timeout);
                 async move { stub.cancel_job(request).await }
             })
             .await?;
@@ -238,51 +233,99 @@ impl Client {
         self.max_message_bytes
     }
 
-    async fn call<T, F, Fut>(&self, idempotent: bool, rpc: F) -> Result<T, Error>
+    /// The service config this client follows.
+    pub fn service_config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// One call of `method`, retried and timed out as the service config says: attempts go
+    /// on while the code is retryable and attempts remain, `backoff` apart, all within the
+    /// method's timeout (and the builder's deadline). `rpc` gets the time left, for the
+    /// request's `grpc-timeout`.
+    async fn call<T, F, Fut>(&self, method: &str, rpc: F) -> Result<T, Error>
     where
-        F: Fn(BrokerServiceClient<Channel>, Duration) -> Fut,
+        F: Fn(BrokerServiceClient<Channel>, Option<Duration>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let mut retry = 0;
+        let MethodPolicy { timeout, retry } = self.config.method(method);
+        let limit = match (*timeout, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let end = limit.map(|limit| Instant::now() + limit);
+        let left = || end.map(|end| end.saturating_duration_since(Instant::now()));
+        let late = || Status::deadline_exceeded("the call's deadline passed");
+        let mut attempt = 1;
         loop {
-            let attempt =
-                tokio::time::timeout(self.deadline, rpc(self.stub.clone(), self.deadline));
-            let status = match attempt.await {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) => status,
-                Err(_) => Status::deadline_exceeded("the call's deadline passed"),
-            };
-            let error = Error::from(status);
-            match &error {
-                Error::Unavailable { retry_delay, .. }
-                    if idempotent && retry < self.retry.max_retries =>
-                {
-                    tokio::time::sleep(self.pause(retry, *retry_delay)).await;
-                    retry += 1;
+            let status = match left() {
+                Some(left) if left.is_zero() => late(),
+                Some(left) => {
+                    match tokio::time::timeout(left, rpc(self.stub.clone(), Some(left))).await {
+                        Ok(Ok(response)) => return Ok(response.into_inner()),
+                        Ok(Err(status)) => status,
+                        Err(_) => late(),
+                    }
                 }
-                _ => return Err(error),
+                None => match rpc(self.stub.clone(), None).await {
+                    Ok(response) => return Ok(response.into_inner()),
+                    Err(status) => status,
+                },
+            };
+            // tonic ends a call whose grpc-timeout passed with CANCELLED ("Timeout
+            // expired"), racing the timer above: that is this call's deadline too.
+            let status = if status.code() == Code::Cancelled
+                && left().is_some_and(|left| left < Duration::from_millis(20))
+            {
+                late()
+            } else {
+                status
+            };
+            let Some(retry) = retry
+                .as_ref()
+                .filter(|r| r.retries(status.code()) && attempt < r.max_attempts)
+            else {
+                return Err(Error::from(status));
+            };
+            // gRPC's retries do not read RetryInfo; those the client makes itself do.
+            let pause = retry.backoff(attempt, None);
+            if left().is_some_and(|left| left <= pause) {
+                return Err(Error::from(status));
             }
+            tokio::time::sleep(pause).await;
+            attempt += 1;
         }
     }
 
-    /// Exponential backoff with jitter (half to all of the step), at least the broker's hint.
-    fn pause(&self, retry: u32, hint: Option<Duration>) -> Duration {
-        let step = self
-            .retry
-            .initial
-            .saturating_mul(1 << retry.min(20))
-            .min(self.retry.max);
-        let fraction = (RandomState::new().build_hasher().finish() % 1000) as f64 / 1000.0;
-        let pause = step.mul_f64(0.5 + fraction / 2.0);
-        match hint {
-            Some(hint) => pause.max(hint.min(self.retry.max)),
-            None => pause,
+    /// Retries a call the service config does not retry but the caller made safe to repeat
+    /// (an enqueue with an idempotency key), with the config's policy of GetJob, honouring
+    /// the broker's `RetryInfo`. Each attempt is a whole [`call`](Client::call).
+    async fn retrying<T, F, Fut>(&self, once: F) -> Result<T, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let retry = self.config.method("GetJob").retry.as_ref();
+        let mut attempt = 1;
+        loop {
+            let err = match once().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            match retry {
+                Some(retry) if retry.retries(err.code()) && attempt < retry.max_attempts => {
+                    tokio::time::sleep(retry.backoff(attempt, err.retry_delay())).await;
+                    attempt += 1;
+                }
+                _ => return Err(err),
+            }
         }
     }
 }
 
-fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
+fn with_timeout<T>(message: T, timeout: Option<Duration>) -> Request<T> {
     let mut request = Request::new(message);
-    request.set_timeout(deadline);
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
     request
 }

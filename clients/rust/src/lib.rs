@@ -15,13 +15,16 @@
 //! # }
 //! ```
 //!
-//! Errors are [`Error`] values, one variant per case a caller acts on. The wire types are
+//! Errors are [`Error`] values, one variant per error class, chosen from the broker's
+//! [`ErrorReason`] first, then from the gRPC code. Retries and timeouts follow the gRPC
+//! service config shipped with the protos ([`ServiceConfig`]). The wire types are
 //! the generated [`proto::v1`] messages, re-exported at the crate root where a caller
 //! meets them.
 
 mod client;
 mod error;
 mod options;
+mod service_config;
 mod trace;
 
 /// The `jobwire.v1` messages and gRPC stub, generated at build time from `protos/`.
@@ -33,7 +36,8 @@ pub mod proto {
     }
 }
 
-pub use client::{Client, ClientBuilder, Enqueued, DEFAULT_DEADLINE, DEFAULT_MAX_MESSAGE_BYTES};
-pub use error::{Error, FieldViolation};
+pub use client::{Client, ClientBuilder, Enqueued, CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES};
+pub use error::{Error, ErrorDetails, FieldViolation, ERROR_DOMAIN};
 pub use options::{Backoff, EnqueueOptions};
-pub use proto::v1::{Job, JobSpec, JobState, TraceContext};
+pub use proto::v1::{ErrorReason, Job, JobSpec, JobState, TraceContext};
+pub use service_config::{code_name, MethodPolicy, RetryPolicy, ServiceConfig, ServiceConfigError};

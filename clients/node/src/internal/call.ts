@@ -1,32 +1,22 @@
-// Promise wrappers around grpc-js calls: one deadline for the whole call (retries
-// included), AbortSignal support, and retry of UNAVAILABLE with jittered backoff.
+// Promise wrappers around grpc-js calls: AbortSignal support, an optional deadline, and
+// errors mapped to JobwireError. Retries and timeouts come from the service config,
+// which grpc-js applies below this; only calls gRPC must not retry but the caller made
+// safe to repeat (an enqueue with idempotency keys) are retried here.
 
 import { Metadata, type CallOptions as GrpcCallOptions, type ClientUnaryCall, type ServiceError } from "@grpc/grpc-js";
-import { fromGrpcError, JobwireError, UnavailableError } from "../errors.js";
+import { fromGrpcError, type JobwireError } from "../errors.js";
+import { backoffMs, type RetryPolicy } from "../service-config.js";
 
 /** Options every call takes. */
 export interface CallOptions {
   /** Aborting cancels the call; the promise then rejects with `signal.reason`. */
   signal?: AbortSignal | undefined;
-  /** Time budget for the whole call, retries included. Default: the client's. */
+  /**
+   * Time budget for the whole call, retries included. The service config's timeout
+   * (10 s for most calls) applies too: the earlier deadline wins.
+   */
   deadlineMs?: number | undefined;
 }
-
-/** How UNAVAILABLE is retried for calls that are safe to repeat. */
-export interface RetryPolicy {
-  /** Attempts in all, the first one included. */
-  maxAttempts: number;
-  initialBackoffMs: number;
-  maxBackoffMs: number;
-  multiplier: number;
-}
-
-export const DEFAULT_RETRY: RetryPolicy = {
-  maxAttempts: 5,
-  initialBackoffMs: 100,
-  maxBackoffMs: 5_000,
-  multiplier: 2,
-};
 
 export type UnaryMethod<Req, Res> = (
   request: Req,
@@ -34,12 +24,6 @@ export type UnaryMethod<Req, Res> = (
   options: Partial<GrpcCallOptions>,
   callback: (error: ServiceError | null, response: Res) => void,
 ) => ClientUnaryCall;
-
-/** Full-jitter exponential backoff before retry `attempt` (1-based). */
-export function backoffMs(policy: RetryPolicy, attempt: number): number {
-  const cap = Math.min(policy.maxBackoffMs, policy.initialBackoffMs * policy.multiplier ** (attempt - 1));
-  return cap / 2 + Math.random() * (cap / 2);
-}
 
 /** Resolves after `ms`, or rejects with `signal.reason` when aborted first. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -60,10 +44,11 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-function once<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, deadline: number, signal?: AbortSignal): Promise<Res> {
+function once<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, deadline: number | undefined, signal?: AbortSignal): Promise<Res> {
   return new Promise((resolve, reject) => {
     let onAbort: (() => void) | undefined;
-    const call = method(request, new Metadata(), { deadline: new Date(deadline) }, (err, response) => {
+    const options = deadline === undefined ? {} : { deadline: new Date(deadline) };
+    const call = method(request, new Metadata(), options, (err, response) => {
       if (onAbort) signal?.removeEventListener("abort", onAbort);
       if (err) reject(err);
       else resolve(response);
@@ -76,9 +61,10 @@ function once<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, deadline: n
 }
 
 export interface InvokeOptions {
-  deadlineMs: number;
-  /** Retry UNAVAILABLE: only for calls that are safe to repeat. */
-  retry: RetryPolicy | undefined;
+  /** Unset: only the service config's timeout. */
+  deadlineMs: number | undefined;
+  /** Retry here, with this policy (for calls the service config does not retry). */
+  retry?: RetryPolicy | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -86,7 +72,7 @@ export interface InvokeOptions {
 export async function invoke<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, opts: InvokeOptions): Promise<Res> {
   const { signal, retry } = opts;
   signal?.throwIfAborted();
-  const deadline = Date.now() + opts.deadlineMs;
+  const deadline = opts.deadlineMs === undefined ? undefined : Date.now() + opts.deadlineMs;
   for (let attempt = 1; ; attempt++) {
     let error: JobwireError;
     try {
@@ -95,9 +81,9 @@ export async function invoke<Req, Res>(method: UnaryMethod<Req, Res>, request: R
       if (signal?.aborted) throw signal.reason;
       error = fromGrpcError(err);
     }
-    if (!retry || !(error instanceof UnavailableError) || attempt >= retry.maxAttempts) throw error;
-    const delay = Math.max(error.retryDelayMs ?? 0, backoffMs(retry, attempt));
-    if (Date.now() + delay >= deadline) throw error;
+    if (!retry || !retry.retryableCodes.includes(error.code) || attempt >= retry.maxAttempts) throw error;
+    const delay = backoffMs(retry, attempt, error.retryDelayMs);
+    if (deadline !== undefined && Date.now() + delay >= deadline) throw error;
     await sleep(delay, signal);
   }
 }

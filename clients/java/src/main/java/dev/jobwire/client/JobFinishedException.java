@@ -1,15 +1,25 @@
 package dev.jobwire.client;
 
+import dev.jobwire.v1.ErrorReason;
 import io.grpc.Status;
+import java.time.Duration;
+import java.util.List;
 
 /**
- * {@code FAILED_PRECONDITION} with reason {@code JOB_FINISHED}: the job already completed or
- * went dead, so it can no longer be cancelled.
+ * {@code JOB_FINISHED}: the job already completed or went dead, so it can no longer be
+ * cancelled.
  */
-public class JobFinishedException extends JobwireException {
+public class JobFinishedException extends FailedPreconditionException {
   private static final long serialVersionUID = 1L;
 
-  public JobFinishedException(String message, Throwable cause) {
-    super(Status.Code.FAILED_PRECONDITION, "JOB_FINISHED", message, cause);
+  /** See {@link JobwireException#JobwireException}. */
+  public JobFinishedException(
+      Status.Code code,
+      ErrorReason reason,
+      String message,
+      Duration retryDelay,
+      List<FieldViolation> fieldViolations,
+      Throwable cause) {
+    super(code, reason, message, retryDelay, fieldViolations, cause);
   }
 }

@@ -1,12 +1,22 @@
 package dev.jobwire.client;
 
+import dev.jobwire.v1.ErrorReason;
 import io.grpc.Status;
+import java.time.Duration;
+import java.util.List;
 
-/** {@code NOT_FOUND}: the job never existed or was removed by retention. */
+/** {@code NOT_FOUND} ({@code JOB_NOT_FOUND}): the job never existed or was removed by retention. */
 public class JobNotFoundException extends JobwireException {
   private static final long serialVersionUID = 1L;
 
-  public JobNotFoundException(String reason, String message, Throwable cause) {
-    super(Status.Code.NOT_FOUND, reason, message, cause);
+  /** See {@link JobwireException#JobwireException}. */
+  public JobNotFoundException(
+      Status.Code code,
+      ErrorReason reason,
+      String message,
+      Duration retryDelay,
+      List<FieldViolation> fieldViolations,
+      Throwable cause) {
+    super(code, reason, message, retryDelay, fieldViolations, cause);
   }
 }

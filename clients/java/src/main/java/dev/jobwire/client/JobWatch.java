@@ -1,13 +1,17 @@
 package dev.jobwire.client;
 
 import dev.jobwire.v1.BrokerServiceGrpc.BrokerServiceBlockingStub;
+import dev.jobwire.v1.ErrorReason;
 import dev.jobwire.v1.JobState;
 import dev.jobwire.v1.StreamProgressRequest;
 import dev.jobwire.v1.StreamProgressResponse;
 import io.grpc.Context;
+import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import java.util.Iterator;
+import java.util.List;
 import java.util.NoSuchElementException;
+import java.util.Optional;
 import java.util.Spliterator;
 import java.util.Spliterators;
 import java.util.stream.Stream;
@@ -18,12 +22,13 @@ import java.util.stream.StreamSupport;
  * #hasNext()} until the next event. Ends after a terminal state (completed, dead,
  * cancelled). When the stream drops before that ({@code UNAVAILABLE}, or a broker replica
  * shutting down), it is reopened after the last event id seen, so no event is lost or
- * repeated. Not thread-safe.
+ * repeated, with the backoff of the service config's retry policy of StreamProgress, up to its
+ * {@code maxAttempts} failures in a row. Not thread-safe.
  */
 public final class JobWatch implements Iterator<StreamProgressResponse>, AutoCloseable {
   private final BrokerServiceBlockingStub stub;
   private final String jobId;
-  private final RetryPolicy retryPolicy;
+  private final RetryPolicy retryPolicy; // null: never reopened
   private String lastEventId;
   private Context.CancellableContext call;
   private Iterator<StreamProgressResponse> events;
@@ -35,11 +40,11 @@ public final class JobWatch implements Iterator<StreamProgressResponse>, AutoClo
       BrokerServiceBlockingStub stub,
       String jobId,
       String afterEventId,
-      RetryPolicy retryPolicy) {
+      Optional<RetryPolicy> retryPolicy) {
     this.stub = stub;
     this.jobId = jobId;
     this.lastEventId = afterEventId;
-    this.retryPolicy = retryPolicy;
+    this.retryPolicy = retryPolicy.orElse(null);
   }
 
   /** The id of the last event returned; pass it to {@code watch(jobId, id)} to resume. */
@@ -121,14 +126,20 @@ public final class JobWatch implements Iterator<StreamProgressResponse>, AutoClo
         e != null
             ? Errors.map(e)
             : new JobwireUnavailableException(
-                "", "the broker ended the event stream before the job finished", null, null);
-    if (!(failure instanceof JobwireUnavailableException unavailable)
-        || failures >= retryPolicy.maxRetries()) {
+                Status.Code.UNAVAILABLE,
+                ErrorReason.ERROR_REASON_UNSPECIFIED,
+                "the broker ended the event stream before the job finished",
+                null,
+                List.of(),
+                null);
+    failures++;
+    if (retryPolicy == null
+        || !retryPolicy.retries(failure.code())
+        || failures >= retryPolicy.maxAttempts()) {
       finished = true;
       throw failure;
     }
-    RetryPolicy.sleep(retryPolicy.pause(failures, unavailable.retryDelay().orElse(null)), failure);
-    failures++;
+    RetryPolicy.sleep(retryPolicy.pause(failures, failure.retryDelay().orElse(null)), failure);
   }
 
   private void cancelCall() {

@@ -39,10 +39,12 @@ import java.util.function.Function;
  * }
  * }</pre>
  *
- * <p>Every unary call has a deadline (10 s by default). Calls that are safe to repeat
- * ({@link #getJob}, {@link #cancel}, and {@link #enqueue} with an idempotency key) are retried
- * on {@code UNAVAILABLE} with exponential backoff and jitter, honouring the broker's {@code
- * RetryInfo}; everything else fails at once with a {@link JobwireException}.
+ * <p>Retries and timeouts come from the gRPC service config shipped with the protos ({@link
+ * #defaultServiceConfig()}, {@code protos/jobwire/v1/service_config.json}), which the channel
+ * applies: {@link #getJob} and {@link #cancel} are retried on {@code UNAVAILABLE} and time out
+ * after 10 s, like every unary call; {@link #enqueue} is not retried by gRPC (a retry could
+ * create a second job) but by the client itself, with GetJob's policy, when it has an
+ * idempotency key. Failures arrive as {@link JobwireException}s ({@link Errors#map}).
  *
  * <p>When the caller's OpenTelemetry context ({@code Context.current()}) holds a span, {@link
  * #enqueue} stores its W3C trace context and the current baggage in the job, so the worker's
@@ -50,9 +52,6 @@ import java.util.function.Function;
  * the application made current is what travels.
  */
 public final class JobwireClient implements AutoCloseable {
-  /** Deadline of each unary call unless the builder sets another. */
-  public static final Duration DEFAULT_DEADLINE = Duration.ofSeconds(10);
-
   /**
    * Largest message sent or received unless the builder sets another: 64 MiB, as in the
    * Python SDK (gRPC-Java's own receive limit is 4 MiB). A job's payload and result are each
@@ -67,12 +66,13 @@ public final class JobwireClient implements AutoCloseable {
   private final ManagedChannel ownedChannel;
   private final Channel channel;
   private final BrokerServiceBlockingStub stub;
-  private final Duration deadline;
-  private final RetryPolicy retryPolicy;
+  private final Duration deadline; // null: the service config's timeouts only
+  private final Map<String, ?> serviceConfig;
   private final int maxMessageBytes;
 
   private JobwireClient(Builder b) {
     this.maxMessageBytes = b.maxMessageBytes;
+    this.serviceConfig = b.serviceConfig != null ? b.serviceConfig : ServiceConfig.shipped();
     if (b.channel != null) {
       this.ownedChannel = null;
       this.channel = b.channel;
@@ -81,13 +81,25 @@ public final class JobwireClient implements AutoCloseable {
           Grpc.newChannelBuilder(
                   b.target,
                   b.tls ? TlsChannelCredentials.create() : InsecureChannelCredentials.create())
+              .defaultServiceConfig(serviceConfig)
+              .enableRetry()
               .maxInboundMessageSize(maxMessageBytes)
               .build();
       this.channel = ownedChannel;
     }
     this.stub = newStub();
     this.deadline = b.deadline;
-    this.retryPolicy = new RetryPolicy(b.maxRetries, b.initialBackoff, b.maxBackoff);
+  }
+
+  /**
+   * The gRPC service config shipped with the protos: the retry policy and timeout of each
+   * RPC, as the maps, lists, strings and numbers {@code ManagedChannelBuilder
+   * .defaultServiceConfig} takes. A fresh copy each time: change it and pass it to {@link
+   * Builder#serviceConfig} to use another policy, or to the builder of a channel you make
+   * for {@link #builder(Channel)}.
+   */
+  public static Map<String, Object> defaultServiceConfig() {
+    return ServiceConfig.shipped();
   }
 
   /**
@@ -112,8 +124,9 @@ public final class JobwireClient implements AutoCloseable {
    * Adds a job to {@code queue}. Queues exist as soon as a job names them.
    *
    * @throws InvalidArgumentException a field is out of range; nothing was written
-   * @throws JobwireUnavailableException the broker or its store is unreachable (retried first
-   *     only when the options carry an idempotency key)
+   * @throws JobwireUnavailableException the broker or its store is unreachable (retried first,
+   *     with the service config's policy of GetJob, only when the options carry an
+   *     idempotency key)
    */
   public EnqueueResult enqueue(String queue, byte[] payload, EnqueueOptions options) {
     Objects.requireNonNull(queue, "queue");
@@ -125,8 +138,8 @@ public final class JobwireClient implements AutoCloseable {
       spec.setTraceContext(trace);
     }
     EnqueueRequest request = EnqueueRequest.newBuilder().setQueue(queue).setJob(spec).build();
-    boolean idempotent = !options.idempotencyKey().isEmpty();
-    EnqueueResponse response = call(idempotent, s -> s.enqueue(request));
+    boolean retryHere = !options.idempotencyKey().isEmpty();
+    EnqueueResponse response = call(retryHere, s -> s.enqueue(request));
     return new EnqueueResult(response.getJobId(), response.getDuplicate(), response.getState());
   }
 
@@ -137,20 +150,20 @@ public final class JobwireClient implements AutoCloseable {
    */
   public Job getJob(String jobId) {
     GetJobRequest request = GetJobRequest.newBuilder().setJobId(jobId).build();
-    return call(true, s -> s.getJob(request)).getJob();
+    return call(false, s -> s.getJob(request)).getJob();
   }
 
   /**
    * Cancels a job: at once when scheduled or ready ({@code CANCELLED}); an active job is
    * flagged and its worker stops at its next heartbeat ({@code ACTIVE}). Cancelling twice is
-   * harmless, so the call is retried like {@link #getJob}.
+   * harmless, so the service config retries it like {@link #getJob}.
    *
    * @throws JobFinishedException the job already completed or went dead
    * @throws JobNotFoundException the job is unknown
    */
   public JobState cancel(String jobId) {
     CancelJobRequest request = CancelJobRequest.newBuilder().setJobId(jobId).build();
-    return call(true, s -> s.cancelJob(request)).getState();
+    return call(false, s -> s.cancelJob(request)).getState();
   }
 
   /**
@@ -164,7 +177,13 @@ public final class JobwireClient implements AutoCloseable {
 
   /** Watches a job from just after {@code afterEventId} (an event id from an earlier watch). */
   public JobWatch watch(String jobId, String afterEventId) {
-    return new JobWatch(newStub(), jobId, afterEventId, retryPolicy);
+    return new JobWatch(
+        newStub(), jobId, afterEventId, ServiceConfig.retryPolicy(serviceConfig, "StreamProgress"));
+  }
+
+  /** The service config this client's channel and its own retries follow. */
+  public Map<String, ?> serviceConfig() {
+    return serviceConfig;
   }
 
   /**
@@ -205,19 +224,25 @@ public final class JobwireClient implements AutoCloseable {
     }
   }
 
-  private <T> T call(boolean idempotent, Function<BrokerServiceBlockingStub, T> rpc) {
-    for (int retry = 0; ; retry++) {
+  /**
+   * One unary call; gRPC retries and times it out as the service config says. {@code
+   * retryHere}: the config does not retry the method, but this call is safe to repeat (an
+   * enqueue with an idempotency key), so retry it here with the config's policy of GetJob.
+   */
+  private <T> T call(boolean retryHere, Function<BrokerServiceBlockingStub, T> rpc) {
+    RetryPolicy policy =
+        retryHere ? ServiceConfig.retryPolicy(serviceConfig, "GetJob").orElse(null) : null;
+    for (int attempt = 1; ; attempt++) {
       try {
-        return rpc.apply(stub.withDeadlineAfter(deadline.toNanos(), TimeUnit.NANOSECONDS));
+        BrokerServiceBlockingStub s =
+            deadline == null ? stub : stub.withDeadlineAfter(deadline.toNanos(), TimeUnit.NANOSECONDS);
+        return rpc.apply(s);
       } catch (StatusRuntimeException e) {
         JobwireException failure = Errors.map(e);
-        if (!idempotent
-            || !(failure instanceof JobwireUnavailableException unavailable)
-            || retry >= retryPolicy.maxRetries()) {
+        if (policy == null || !policy.retries(failure.code()) || attempt >= policy.maxAttempts()) {
           throw failure;
         }
-        RetryPolicy.sleep(
-            retryPolicy.pause(retry, unavailable.retryDelay().orElse(null)), failure);
+        RetryPolicy.sleep(policy.pause(attempt, failure.retryDelay().orElse(null)), failure);
       }
     }
   }
@@ -241,10 +266,8 @@ public final class JobwireClient implements AutoCloseable {
     private final String target;
     private final Channel channel;
     private boolean tls;
-    private Duration deadline = DEFAULT_DEADLINE;
-    private int maxRetries = 4;
-    private Duration initialBackoff = Duration.ofMillis(100);
-    private Duration maxBackoff = Duration.ofSeconds(5);
+    private Duration deadline;
+    private Map<String, ?> serviceConfig;
     private int maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
 
     private Builder(String target, Channel channel) {
@@ -258,7 +281,10 @@ public final class JobwireClient implements AutoCloseable {
       return this;
     }
 
-    /** Deadline of each unary call (each retry gets a fresh one). Default 10 s. */
+    /**
+     * A deadline for each unary call, retries included. Default: none but the service
+     * config's timeout (10 s), which applies too, so only a shorter one changes anything.
+     */
     public Builder deadline(Duration deadline) {
       if (deadline.isNegative() || deadline.isZero()) {
         throw new IllegalArgumentException("deadline must be positive");
@@ -268,17 +294,14 @@ public final class JobwireClient implements AutoCloseable {
     }
 
     /**
-     * How often an idempotent call is retried on {@code UNAVAILABLE} (default 4; 0 turns
-     * retries off), and the backoff between retries: exponential from {@code initial} up to
-     * {@code max}, with jitter (defaults 100 ms and 5 s).
+     * The retry policy and timeout of each RPC, in gRPC's service config format (as {@link
+     * JobwireClient#defaultServiceConfig()} returns it). Default: the file shipped with the
+     * protos. The channel {@link JobwireClient#builder(String)} makes retries and times out
+     * calls by it, and the client's own retries (an enqueue with an idempotency key, reopening
+     * a watch) read their policy from it.
      */
-    public Builder retries(int maxRetries, Duration initial, Duration max) {
-      if (maxRetries < 0) {
-        throw new IllegalArgumentException("maxRetries must be >= 0");
-      }
-      this.maxRetries = maxRetries;
-      this.initialBackoff = Objects.requireNonNull(initial);
-      this.maxBackoff = Objects.requireNonNull(max);
+    public Builder serviceConfig(Map<String, ?> serviceConfig) {
+      this.serviceConfig = Objects.requireNonNull(serviceConfig);
       return this;
     }
 
@@ -295,11 +318,6 @@ public final class JobwireClient implements AutoCloseable {
       }
       this.maxMessageBytes = maxMessageBytes;
       return this;
-    }
-
-    /** How often an idempotent call is retried on {@code UNAVAILABLE}, default backoff. */
-    public Builder retries(int maxRetries) {
-      return retries(maxRetries, initialBackoff, maxBackoff);
     }
 
     public JobwireClient build() {

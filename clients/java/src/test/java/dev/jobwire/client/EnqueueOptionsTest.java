@@ -56,13 +56,19 @@ class EnqueueOptionsTest {
 
   @Test
   void retryPausesGrowWithinTheCapAndHonourTheBroker() {
-    RetryPolicy policy = new RetryPolicy(5, Duration.ofMillis(100), Duration.ofSeconds(1));
-    for (int retry = 0; retry < 10; retry++) {
-      long ceiling = Math.min(1000, 100L << retry);
+    RetryPolicy policy =
+        new RetryPolicy(
+            5,
+            Duration.ofMillis(100),
+            Duration.ofSeconds(1),
+            2,
+            java.util.EnumSet.of(io.grpc.Status.Code.UNAVAILABLE));
+    for (int retry = 1; retry < 10; retry++) {
+      long step = Math.min(1000, 100L << (retry - 1));
       long pause = policy.pause(retry, null).toMillis();
-      assertTrue(pause >= ceiling / 2 && pause <= ceiling, retry + ": " + pause);
+      assertTrue(pause >= step * 0.8 - 1 && pause <= step * 1.2, retry + ": " + pause);
     }
-    assertEquals(1000, policy.pause(0, Duration.ofSeconds(1)).toMillis());
-    assertEquals(1000, policy.pause(0, Duration.ofMinutes(5)).toMillis(), "capped");
+    assertEquals(1000, policy.pause(1, Duration.ofSeconds(1)).toMillis());
+    assertEquals(1000, policy.pause(1, Duration.ofMinutes(5)).toMillis(), "capped");
   }
 }

@@ -12,7 +12,6 @@ import dev.jobwire.v1.LeasedJob;
 import dev.jobwire.v1.StreamProgressResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -30,7 +29,7 @@ class WatchResumeTest {
     Broker second = null;
     try (JobwireClient client =
         JobwireClient.builder(first.target())
-            .retries(30, Duration.ofMillis(100), Duration.ofMillis(500))
+            .serviceConfig(ServiceConfigTest.withBackoff("1s", "5s"))
             .build()) {
       String jobId = client.enqueue("resume", new byte[] {1}).jobId();
       List<StreamProgressResponse> seen = new ArrayList<>();

@@ -1,0 +1,25 @@
+package dev.jobwire.client;
+
+import dev.jobwire.v1.ErrorReason;
+import io.grpc.Status;
+import java.time.Duration;
+import java.util.List;
+
+/**
+ * {@code FAILED_PRECONDITION}: the job is not in a state that allows the call. {@link
+ * LeaseLostException} and {@link JobFinishedException} are its two known cases.
+ */
+public class FailedPreconditionException extends JobwireException {
+  private static final long serialVersionUID = 1L;
+
+  /** See {@link JobwireException#JobwireException}. */
+  public FailedPreconditionException(
+      Status.Code code,
+      ErrorReason reason,
+      String message,
+      Duration retryDelay,
+      List<FieldViolation> fieldViolations,
+      Throwable cause) {
+    super(code, reason, message, retryDelay, fieldViolations, cause);
+  }
+}
