@@ -55,6 +55,7 @@ lint: setup $(CLIENT_SETUP)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy broker clients/python/src
+	$(UV) run lint-imports
 	$(UV) run buf lint
 	$(UV) run buf breaking --against '.git#branch=main'
 	@for t in $(CLIENT_LINT); do $(MAKE) --no-print-directory $$t || exit 1; done

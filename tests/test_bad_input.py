@@ -230,7 +230,7 @@ async def world(stub: rpc.BrokerServiceStub, redis: Redis, prefix: str) -> World
     # Mark the active job watched, as StreamProgress does (watch.lua; set directly because
     # a real subscription costs ~40 ms per test), so any change to it would also append
     # to its event stream; the heartbeat gives that stream a first entry.
-    await redis.hset(job_key(prefix, active), "wt", "1")
+    await redis.hset(job_key(prefix, active), "watched", "1")
     await stub.Heartbeat(
         pb.HeartbeatRequest(
             job_id=active, lease_token=second.lease_token, progress=job_pb2.Progress(percent=5)
@@ -765,7 +765,15 @@ BAD_JOB_IDS = {
     "zero_seq": "q:0",
 }
 
-JOB_ID_METHODS = ["GetJob", "CancelJob", "Heartbeat", "Complete", "Fail", "StreamProgress"]
+JOB_ID_METHODS = [
+    "GetJob",
+    "CancelJob",
+    "Heartbeat",
+    "Complete",
+    "Fail",
+    "ReleaseLease",
+    "StreamProgress",
+]
 
 
 def by_job_id(
@@ -789,6 +797,8 @@ def by_job_id(
                 job_id=job_id, lease_token=token, error=job_pb2.JobError(type="E"), retry_delay=D(0)
             )
         )
+    if method == "ReleaseLease":
+        return stub.ReleaseLease(pb.ReleaseLeaseRequest(job_id=job_id, lease_token=token))
     assert method == "StreamProgress"
     return drain(stub.StreamProgress(pb.StreamProgressRequest(job_id=job_id)))
 
@@ -890,7 +900,7 @@ async def test_stream_progress_event_id_that_passes_the_regex(
 
 # -- lease tokens: FAILED_PRECONDITION / LEASE_LOST, nothing written ----------------------
 
-LEASE_METHODS = ["Heartbeat", "Complete", "Fail"]
+LEASE_METHODS = ["Heartbeat", "Complete", "Fail", "ReleaseLease"]
 
 
 def lost_lease_targets(w: World) -> dict[str, tuple[str, str]]:
@@ -1189,7 +1199,7 @@ async def test_heartbeat_batch_reports_each_item(
     stub: rpc.BrokerServiceStub, redis: Redis, prefix: str, world: World
 ) -> None:
     before = await snapshot(redis, prefix)
-    old_deadline = int(await redis.hget(job_key(prefix, world.active), "lease_until"))
+    old_deadline = int(await redis.hget(job_key(prefix, world.active), "lease_until_ms"))
     response = await stub.HeartbeatBatch(
         pb.HeartbeatBatchRequest(
             heartbeats=[
@@ -1213,7 +1223,7 @@ async def test_heartbeat_batch_reports_each_item(
     for i, r in enumerate(response.results):
         assert r.status.message if i != 1 else not r.status.message
         assert r.HasField("lease_expire_time") == (i == 1)
-    new_deadline = int(await redis.hget(job_key(prefix, world.active), "lease_until"))
+    new_deadline = int(await redis.hget(job_key(prefix, world.active), "lease_until_ms"))
     assert new_deadline > old_deadline + 3_000_000
     assert response.results[1].lease_expire_time.ToMilliseconds() == new_deadline
     # Only the good item's lease moved; the stale one's progress was not recorded.
@@ -1222,7 +1232,7 @@ async def test_heartbeat_batch_reports_each_item(
         job_key(prefix, world.active),
         queue_key(prefix, "active"),
     }
-    assert (await redis.hget(job_key(prefix, world.active), "pct")) == b"5"
+    assert await redis.hget(job_key(prefix, world.active), "progress.percent") == b"5.0"
 
 
 async def test_settle_batch_reports_each_item(

@@ -106,7 +106,7 @@ async def test_a_reply_over_the_cap_hands_the_extra_jobs_back_uncharged(
     store = broker.broker.store
     lease = store.lease
 
-    async def generous(queue: str, max_jobs: int, flag_ms: int = 0, max_bytes: int = 0) -> Any:
+    async def generous(queue: str, max_jobs: int, flag_ms: int, max_bytes: int) -> Any:
         return await lease(queue, max_jobs, flag_ms, max_bytes * 2)
 
     monkeypatch.setattr(store, "lease", generous)

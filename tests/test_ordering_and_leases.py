@@ -124,3 +124,34 @@ async def test_a_release_keeps_the_attempt_number_growing_but_does_not_count(
     assert reply.state == job_pb2.JOB_STATE_DEAD  # 2 of 2 counted
     job = await get(stub, job_id)
     assert (job.attempt, job.counted_attempts) == (5, 2)
+
+
+async def test_release_lease_hands_a_job_back_after_its_delay(
+    stub: rpc.BrokerServiceStub,
+) -> None:
+    """ReleaseLease is its own transition; SettleBatch carries releases too, and the
+    deprecated Fail(release=true) still works as one."""
+    job_id = await enqueue(stub, max_attempts=1)
+    (held,) = await lease(stub)
+    reply = await stub.ReleaseLease(
+        pb.ReleaseLeaseRequest(job_id=job_id, lease_token=held.lease_token, delay=ms(300))
+    )
+    assert reply.state == job_pb2.JOB_STATE_SCHEDULED
+    assert millis(reply.ready_time) >= millis(held.job.start_time) + 300
+    assert await lease(stub) == []
+    (held,) = await lease(stub, wait_ms=3_000)
+    settled = await stub.SettleBatch(
+        pb.SettleBatchRequest(
+            settlements=[
+                pb.Settlement(
+                    release=pb.ReleaseLeaseRequest(job_id=job_id, lease_token=held.lease_token)
+                )
+            ]
+        )
+    )
+    (result,) = settled.results
+    assert (result.status.code, result.release.state) == (0, job_pb2.JOB_STATE_READY)
+    (held,) = await lease(stub)
+    await stub.Fail(pb.FailRequest(job_id=job_id, lease_token=held.lease_token, release=True))
+    job = await get(stub, job_id)
+    assert (job.state, job.attempt, job.counted_attempts) == (job_pb2.JOB_STATE_READY, 3, 0)

@@ -5,22 +5,23 @@ import re
 from pathlib import Path
 
 import pytest
-from jobwire_broker.store import (
+from jobwire_broker.domain.model import (
     Backoff,
     BackoffKind,
-    Code,
     CompleteItem,
     FailItem,
     HeartbeatItem,
     JobError,
     JobState,
     NewJob,
+    Outcome,
     Progress,
+    ReleaseItem,
     Retention,
-    Store,
     TraceContext,
 )
-from jobwire_broker.store.scripts import SCRIPT_NAMES
+from jobwire_broker.store import Store
+from jobwire_broker.store.scripts import SCRIPT_NAMES, Code
 from redis.asyncio import Redis
 
 pytestmark = pytest.mark.redis_matrix
@@ -174,10 +175,10 @@ async def test_heartbeat_extends_the_lease_and_records_progress(
     seq, token = await lease_one(s)
     clock.now += 4_000
     (r,) = await s.heartbeat(Q, [HeartbeatItem(seq, token, 0, Progress(40, "hi", '{"n":1}'))])
-    assert (r.code, r.lease_until_ms, r.cancel_requested) == (Code.OK, T0 + 14_000, False)
+    assert (r.outcome, r.lease_until_ms, r.cancel_requested) == (Outcome.OK, T0 + 14_000, False)
     assert await zset(redis, prefix, "active") == {"1": T0 + 14_000}
-    assert await field(redis, prefix, seq, "pct") == "40"
-    assert await field(redis, prefix, seq, "pdet") == '{"n":1}'
+    assert await field(redis, prefix, seq, "progress.percent") == "40"
+    assert await field(redis, prefix, seq, "progress.details_json") == '{"n":1}'
 
 
 async def test_heartbeat_never_passes_the_execution_timeout(s: Store, clock: Clock) -> None:
@@ -203,7 +204,7 @@ async def test_heartbeat_refuses_a_lease_that_is_not_live(
         item = HeartbeatItem(99, token)
     before = await redis.hgetall(f"{prefix}:{{{Q}}}:job:{seq}")
     (r,) = await s.heartbeat(Q, [item])
-    assert r.code == (Code.NOT_FOUND if case == "unknown job" else Code.LEASE_LOST)
+    assert r.outcome is (Outcome.NOT_FOUND if case == "unknown job" else Outcome.LEASE_LOST)
     assert await redis.hgetall(f"{prefix}:{{{Q}}}:job:{seq}") == before
     assert await zset(redis, prefix, "active") == {"1": T0 + 10_000}
 
@@ -218,13 +219,13 @@ async def test_complete_moves_the_job_to_completed_once(
     seq, token = await lease_one(s)
     clock.now += 5
     (r,) = await s.complete(Q, [CompleteItem(seq, token, b"out", "text/plain")])
-    assert r.code == Code.OK
+    assert r.outcome is Outcome.OK
     assert await zset(redis, prefix, "active") == {}
     assert await zset(redis, prefix, "completed") == {"1": T0 + 5}
     assert await field(redis, prefix, seq, "result") == "out"
     assert await field(redis, prefix, seq, "token") is None
     (again,) = await s.complete(Q, [CompleteItem(seq, token, b"second")])
-    assert again.code == Code.LEASE_LOST
+    assert again.outcome is Outcome.LEASE_LOST
     assert await field(redis, prefix, seq, "result") == "out"
 
 
@@ -363,7 +364,7 @@ async def test_settling_scripts_return_the_jobs_trace_context(s: Store, clock: C
     (reclaimed,) = await s.reclaim(Q)
     assert (done.trace, failed.trace, reclaimed.trace) == (trace, trace, trace)
     (lost,) = await s.complete(Q, [CompleteItem(leased[0].seq, leased[0].token)])
-    assert lost.code == Code.LEASE_LOST and lost.trace == TraceContext()
+    assert lost.outcome is Outcome.LEASE_LOST and lost.trace == TraceContext()
 
 
 async def test_promote_moves_only_due_jobs(
@@ -403,8 +404,8 @@ async def test_cancel_by_state(s: Store, redis: Redis, prefix: str) -> None:
     seq, token = await lease_one(s)
     await s.complete(Q, [CompleteItem(seq, token)])
     finished = await s.cancel(Q, seq)
-    assert (finished.code, finished.state) == (Code.JOB_FINISHED, JobState.COMPLETED)
-    assert (await s.cancel(Q, 42)).code == Code.NOT_FOUND
+    assert (finished.outcome, finished.state) == (Outcome.JOB_FINISHED, JobState.COMPLETED)
+    assert (await s.cancel(Q, 42)).outcome is Outcome.NOT_FOUND
 
 
 async def test_events_are_written_only_once_a_job_is_watched(
@@ -431,11 +432,11 @@ async def test_release_hands_a_job_back_without_counting_the_attempt(
 ) -> None:
     await s.enqueue(Q, [NewJob(b"a", max_attempts=1)])
     seq, token = await lease_one(s)
-    (r,) = await s.fail(Q, [FailItem(seq, token, JobError(""), release=True)])
-    assert (r.code, r.state) == (Code.OK, JobState.READY)
-    assert await field(redis, prefix, seq, "att") == "1"  # the fencing number stays
-    assert await field(redis, prefix, seq, "rel") == "1"
-    assert await field(redis, prefix, seq, "etype") is None
+    (r,) = await s.release(Q, [ReleaseItem(seq, token)])
+    assert (r.outcome, r.state) == (Outcome.OK, JobState.READY)
+    assert await field(redis, prefix, seq, "attempt") == "1"  # the fencing number stays
+    assert await field(redis, prefix, seq, "releases") == "1"
+    assert await field(redis, prefix, seq, "error.type") is None
     assert "1" in await zset(redis, prefix, "ready") and await zset(redis, prefix, "active") == {}
     (again,) = (await s.lease(Q, 1)).jobs  # max_attempts=1 still allows its one attempt
     assert (again.attempt, again.counted_attempts) == (2, 1)

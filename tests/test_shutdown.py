@@ -4,7 +4,8 @@ always finishes stopping."""
 import asyncio
 
 from jobwire_broker.domain.broker import Broker
-from jobwire_broker.store import JobState, LeaseBatch, NewJob, Store
+from jobwire_broker.domain.model import JobState, LeaseBatch, NewJob
+from jobwire_broker.store import Store
 from jobwire_broker.store.notify import Notifier
 from redis.asyncio import Redis
 from support import RedisServer, broker_settings, running_broker, unique_prefix
@@ -14,8 +15,10 @@ class SlowReplyStore(Store):
     """A real store whose lease replies arrive late, as over a slow network: the script
     has run (jobs are leased) while the caller is still waiting."""
 
-    async def lease(self, queue: str, max_jobs: int, waiting_flag_ms: int = 0) -> LeaseBatch:
-        batch = await super().lease(queue, max_jobs, waiting_flag_ms)
+    async def lease(
+        self, queue: str, max_jobs: int, waiting_flag_ms: int, max_bytes: int
+    ) -> LeaseBatch:
+        batch = await super().lease(queue, max_jobs, waiting_flag_ms, max_bytes)
         await asyncio.sleep(0.3)
         return batch
 

@@ -18,6 +18,7 @@ from .api.servicer import BrokerServicer
 from .api.streams import StreamSteps
 from .config import Settings
 from .domain.broker import Broker
+from .domain.hooks import Hooks, NoHooks
 from .domain.instruments import Instruments
 from .domain.maintenance import Maintenance
 from .durability import warn_if_not_durable
@@ -71,7 +72,7 @@ class BrokerApp:
         self.store = Store(self.redis, self.settings.key_prefix)
         self.notifier = Notifier(self.redis)
         self.notifier.start()
-        self.broker = Broker(self.store, self.notifier, self.instruments)
+        self.broker = Broker(self.store, self.notifier, self._hooks())
         self.instruments.observe_depth(self.store)
         servicer = BrokerServicer(
             self.broker,
@@ -89,13 +90,18 @@ class BrokerApp:
             await warn_if_not_durable(self.redis)
         await self._set_health(SERVING if serving else NOT_SERVING)
         await self.server.start()
-        maintenance = Maintenance(self.store, self.settings.maintenance, self.instruments)
+        maintenance = Maintenance(self.store, self.settings.maintenance, self._hooks())
         self._tasks = [
             asyncio.create_task(maintenance.run(self.broker.closing), name="maintenance"),
             asyncio.create_task(self._monitor_redis(serving), name="redis-health"),
         ]
         log.info("jobwire broker listening on %s (port %d)", self.settings.listen, self.port)
         return self.port
+
+    def _hooks(self) -> Hooks:
+        """Per-job telemetry when tracing or metrics are on; else hooks that do nothing."""
+        ins = self.instruments
+        return ins if ins.tracing or ins.metrics else NoHooks()
 
     def _interceptors(self) -> "list[grpc.aio.ServerInterceptor[Any, Any]]":
         """gRPC server spans (parented to the caller's metadata) and call durations, only

@@ -11,8 +11,9 @@ from google.protobuf import any_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from jobwire.v1 import broker_service_pb2 as pb
 
-from ..domain.errors import ErrorCode, JobwireError
+from ..domain.errors import ErrorCode, JobwireError, Reason
 
 log = logging.getLogger(__name__)
 DOMAIN = "jobwire.dev"
@@ -29,6 +30,13 @@ GRPC_CODES = {
     ErrorCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
     ErrorCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
 }
+
+
+def item_status(err: JobwireError | None) -> pb.ItemStatus:
+    """One batch item's status: OK, or the code and reason its error would have had."""
+    if err is None:
+        return pb.ItemStatus(code=code_pb2.OK)
+    return pb.ItemStatus(code=GRPC_CODES[err.code], reason=err.reason, message=err.message)
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -81,7 +89,7 @@ async def abort_internal(context: grpc.aio.ServicerContext[Any, Any], exc: Excep
     rich = status_pb2.Status(
         code=code_pb2.INTERNAL,
         message=f"internal error: {type(exc).__name__}",
-        details=[_pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN))],
+        details=[_pack(error_details_pb2.ErrorInfo(reason=Reason.INTERNAL, domain=DOMAIN))],
     )
     status = rpc_status.to_status(rich)
     await context.abort(status.code, status.details, status.trailing_metadata)

@@ -14,7 +14,7 @@ from jobwire.v1 import job_pb2
 from ..domain.errors import FieldViolation, JobwireError, invalid
 from ..domain.ids import parse_job_id, queue_problem
 from ..domain.limits import SECOND_MS, Defaults, Limits
-from ..store import (
+from ..domain.model import (
     Backoff,
     BackoffKind,
     CompleteItem,
@@ -23,6 +23,7 @@ from ..store import (
     JobError,
     NewJob,
     Progress,
+    ReleaseItem,
     TraceContext,
 )
 
@@ -283,13 +284,33 @@ class Parser:
         )
         return queue, CompleteItem(seq, token, r.result, r.result_content_type)
 
+    def release(self, field: str, r: pb.ReleaseLeaseRequest) -> tuple[str, ReleaseItem]:
+        queue, seq = self.job_id(f"{field}job_id", r.job_id)
+        token = self.token(f"{field}lease_token", r.lease_token)
+        delay = self.option_ms(f"{field}delay", r.delay, 0, self.limits.max_delay_ms, 0)
+        return queue, ReleaseItem(seq, token, delay)
+
+    def fail_or_release(self, field: str, r: pb.FailRequest) -> tuple[str, FailItem | ReleaseItem]:
+        """A Fail, or with the deprecated `release` flag the ReleaseLease it stands for."""
+        if not r.release:
+            return self.fail(field, r)
+        queue, seq = self.job_id(f"{field}job_id", r.job_id)
+        token = self.token(f"{field}lease_token", r.lease_token)
+        self.size(f"{field}error.type", r.error.type, self.limits.max_key_bytes)
+        self.size(f"{field}error.message", r.error.message, self.limits.max_error_message_bytes)
+        delay = 0
+        if r.HasField("retry_delay"):
+            delay = self.duration_ms(
+                f"{field}retry_delay", r.retry_delay, 0, self.limits.max_delay_ms
+            )
+        return queue, ReleaseItem(seq, token, delay)
+
     def fail(self, field: str, r: pb.FailRequest) -> tuple[str, FailItem]:
         queue, seq = self.job_id(f"{field}job_id", r.job_id)
         token = self.token(f"{field}lease_token", r.lease_token)
-        if not r.release and not r.HasField("error"):
+        if not r.HasField("error"):
             self.bad(f"{field}error", "is required")
-        if not r.release:
-            self.required(f"{field}error.type", r.error.type)
+        self.required(f"{field}error.type", r.error.type)
         self.size(f"{field}error.type", r.error.type, self.limits.max_key_bytes)
         self.size(f"{field}error.message", r.error.message, self.limits.max_error_message_bytes)
         delay = -1
@@ -298,7 +319,7 @@ class Parser:
                 f"{field}retry_delay", r.retry_delay, 0, self.limits.max_delay_ms
             )
         error = JobError(r.error.type, r.error.message, r.error.non_retryable)
-        return queue, FailItem(seq, token, error, delay, r.release)
+        return queue, FailItem(seq, token, error, delay)
 
 
 def _human(ms: int) -> str:

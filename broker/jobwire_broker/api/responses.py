@@ -11,7 +11,7 @@ from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import job_pb2
 
 from ..domain.broker import WatchEvent
-from ..store import Backoff, JobError, JobRecord, JobState, Progress
+from ..domain.model import Backoff, FailResult, JobError, JobRecord, JobState, Progress
 
 STATES = {
     JobState.SCHEDULED: job_pb2.JOB_STATE_SCHEDULED,
@@ -107,6 +107,22 @@ def job(j: JobRecord) -> job_pb2.Job:
     if j.state is JobState.ACTIVE:
         out.lease_expire_time.CopyFrom(timestamp(j.lease_until_ms))
     return out
+
+
+def fail_response(r: FailResult) -> pb.FailResponse:
+    response = pb.FailResponse()
+    if r.state is not None:
+        response.state = STATES[r.state]
+    if r.due_ms:
+        response.retry_time.CopyFrom(timestamp(r.due_ms))
+    return response
+
+
+def release_response(r: FailResult) -> pb.ReleaseLeaseResponse:
+    response = pb.ReleaseLeaseResponse(ready_time=timestamp(r.due_ms))
+    if r.state is not None:
+        response.state = STATES[r.state]
+    return response
 
 
 def leased_job(j: JobRecord) -> pb.LeasedJob:

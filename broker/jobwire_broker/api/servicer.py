@@ -8,13 +8,12 @@ import grpc
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 
-from ..domain.broker import Broker, Settlement, SettleResult
-from ..domain.errors import Reason, lease_lost, not_found
+from ..domain.broker import Broker, SettleAnswer, Settlement, only
 from ..domain.ids import job_id
-from ..domain.limits import Defaults, Limits
-from ..store import DEFAULT_REPLY_BYTES, Code, FailResult, ItemResult, JobRecord, TraceContext
+from ..domain.limits import DEFAULT_REPLY_BYTES, Defaults, Limits
+from ..domain.model import FailResult, JobRecord, ReleaseItem, TraceContext
 from . import responses as out
-from .errors import streaming, unary
+from .errors import item_status, streaming, unary
 from .requests import (
     MAX_BAGGAGE_BYTES,
     MAX_TRACEPARENT_BYTES,
@@ -40,34 +39,6 @@ def _wait_s(wait_ms: int, context: Context) -> float:
         margin = min(max(remaining / 10, DEADLINE_MARGIN_MIN_S), DEADLINE_MARGIN_MAX_S)
         wait_s = min(wait_s, remaining - margin)
     return wait_s
-
-
-ITEM_CODES = {
-    Code.OK: (grpc.StatusCode.OK.value[0], ""),
-    Code.NOT_FOUND: (grpc.StatusCode.NOT_FOUND.value[0], Reason.JOB_NOT_FOUND),
-    Code.LEASE_LOST: (grpc.StatusCode.FAILED_PRECONDITION.value[0], Reason.LEASE_LOST),
-}
-
-
-def _item_status(code: int, reason: str) -> pb.ItemStatus:
-    grpc_code, stable = ITEM_CODES[Code(code)]
-    return pb.ItemStatus(code=grpc_code, reason=stable, message=reason)
-
-
-def _raise_item(job: str, code: int, reason: str) -> None:
-    if code == Code.NOT_FOUND:
-        raise not_found(job)
-    if code == Code.LEASE_LOST:
-        raise lease_lost(job, reason)
-
-
-def _fail_response(r: FailResult) -> pb.FailResponse:
-    response = pb.FailResponse()
-    if r.state is not None:
-        response.state = out.STATES[r.state]
-    if r.due_ms:
-        response.retry_time.CopyFrom(out.timestamp(r.due_ms))
-    return response
 
 
 TRACE_LIMITS = {
@@ -116,7 +87,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
             p.bad("job", "is required")
         job = p.new_job("job", request.job)
         p.done()
-        self.broker.instruments.describe_call("enqueue", "send", queue)
+        self.broker.hooks.describe_call("enqueue", "send", queue)
         caller = None if job.trace.traceparent else caller_trace(context)
         (result,) = await self.broker.enqueue(queue, [job], caller)
         return pb.EnqueueResponse(
@@ -134,7 +105,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.batch("jobs", len(request.jobs))
         jobs = [p.new_job(f"jobs[{i}]", spec) for i, spec in enumerate(request.jobs)]
         p.done()
-        self.broker.instruments.describe_call("enqueue", "send", queue, len(jobs))
+        self.broker.hooks.describe_call("enqueue", "send", queue, len(jobs))
         caller = None
         if not all(j.trace.traceparent for j in jobs):
             caller = caller_trace(context)
@@ -164,7 +135,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
             queue, request.max_jobs or 1, _wait_s(wait_ms, context), max_bytes
         )
         batch = len(jobs) if request.max_jobs > 1 else None
-        self.broker.instruments.describe_call("lease", "receive", queue, batch)
+        self.broker.hooks.describe_call("lease", "receive", queue, batch)
         response = pb.LeaseResponse(jobs=[out.leased_job(j) for j in jobs])
         await self._fit(queue, response, jobs, max_bytes)
         return response
@@ -183,7 +154,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
             extra.append(jobs.pop())
         if extra:
             log.warning("lease reply over %d bytes; handing back %d jobs", max_bytes, len(extra))
-            await self.broker.release(queue, extra)
+            await self.broker.release_leased(queue, extra)
 
     @unary
     async def Heartbeat(
@@ -192,8 +163,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p = self._parser()
         item = p.heartbeat("", request)
         p.done()
-        (result,) = await self.broker.heartbeat([item])
-        _raise_item(request.job_id, result.code, result.reason)
+        result = only(await self.broker.heartbeat([item]))
         return pb.HeartbeatResponse(
             lease_expire_time=out.timestamp(result.lease_until_ms),
             cancel_requested=result.cancel_requested,
@@ -207,14 +177,14 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.batch("heartbeats", len(request.heartbeats))
         items = [p.heartbeat(f"heartbeats[{i}].", r) for i, r in enumerate(request.heartbeats)]
         p.done()
-        results = await self.broker.heartbeat(items)
         response = pb.HeartbeatBatchResponse()
-        for r in results:
+        for answer in await self.broker.heartbeat(items):
             item = response.results.add(
-                status=_item_status(r.code, r.reason), cancel_requested=r.cancel_requested
+                status=item_status(answer.error),
+                cancel_requested=answer.result.cancel_requested,
             )
-            if r.code == Code.OK:
-                item.lease_expire_time.CopyFrom(out.timestamp(r.lease_until_ms))
+            if answer.error is None:
+                item.lease_expire_time.CopyFrom(out.timestamp(answer.result.lease_until_ms))
         return response
 
     @unary
@@ -222,21 +192,30 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p = self._parser()
         item = p.complete("", request)
         p.done()
-        self.broker.instruments.describe_call("complete", "settle", item[0])
-        (result,) = await self.broker.complete([item])
-        _raise_item(request.job_id, result.code, result.reason)
+        self.broker.hooks.describe_call("complete", "settle", item[0])
+        only(await self.broker.complete([item]))
         return pb.CompleteResponse()
 
     @unary
     async def Fail(self, request: pb.FailRequest, context: Context) -> pb.FailResponse:
         p = self._parser()
-        item = p.fail("", request)
+        queue, item = p.fail_or_release("", request)
         p.done()
-        operation = "release" if request.release else "fail"
-        self.broker.instruments.describe_call(operation, "settle", item[0])
-        (result,) = await self.broker.fail([item])
-        _raise_item(request.job_id, result.code, result.reason)
-        return _fail_response(result)
+        if isinstance(item, ReleaseItem):
+            self.broker.hooks.describe_call("release", "settle", queue)
+            return out.fail_response(only(await self.broker.release([(queue, item)])))
+        self.broker.hooks.describe_call("fail", "settle", queue)
+        return out.fail_response(only(await self.broker.fail([(queue, item)])))
+
+    @unary
+    async def ReleaseLease(
+        self, request: pb.ReleaseLeaseRequest, context: Context
+    ) -> pb.ReleaseLeaseResponse:
+        p = self._parser()
+        item = p.release("", request)
+        p.done()
+        self.broker.hooks.describe_call("release", "settle", item[0])
+        return out.release_response(only(await self.broker.release([item])))
 
     @unary
     async def SettleBatch(
@@ -247,26 +226,27 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         items = []
         for i, s in enumerate(request.settlements):
             field = f"settlements[{i}]"
-            if s.HasField("complete"):
+            kind = s.WhichOneof("outcome")
+            if kind == "complete":
                 queue, complete = p.complete(f"{field}.complete.", s.complete)
                 items.append(Settlement(queue, complete=complete))
-            elif s.HasField("fail"):
-                queue, fail = p.fail(f"{field}.fail.", s.fail)
-                items.append(Settlement(queue, fail=fail))
+            elif kind == "fail":
+                queue, failed = p.fail_or_release(f"{field}.fail.", s.fail)
+                if isinstance(failed, ReleaseItem):
+                    items.append(Settlement(queue, release=failed))
+                else:
+                    items.append(Settlement(queue, fail=failed))
+            elif kind == "release":
+                queue, release = p.release(f"{field}.release.", s.release)
+                items.append(Settlement(queue, release=release))
             else:
-                p.bad(field, "must set complete or fail")
+                p.bad(field, "must set complete, fail or release")
         p.done()
-        self.broker.instruments.describe_call("settle", "settle", batch=len(items))
-        results = await self.broker.settle(items)
-        return pb.SettleBatchResponse(results=[self._settlement(r) for r in results])
-
-    @staticmethod
-    def _settlement(r: SettleResult) -> pb.SettlementResult:
-        result = pb.SettlementResult(status=_item_status(r.code, r.reason))
-        if isinstance(r, FailResult) and r.code == Code.OK:
-            result.fail.CopyFrom(_fail_response(r))
-        assert isinstance(r, ItemResult | FailResult)
-        return result
+        self.broker.hooks.describe_call("settle", "settle", batch=len(items))
+        answers = await self.broker.settle(items)
+        return pb.SettleBatchResponse(
+            results=[_settlement(s, a) for s, a in zip(items, answers, strict=True)]
+        )
 
     @streaming
     async def StreamProgress(
@@ -295,3 +275,13 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.done()
         state = await self.broker.cancel(queue, seq)
         return pb.CancelJobResponse(state=out.STATES[state])
+
+
+def _settlement(item: Settlement, answer: SettleAnswer) -> pb.SettlementResult:
+    result = pb.SettlementResult(status=item_status(answer.error))
+    if answer.error is None and isinstance(answer.result, FailResult):
+        if item.release is not None:
+            result.release.CopyFrom(out.release_response(answer.result))
+        else:
+            result.fail.CopyFrom(out.fail_response(answer.result))
+    return result

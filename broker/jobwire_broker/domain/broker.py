@@ -1,18 +1,31 @@
 """The broker's behaviour on top of the store: long-polling leases, batches that span
-queues, and event streams for watchers."""
+queues, and event streams for watchers. Store outcomes end here: callers get results,
+or per item the domain error each outcome amounts to (errors.py)."""
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar
 
-from ..store import (
-    DEFAULT_REPLY_BYTES,
+from ..store import Store, StoreUnavailable
+from ..store.notify import Notifier
+from .errors import (
+    JobwireError,
+    item_error,
+    job_finished,
+    job_too_large,
+    not_found,
+    shutting_down,
+    store_unavailable,
+)
+from .hooks import Hooks, NoHooks
+from .ids import job_id
+from .limits import DEFAULT_REPLY_BYTES
+from .model import (
     CompleteItem,
     Enqueued,
     Event,
@@ -25,18 +38,15 @@ from ..store import (
     JobState,
     LeaseBatch,
     NewJob,
-    Store,
-    StoreUnavailable,
+    Outcome,
+    ReleaseItem,
     TraceContext,
 )
-from ..store.notify import Notifier
-from .errors import job_finished, job_too_large, not_found, shutting_down, store_unavailable
-from .ids import job_id
-from .instruments import Instruments
 
 P = ParamSpec("P")
 T = TypeVar("T")
 T_contra = TypeVar("T_contra")
+R = TypeVar("R", ItemResult, FailResult, HeartbeatResult)
 
 RECHECK_S = 2.0  # long-poll re-check in case a wake-up was missed
 OFFLINE_RECHECK_S = 0.25  # faster while pub/sub is down, to recover quickly
@@ -69,23 +79,48 @@ class WatchEvent:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """A Complete or a Fail of one leased job, for SettleBatch."""
+    """A Complete, a Fail or a release of one leased job, for SettleBatch."""
 
     queue: str
     complete: CompleteItem | None = None
     fail: FailItem | None = None
+    release: ReleaseItem | None = None
 
 
-SettleResult = ItemResult | FailResult
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[R]):
+    """One item of a batch: the store's result, and the error it amounts to, if any."""
+
+    result: R
+    error: JobwireError | None
+
+
+def only(answers: Sequence[Answer[R]]) -> R:
+    """The result of a one-item call; raises the item's error."""
+    (answer,) = answers
+    if answer.error is not None:
+        raise answer.error
+    return answer.result
+
+
+ItemKind = HeartbeatItem | CompleteItem | FailItem | ReleaseItem
+
+
+def _answers(items: Sequence[tuple[str, ItemKind]], results: Sequence[R]) -> list[Answer[R]]:
+    return [
+        Answer(r, item_error(r.outcome, job_id(queue, item.seq), r.reason))
+        for (queue, item), r in zip(items, results, strict=True)
+    ]
+
+
+SettleAnswer = Answer[ItemResult] | Answer[FailResult]
 
 
 class Broker:
-    def __init__(
-        self, store: Store, notifier: Notifier, instruments: Instruments | None = None
-    ) -> None:
+    def __init__(self, store: Store, notifier: Notifier, hooks: Hooks | None = None) -> None:
         self.store = store
         self.notifier = notifier
-        self.instruments = instruments or Instruments()
+        self.hooks = hooks or NoHooks()
         self.closing = asyncio.Event()
         self._sleepers: set[asyncio.Event] = set()
 
@@ -111,17 +146,13 @@ class Broker:
     ) -> list[Enqueued]:
         """Adds jobs. `caller` is the trace context the call's metadata carried: jobs
         without a context of their own join that trace."""
-        ins = self.instruments
-        if not ins.tracing:
-            if caller is not None:
-                jobs = [
-                    j if j.trace.traceparent else dataclasses.replace(j, trace=caller) for j in jobs
-                ]
-            return await self.store.enqueue(queue, jobs)
-        jobs, spans = ins.enqueuing(queue, jobs, caller)
-        with ins.ending(spans):
+        jobs, token = self.hooks.enqueuing(queue, jobs, caller)
+        try:
             results = await self.store.enqueue(queue, jobs)
-            ins.enqueued(queue, spans, results)
+        except Exception as exc:
+            self.hooks.enqueue_failed(token, exc)
+            raise
+        self.hooks.enqueued(queue, token, results)
         return results
 
     @store_errors
@@ -142,11 +173,11 @@ class Broker:
         return batch.jobs
 
     @store_errors
-    async def release(self, queue: str, jobs: Sequence[JobRecord]) -> None:
+    async def release_leased(self, queue: str, jobs: Sequence[JobRecord]) -> None:
         """Hands back leases nobody will hold (a reply that was never delivered); their
         attempts do not count against max_attempts."""
         if jobs:
-            await self.store.release(queue, jobs)
+            await self.store.release(queue, [ReleaseItem(j.seq, j.token) for j in jobs])
 
     async def _lease(
         self, queue: str, max_jobs: int, waiting_flag_ms: int = 0, max_bytes: int = 0
@@ -164,11 +195,9 @@ class Broker:
             with contextlib.suppress(Exception):
                 orphans = (await leasing).jobs
                 if orphans:
-                    await self.store.release(queue, orphans)
+                    await self.store.release(queue, [ReleaseItem(j.seq, j.token) for j in orphans])
             raise
-        ins = self.instruments
-        if ins.tracing or ins.metrics:
-            ins.leased(queue, batch.jobs, start)
+        self.hooks.leased(queue, batch.jobs, start)
         return batch
 
     async def _wait_and_lease(
@@ -208,40 +237,51 @@ class Broker:
             self.notifier.unlisten(channel, on_wake)
 
     @store_errors
-    async def heartbeat(self, items: Sequence[tuple[str, HeartbeatItem]]) -> list[HeartbeatResult]:
-        return await _per_queue(items, self.store.heartbeat)
+    async def heartbeat(
+        self, items: Sequence[tuple[str, HeartbeatItem]]
+    ) -> list[Answer[HeartbeatResult]]:
+        return _answers(items, await _per_queue(items, self.store.heartbeat))
 
     @store_errors
-    async def complete(self, items: Sequence[tuple[str, CompleteItem]]) -> list[ItemResult]:
+    async def complete(self, items: Sequence[tuple[str, CompleteItem]]) -> list[Answer[ItemResult]]:
         start = time.time_ns()
         results = await _per_queue(items, self.store.complete)
-        self.instruments.settled(items, results, start)
-        return results
+        self.hooks.settled(items, results, start)
+        return _answers(items, results)
 
     @store_errors
-    async def fail(self, items: Sequence[tuple[str, FailItem]]) -> list[FailResult]:
+    async def fail(self, items: Sequence[tuple[str, FailItem]]) -> list[Answer[FailResult]]:
         start = time.time_ns()
         results = await _per_queue(items, self.store.fail)
-        self.instruments.settled(items, results, start)
-        return results
+        self.hooks.settled(items, results, start)
+        return _answers(items, results)
 
     @store_errors
-    async def settle(self, items: Sequence[Settlement]) -> list[SettleResult]:
+    async def release(self, items: Sequence[tuple[str, ReleaseItem]]) -> list[Answer[FailResult]]:
+        """Hands leases back at the worker's word: ready again, the attempt uncounted."""
         start = time.time_ns()
+        results = await _per_queue(items, self.store.release)
+        self.hooks.settled(items, results, start)
+        return _answers(items, results)
+
+    async def settle(self, items: Sequence[Settlement]) -> list[SettleAnswer]:
+        """Completes, fails and releases, in one call per kind and queue."""
         completes = [(i, (s.queue, s.complete)) for i, s in enumerate(items) if s.complete]
         fails = [(i, (s.queue, s.fail)) for i, s in enumerate(items) if s.fail]
-        done, failed = await asyncio.gather(
-            _per_queue([c for _, c in completes], self.store.complete),
-            _per_queue([f for _, f in fails], self.store.fail),
+        releases = [(i, (s.queue, s.release)) for i, s in enumerate(items) if s.release]
+        done, failed, released = await asyncio.gather(
+            self.complete([c for _, c in completes]),
+            self.fail([f for _, f in fails]),
+            self.release([r for _, r in releases]),
         )
-        results: list[SettleResult | None] = [None] * len(items)
-        for (i, _), c_result in zip(completes, done, strict=True):
-            results[i] = c_result
-        for (i, _), f_result in zip(fails, failed, strict=True):
-            results[i] = f_result
-        self.instruments.settled([c for _, c in completes], done, start)
-        self.instruments.settled([f for _, f in fails], failed, start)
-        return [r for r in results if r is not None]
+        answers: list[SettleAnswer | None] = [None] * len(items)
+        for (i, _), c in zip(completes, done, strict=True):
+            answers[i] = c
+        for (i, _), f in zip(fails, failed, strict=True):
+            answers[i] = f
+        for (i, _), r in zip(releases, released, strict=True):
+            answers[i] = r
+        return [a for a in answers if a is not None]
 
     @store_errors
     async def get(self, queue: str, seq: int) -> JobRecord:
@@ -253,9 +293,9 @@ class Broker:
     @store_errors
     async def cancel(self, queue: str, seq: int) -> JobState:
         result = await self.store.cancel(queue, seq)
-        if result.state is None:
+        if result.outcome is Outcome.NOT_FOUND or result.state is None:
             raise not_found(job_id(queue, seq))
-        if result.code != 0:
+        if result.outcome is Outcome.JOB_FINISHED:
             raise job_finished(job_id(queue, seq), result.state)
         return result.state
 

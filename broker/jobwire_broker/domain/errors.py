@@ -4,6 +4,8 @@ turns them into a status in exactly one place (api/errors.py)."""
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .model import Outcome
+
 
 class ErrorCode(Enum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -14,7 +16,8 @@ class ErrorCode(Enum):
 
 
 class Reason:
-    """Stable machine-readable reasons, sent as google.rpc.ErrorInfo.reason."""
+    """Stable machine-readable reasons, sent as google.rpc.ErrorInfo.reason: the names
+    of protos/jobwire/v1/error_reason.proto's ErrorReason (a test holds them equal)."""
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
@@ -24,6 +27,9 @@ class Reason:
     JOB_TOO_LARGE = "JOB_TOO_LARGE"
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     SHUTTING_DOWN = "SHUTTING_DOWN"
+    INTERNAL = "INTERNAL"
+    UNAUTHENTICATED = "UNAUTHENTICATED"  # not sent until authentication exists
+    PERMISSION_DENIED = "PERMISSION_DENIED"  # not sent until authorization exists
 
 
 @dataclass(frozen=True)
@@ -95,3 +101,14 @@ def store_unavailable(detail: str) -> JobwireError:
     return JobwireError(
         ErrorCode.UNAVAILABLE, Reason.STORE_UNAVAILABLE, f"job store unavailable: {detail}"
     )
+
+
+def item_error(outcome: Outcome, job_id: str, reason: str) -> JobwireError | None:
+    """The error one item's outcome amounts to, or None when it went through."""
+    if outcome is Outcome.OK:
+        return None
+    if outcome is Outcome.NOT_FOUND:
+        return not_found(job_id)
+    if outcome is Outcome.LEASE_LOST:
+        return lease_lost(job_id, reason)
+    return job_finished(job_id, reason)

@@ -4,12 +4,12 @@ shows in the job's own trace, a child of the W3C context stored with the job.
 Off by default (no providers): then every hook returns at once."""
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -21,7 +21,9 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, T
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from ..store import (
+from ..store import Store
+from .hooks import NoHooks, SettledItem
+from .model import (
     CompleteItem,
     Enqueued,
     FailItem,
@@ -31,7 +33,7 @@ from ..store import (
     JobState,
     NewJob,
     Reclaimed,
-    Store,
+    ReleaseItem,
     TraceContext,
 )
 
@@ -77,6 +79,9 @@ def _attributes(operation: str, kind: str, queue: str) -> Attributes:
         messaging.MESSAGING_OPERATION_TYPE: kind,
         messaging.MESSAGING_DESTINATION_NAME: queue,
     }
+
+
+OPERATIONS = {CompleteItem: "complete", FailItem: "fail", ReleaseItem: "release"}
 
 
 class Instruments:
@@ -146,11 +151,13 @@ class Instruments:
 
     def enqueuing(
         self, queue: str, jobs: Sequence[NewJob], caller: TraceContext | None
-    ) -> tuple[list[NewJob], list[Span]]:
+    ) -> tuple[Sequence[NewJob], Any]:
         """Starts one `enqueue <queue>` span per job, child of the job's own context. A job
         without one joins the caller's trace (the gRPC server span, else the context in
         the call's metadata) and stores its enqueue span's context, so that in a batch
         each job has its own."""
+        if not self.tracing:
+            return NoHooks().enqueuing(queue, jobs, caller)
         here = otel_context.get_current()
         if not _span_context(here).is_valid and caller is not None:
             here = job_context(caller)
@@ -174,36 +181,29 @@ class Instruments:
             spans.append(span)
         return out, spans
 
-    @staticmethod
-    def enqueued(queue: str, spans: Sequence[Span], results: Sequence[Enqueued]) -> None:
+    def enqueued(self, queue: str, token: Any, results: Sequence[Enqueued]) -> None:
+        spans: list[Span] = token or []
+        end = time.time_ns()
         for span, r in zip(spans, results, strict=True):
-            if not span.is_recording():
-                continue
-            span.set_attribute(messaging.MESSAGING_MESSAGE_ID, f"{queue}:{r.seq}")
-            span.set_attribute(STATE, r.state.value)
-            if r.duplicate:
-                span.set_attribute(DUPLICATE, True)
+            if span.is_recording():
+                span.set_attribute(messaging.MESSAGING_MESSAGE_ID, f"{queue}:{r.seq}")
+                span.set_attribute(STATE, r.state.value)
+                if r.duplicate:
+                    span.set_attribute(DUPLICATE, True)
+            span.end(end)
 
-    @staticmethod
-    @contextlib.contextmanager
-    def ending(spans: Sequence[Span]) -> Iterator[None]:
-        """Ends the spans after the block; an exception marks them failed."""
-        try:
-            yield
-        except Exception as exc:
-            for span in spans:
-                span.record_exception(exc)
-                span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
-                span.set_status(StatusCode.ERROR, str(exc))
-            raise
-        finally:
-            end = time.time_ns()
-            for span in spans:
-                span.end(end)
+    def enqueue_failed(self, token: Any, error: Exception) -> None:
+        """Ends the enqueue spans, marked failed."""
+        end = time.time_ns()
+        for span in token or []:
+            span.record_exception(error)
+            span.set_attribute(ERROR_TYPE, type(error).__qualname__)
+            span.set_status(StatusCode.ERROR, str(error))
+            span.end(end)
 
     def leased(self, queue: str, jobs: Sequence[JobRecord], start_ns: int) -> None:
         """A `lease <queue>` span per job, and each job's wait in ready."""
-        if self.metrics:
+        if self.metrics and jobs:
             at: Attributes = {
                 messaging.MESSAGING_SYSTEM: SYSTEM,
                 messaging.MESSAGING_DESTINATION_NAME: queue,
@@ -223,7 +223,7 @@ class Instruments:
 
     def settled(
         self,
-        items: Sequence[tuple[str, CompleteItem | FailItem]],
+        items: Sequence[SettledItem],
         results: Sequence[ItemResult | FailResult],
         start_ns: int,
     ) -> None:
@@ -234,13 +234,10 @@ class Instruments:
         for (queue, item), result in zip(items, results, strict=True):
             if not result.trace.traceparent:  # not settled (lease lost), or never traced
                 continue
-            if isinstance(item, CompleteItem):
-                operation = "complete"
-            else:
-                operation = "release" if item.release else "fail"
+            operation = OPERATIONS[type(item)]
             attributes = _attributes(operation, "settle", queue)
             attributes[messaging.MESSAGING_MESSAGE_ID] = f"{queue}:{item.seq}"
-            if isinstance(item, FailItem) and not item.release:
+            if isinstance(item, FailItem):
                 attributes[ERROR_TYPE] = item.error.type
             if isinstance(result, FailResult) and result.state is not None:
                 attributes[STATE] = result.state.value

@@ -4,6 +4,9 @@ from dataclasses import dataclass
 
 SECOND_MS = 1_000
 DAY_MS = 86_400 * SECOND_MS
+# What a Lease reply may carry unless the caller says more: gRPC's default receive
+# limit in every language, so a client with default settings can always read it.
+DEFAULT_REPLY_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from ..store import Retention, Store, StoreUnavailable
-from .instruments import Instruments
+from ..store import Store, StoreUnavailable
+from .hooks import Hooks, NoHooks
+from .model import Retention
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +24,11 @@ class MaintenanceSettings:
 
 class Maintenance:
     def __init__(
-        self, store: Store, settings: MaintenanceSettings, instruments: Instruments | None = None
+        self, store: Store, settings: MaintenanceSettings, hooks: Hooks | None = None
     ) -> None:
         self.store = store
         self.settings = settings
-        self.instruments = instruments or Instruments()
+        self.hooks = hooks or NoHooks()
         self._last_prune = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -55,7 +56,7 @@ class Maintenance:
         reclaimed = await self.store.reclaim(queue)
         if reclaimed:
             log.info("took back %d expired leases in %s", len(reclaimed), queue)
-            self.instruments.expired(queue, reclaimed, start)
+            self.hooks.expired(queue, reclaimed, start)
         await self.store.promote(queue)
         if prune:
             await self.store.prune(queue, self.settings.retention)

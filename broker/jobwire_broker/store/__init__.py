@@ -1,55 +1,7 @@
-"""The store layer: Redis keys, Lua scripts and a typed async API over them."""
+"""The store layer: Redis keys, Lua scripts and a typed async API over them. It keeps
+the domain's model (domain/model.py) in the fields store/schema.py declares; the codes
+its scripts return stay inside it (store.py turns them into model.Outcome)."""
 
-from .records import (
-    Backoff,
-    BackoffKind,
-    CancelResult,
-    CompleteItem,
-    Enqueued,
-    Event,
-    FailItem,
-    FailResult,
-    HeartbeatItem,
-    HeartbeatResult,
-    ItemResult,
-    JobError,
-    JobRecord,
-    JobState,
-    LeaseBatch,
-    NewJob,
-    Progress,
-    Reclaimed,
-    Retention,
-    TooLarge,
-    TraceContext,
-)
-from .scripts import Code
-from .store import DEFAULT_REPLY_BYTES, Store, StoreUnavailable
+from .store import Store, StoreUnavailable
 
-__all__ = [
-    "DEFAULT_REPLY_BYTES",
-    "Backoff",
-    "BackoffKind",
-    "CancelResult",
-    "Code",
-    "CompleteItem",
-    "Enqueued",
-    "Event",
-    "FailItem",
-    "FailResult",
-    "HeartbeatItem",
-    "HeartbeatResult",
-    "ItemResult",
-    "JobError",
-    "JobRecord",
-    "JobState",
-    "LeaseBatch",
-    "NewJob",
-    "Progress",
-    "Reclaimed",
-    "Retention",
-    "Store",
-    "StoreUnavailable",
-    "TooLarge",
-    "TraceContext",
-]
+__all__ = ["Store", "StoreUnavailable"]

@@ -6,12 +6,15 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from ..domain.model import Outcome
+
 SCRIPT_NAMES = (
     "enqueue",
     "lease",
     "heartbeat",
     "complete",
     "fail",
+    "release",
     "reclaim",
     "promote",
     "prune",
@@ -27,6 +30,18 @@ class Code(IntEnum):
     NOT_FOUND = 1
     LEASE_LOST = 2
     JOB_FINISHED = 3
+
+    @property
+    def outcome(self) -> Outcome:
+        return OUTCOMES[self]
+
+
+OUTCOMES = {
+    Code.OK: Outcome.OK,
+    Code.NOT_FOUND: Outcome.NOT_FOUND,
+    Code.LEASE_LOST: Outcome.LEASE_LOST,
+    Code.JOB_FINISHED: Outcome.JOB_FINISHED,
+}
 
 
 def script_source(name: str) -> str:

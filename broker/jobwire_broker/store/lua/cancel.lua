@@ -1,27 +1,27 @@
 -- cancel.lua: cancels a scheduled or ready job at once; flags an active one so its
 -- worker learns it from the next heartbeat. Cancelling a cancelled job is a no-op.
 -- KEYS: the queue key set (lib.lua); uses ready, scheduled, cancelled, job:, events:.
--- ARGV[1..3]: now override, wake channel, events channel (lib.lua)
--- ARGV[4]  seq of the job
--- Returns: {code, state after the call}
+-- ARGS: {seq = the job's}
+-- Returns: {code, state (after the call; "" when not found)}
 -- Codes: 0 OK, 1 NOT_FOUND, 3 JOB_FINISHED
 
 local now = now_ms()
-local seq = ARGV[4]
-local jk = K.job .. seq
-local f = redis.call('HMGET', jk, 'state', 'att')
-local state = f[1]
-if not state then return {NOT_FOUND, ''} end
-if state == 'completed' or state == 'dead' then return {JOB_FINISHED, state} end
+local seq = tostring(ARGS.seq)
+local f = fields(seq, {'state', 'attempt', 'cancel_requested'})
+local state = f.state
+if not state then return cmsgpack.pack({code = NOT_FOUND, state = ''}) end
+if state == 'completed' or state == 'dead' then
+  return cmsgpack.pack({code = JOB_FINISHED, state = state})
+end
 if state == 'scheduled' or state == 'ready' then
   redis.call('ZREM', K[state], seq)
   redis.call('ZADD', K.cancelled, now, seq)
-  redis.call('HSET', jk, 'state', 'cancelled', 'finished', now)
-  emit(seq, {'k', 'state', 's', 'cancelled', 'a', f[2]})
-  return {OK, 'cancelled'}
+  set(seq, {[J.state] = 'cancelled', [J.finished_ms] = now})
+  emit(seq, {[E.kind] = 'state', [E.state] = 'cancelled', [E.attempt] = f.attempt})
+  return cmsgpack.pack({code = OK, state = 'cancelled'})
 end
-if state == 'active' and redis.call('HGET', jk, 'cancel') ~= '1' then
-  redis.call('HSET', jk, 'cancel', '1')
-  emit(seq, {'k', 'cancel', 's', 'active', 'a', f[2]})
+if state == 'active' and f.cancel_requested ~= '1' then
+  set(seq, {[J.cancel_requested] = '1'})
+  emit(seq, {[E.kind] = 'cancel', [E.state] = 'active', [E.attempt] = f.attempt})
 end
-return {OK, state}
+return cmsgpack.pack({code = OK, state = state})

@@ -12,10 +12,12 @@
 --   KEYS[9]  job:       prefix of job hashes (job:<seq>)
 --   KEYS[10] events:    prefix of job event streams (events:<seq>)
 --   KEYS[11] idem:      prefix of idempotency keys (idem:<key>)
--- and the same first ARGV:
+-- and the same ARGV:
 --   ARGV[1]  now override in ms, or "" to read Redis TIME (only tests set it)
 --   ARGV[2]  pub/sub channel that wakes long-polling Leases of this queue
 --   ARGV[3]  pub/sub channel that tells watchers a job has new events
+--   ARGV[4]  the script's arguments: one MessagePack map or list, named in its header
+-- Every script returns one MessagePack value, named in its header, that store.py decodes.
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST, 3 JOB_FINISHED
 
 local OK, NOT_FOUND, LEASE_LOST, JOB_FINISHED = 0, 1, 2, 3
@@ -27,10 +29,92 @@ local K = {
   wake_channel = ARGV[2], events_channel = ARGV[3],
 }
 
+-- The job hash fields scripts name (store/schema.py SCRIPT_FIELDS; a test holds the two
+-- equal). A record is flattened, one field per member: 'backoff.kind'. The spec
+-- fields scripts do not read are stored as given.
+local J = {
+  payload = 'payload', headers = 'headers', priority = 'priority',
+  max_attempts = 'max_attempts', lease_ms = 'lease_ms', timeout_ms = 'timeout_ms',
+  idempotency_key = 'idempotency_key',
+  backoff_kind = 'backoff.kind', backoff_initial_ms = 'backoff.initial_ms',
+  backoff_max_ms = 'backoff.max_ms', backoff_multiplier = 'backoff.multiplier',
+  backoff_jitter = 'backoff.jitter',
+  traceparent = 'trace.traceparent', tracestate = 'trace.tracestate',
+  baggage = 'trace.baggage',
+  id = 'id', exec_until_ms = 'exec_until_ms', watched = 'watched', state = 'state',
+  attempt = 'attempt', releases = 'releases', token = 'token',
+  lease_until_ms = 'lease_until_ms', created_ms = 'created_ms', run_at_ms = 'run_at_ms',
+  started_ms = 'started_ms', finished_ms = 'finished_ms',
+  progress_percent = 'progress.percent', progress_message = 'progress.message',
+  progress_details = 'progress.details_json',
+  result = 'result', result_content_type = 'result_content_type',
+  error_type = 'error.type', error_message = 'error.message',
+  error_non_retryable = 'error.non_retryable', cancel_requested = 'cancel_requested',
+}
+
+-- The fields of an event (store/schema.py EVENT_FIELDS).
+local E = {
+  kind = 'kind', state = 'state', attempt = 'attempt',
+  progress_percent = 'progress.percent', progress_message = 'progress.message',
+  progress_details = 'progress.details_json',
+  error_type = 'error.type', error_message = 'error.message',
+  error_non_retryable = 'error.non_retryable',
+}
+
+-- The members of a model.Progress or model.JobError as a script receives them, with
+-- the job and event fields they are stored in.
+local PROGRESS = {
+  percent = {J.progress_percent, E.progress_percent},
+  message = {J.progress_message, E.progress_message},
+  details_json = {J.progress_details, E.progress_details},
+}
+local ERROR = {
+  type = {J.error_type, E.error_type},
+  message = {J.error_message, E.error_message},
+  non_retryable = {J.error_non_retryable, E.error_non_retryable},
+}
+
+-- A record (a map of members) as job fields (which = 1) or event fields (which = 2).
+local function record(members, record_fields, which, into)
+  for member, names in pairs(record_fields) do
+    into[names[which]] = members[member]
+  end
+  return into
+end
+
+-- The job's trace context members, as store.py reads them.
+local function trace_of(f)
+  return {traceparent = f.traceparent or '', tracestate = f.tracestate or '',
+    baggage = f.baggage or ''}
+end
+
+local ARGS = cmsgpack.unpack(ARGV[4])
+
 local function now_ms()
   if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Reads fields of job `seq`, given by their keys in J: {'attempt', 'backoff_kind'}
+-- returns {attempt = ..., backoff_kind = ...}.
+local function fields(seq, keys)
+  local names = {}
+  for i, key in ipairs(keys) do names[i] = J[key] end
+  local values = redis.call('HMGET', K.job .. seq, unpack(names))
+  local out = {}
+  for i, key in ipairs(keys) do out[key] = values[i] end
+  return out
+end
+
+-- Writes a table of field -> value to job `seq`.
+local function set(seq, values)
+  local args = {'HSET', K.job .. seq}
+  for name, value in pairs(values) do
+    args[#args + 1] = name
+    args[#args + 1] = value
+  end
+  redis.call(unpack(args))
 end
 
 -- Higher priority first, then FIFO by sequence: (1000 - priority) * 2^40 + seq.
@@ -46,73 +130,78 @@ local function wake()
   end
 end
 
--- Appends an event to the job's stream, only once someone has watched the job.
-local function emit(seq, fields)
-  if redis.call('HGET', K.job .. seq, 'wt') ~= '1' then return end
+-- Appends an event (a table of E fields) to the job's stream, only once someone has
+-- watched the job.
+local function emit(seq, event)
+  if redis.call('HGET', K.job .. seq, J.watched) ~= '1' then return end
   local args = {'XADD', K.events .. seq, 'MAXLEN', '~', '1000', '*'}
-  for i = 1, #fields do args[#args + 1] = fields[i] end
+  for name, value in pairs(event) do
+    args[#args + 1] = name
+    args[#args + 1] = value
+  end
   redis.call(unpack(args))
   redis.call('PUBLISH', K.events_channel, seq)
 end
 
 local function make_ready(seq, priority)
   redis.call('ZADD', K.ready, ready_score(priority, seq), seq)
-  redis.call('HSET', K.job .. seq, 'state', 'ready')
+  set(seq, {[J.state] = 'ready'})
 end
 
--- Delay of the retry after attempt `attempt` (1-based) under a backoff spec
--- "kind,initial_ms,max_ms,multiplier,jitter"; kind 1 fixed, 2 exponential, 3 linear.
+-- Delay of the retry after counted attempt `attempt` (1-based) under the job's backoff
+-- fields (f from fields()): kind 1 fixed, 2 exponential, 3 linear.
 -- `rand` in [0, 1) comes from the broker, as scripts have no usable randomness.
-local function backoff_delay(spec, attempt, rand)
-  local kind, initial, cap, mult, jitter = string.match(
-    spec, '^(%d+),(%d+),(%d+),([%d%.]+),([%d%.]+)$')
-  kind, initial, cap = tonumber(kind), tonumber(initial), tonumber(cap)
-  mult, jitter = tonumber(mult), tonumber(jitter)
+local function backoff_delay(f, attempt, rand)
+  local kind, initial = tonumber(f.backoff_kind), tonumber(f.backoff_initial_ms)
   local delay = initial
   if kind == 2 then
-    delay = initial * mult ^ (attempt - 1)
+    delay = initial * tonumber(f.backoff_multiplier) ^ (attempt - 1)
   elseif kind == 3 then
     delay = initial * attempt
   end
+  local cap = tonumber(f.backoff_max_ms)
   if delay > cap then delay = cap end
-  return math.floor(delay - delay * jitter * rand)
+  return math.floor(delay - delay * tonumber(f.backoff_jitter) * rand)
 end
 
 -- Ends a failed attempt of an active job: retry (ready or scheduled), dead, or
--- cancelled when cancellation was requested. Returns state, due time (ms).
-local function settle_failure(seq, now, etype, emsg, non_retryable, delay_override, rand)
-  local jk = K.job .. seq
-  local f = redis.call('HMGET', jk, 'att', 'max_att', 'backoff', 'prio', 'cancel', 'rel')
-  -- Released leases are not failures: only att - rel counts against max_attempts.
-  local attempt, max_attempts = tonumber(f[1]) - tonumber(f[6] or '0'), tonumber(f[2])
+-- cancelled when cancellation was requested. `err` holds model.JobError's members.
+-- Returns state, due time (ms).
+local function settle_failure(seq, now, err, delay_override, rand)
+  local f = fields(seq, {'attempt', 'releases', 'max_attempts', 'priority',
+    'cancel_requested', 'backoff_kind', 'backoff_initial_ms', 'backoff_max_ms',
+    'backoff_multiplier', 'backoff_jitter'})
+  -- Released leases are not failures: only attempt - releases counts.
+  local counted = tonumber(f.attempt) - tonumber(f.releases or '0')
   redis.call('ZREM', K.active, seq)
-  redis.call('HDEL', jk, 'token', 'lease_until', 'exec_until')
-  redis.call('HSET', jk, 'etype', etype, 'emsg', emsg, 'enr', non_retryable and '1' or '0')
+  redis.call('HDEL', K.job .. seq, J.token, J.lease_until_ms, J.exec_until_ms)
+  set(seq, record(err, ERROR, 1, {}))
   local state, due = nil, 0
-  if f[5] == '1' then
+  if f.cancel_requested == '1' then
     state = 'cancelled'
-  elseif non_retryable or attempt >= max_attempts then
+  elseif err.non_retryable == '1' or counted >= tonumber(f.max_attempts) then
     state = 'dead'
   end
   if state then
     redis.call('ZADD', K[state], now, seq)
-    redis.call('HSET', jk, 'state', state, 'finished', now)
+    set(seq, {[J.state] = state, [J.finished_ms] = now})
   else
     local delay = delay_override
-    if delay < 0 then delay = backoff_delay(f[3], attempt, rand) end
+    if delay < 0 then delay = backoff_delay(f, counted, rand) end
     due = now + delay
-    redis.call('HSET', jk, 'run_at', due)
+    set(seq, {[J.run_at_ms] = due})
     if delay <= 0 then
       state = 'ready'
-      make_ready(seq, f[4])
+      make_ready(seq, f.priority)
       wake()
     else
       state = 'scheduled'
       redis.call('ZADD', K.scheduled, due, seq)
-      redis.call('HSET', jk, 'state', 'scheduled')
+      set(seq, {[J.state] = 'scheduled'})
     end
   end
-  emit(seq, {'k', 'state', 's', state, 'a', f[1], 'et', etype, 'em', emsg})
+  emit(seq, record(err, ERROR, 2,
+    {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt}))
   return state, due
 end
 
@@ -121,23 +210,20 @@ local function promote_due(now, limit)
   local due = redis.call('ZRANGEBYSCORE', K.scheduled, '-inf', now, 'LIMIT', 0, limit)
   for _, seq in ipairs(due) do
     redis.call('ZREM', K.scheduled, seq)
-    local f = redis.call('HMGET', K.job .. seq, 'prio', 'att')
-    make_ready(seq, f[1])
-    emit(seq, {'k', 'state', 's', 'ready', 'a', f[2] or '0'})
+    local f = fields(seq, {'priority', 'attempt'})
+    make_ready(seq, f.priority)
+    emit(seq, {[E.kind] = 'state', [E.state] = 'ready', [E.attempt] = f.attempt or '0'})
   end
   if #due > 0 then wake() end
   return #due
 end
 
--- Checks that `token` is the live lease of job `seq`. Returns the code and a
--- short reason, plus the job fields asked for in `fields` when OK.
-local function check_lease(seq, token, now, fields)
-  local jk = K.job .. seq
-  local f = redis.call('HMGET', jk, 'state', 'token', 'lease_until', unpack(fields))
-  if not f[1] then return NOT_FOUND, 'job not found' end
-  if f[1] ~= 'active' or f[2] ~= token then return LEASE_LOST, 'lease is not current' end
-  if tonumber(f[3]) <= now then return LEASE_LOST, 'lease expired' end
-  local extra = {}
-  for i = 4, #f do extra[#extra + 1] = f[i] end
-  return OK, '', extra
+-- Checks that `token` is the live lease of job `seq`. Returns the code and a short
+-- reason, plus the job fields asked for in `keys` (J keys, see fields()) when OK.
+local function check_lease(seq, token, now, keys)
+  local f = fields(seq, {'state', 'token', 'lease_until_ms', unpack(keys)})
+  if not f.state then return NOT_FOUND, 'job not found' end
+  if f.state ~= 'active' or f.token ~= token then return LEASE_LOST, 'lease is not current' end
+  if tonumber(f.lease_until_ms) <= now then return LEASE_LOST, 'lease expired' end
+  return OK, '', f
 end

@@ -1,15 +1,14 @@
 -- prune.lua: applies retention to finished jobs: deletes completed, dead and cancelled
 -- jobs older than their maximum age or beyond their maximum count, with their events.
 -- KEYS: the queue key set (lib.lua); uses completed, dead, cancelled, job:, events:.
--- ARGV[1..3]: now override, wake channel, events channel (lib.lua)
--- ARGV[4]  completed (and cancelled) jobs: max age ms;  ARGV[5] max count
--- ARGV[6]  dead jobs: max age ms;  ARGV[7] max count
--- ARGV[8]  the most jobs to delete per set in this call
--- Returns: the number of jobs deleted
+-- ARGS: {completed_age_ms, completed_count (completed and cancelled jobs: the most age
+--        and count kept), dead_age_ms, dead_count, limit (the most jobs to delete per
+--        set in this call)}
+-- Returns: {deleted = the number of jobs deleted}
 -- Codes: 0 OK
 
 local now = now_ms()
-local limit = tonumber(ARGV[8])
+local limit = ARGS.limit
 
 local function prune(set, max_age, max_count)
   local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - max_age, 'LIMIT', 0, limit)
@@ -25,6 +24,7 @@ local function prune(set, max_age, max_count)
   return #old
 end
 
-return prune(K.completed, tonumber(ARGV[4]), tonumber(ARGV[5]))
-  + prune(K.cancelled, tonumber(ARGV[4]), tonumber(ARGV[5]))
-  + prune(K.dead, tonumber(ARGV[6]), tonumber(ARGV[7]))
+local deleted = prune(K.completed, ARGS.completed_age_ms, ARGS.completed_count)
+  + prune(K.cancelled, ARGS.completed_age_ms, ARGS.completed_count)
+  + prune(K.dead, ARGS.dead_age_ms, ARGS.dead_count)
+return cmsgpack.pack({deleted = deleted})

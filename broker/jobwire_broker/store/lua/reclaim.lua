@@ -3,26 +3,26 @@
 -- is retried or dead-lettered like a Fail. Safe to run from every replica at once.
 -- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, dead, cancelled,
 --       waiting, job:, events:.
--- ARGV[1..3]: now override, wake channel, events channel (lib.lua)
--- ARGV[4]  the most leases to take back in this call
--- ARGV[5]  random number in [0, 1) for jitter
--- Returns: per lease taken back {seq, new state, error type, attempt, trace context
---          JSON}, so the broker can record each in the job's trace
+-- ARGS: {limit (the most leases to take back in this call), rand (in [0, 1), jitter)}
+-- Returns: list of {seq, state (after), error_type, attempt, trace (members)}, one per
+--          lease taken back, so the broker can record each in the job's trace
 -- Codes: 0 OK
 
 local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-local rand = tonumber(ARGV[5])
+local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, ARGS.limit)
+local rand = ARGS.rand
 local out = {}
 for _, seq in ipairs(expired) do
-  local f = redis.call('HMGET', K.job .. seq, 'exec_until', 'att', 'trace')
-  local exec_until = tonumber(f[1] or '0')
+  local f = fields(seq, {'exec_until_ms', 'attempt', 'traceparent', 'tracestate', 'baggage'})
+  local exec_until = tonumber(f.exec_until_ms or '0')
   local etype, emsg = 'LEASE_EXPIRED', 'lease expired without a heartbeat'
   if exec_until > 0 and exec_until <= now then
     etype, emsg = 'EXECUTION_TIMEOUT', 'attempt ran past its execution timeout'
   end
-  local state = settle_failure(seq, now, etype, emsg, false, -1, rand)
+  local err = {type = etype, message = emsg, non_retryable = '0'}
+  local state = settle_failure(seq, now, err, -1, rand)
   rand = (rand + 0.6180339887) % 1
-  out[#out + 1] = {tonumber(seq), state, etype, tonumber(f[2] or '0'), f[3] or ''}
+  out[#out + 1] = {seq = tonumber(seq), state = state, error_type = etype,
+    attempt = tonumber(f.attempt or '0'), trace = trace_of(f)}
 end
-return out
+return cmsgpack.pack(out)

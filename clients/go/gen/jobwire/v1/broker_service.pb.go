@@ -699,7 +699,8 @@ type ItemStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A `google.rpc.Code` value: 0 (OK), 5 (NOT_FOUND), 9 (FAILED_PRECONDITION).
 	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	// Stable reason, as in ErrorInfo (`LEASE_LOST`, `JOB_NOT_FOUND`). Empty when OK.
+	// Stable reason, a name of `ErrorReason` as in ErrorInfo (`LEASE_LOST`,
+	// `JOB_NOT_FOUND`). Empty when OK.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Human-readable detail. Empty when OK.
 	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
@@ -990,11 +991,11 @@ type FailRequest struct {
 	// Retry after exactly this long instead of the backoff policy, at most 365 days.
 	// Unset: follow the policy. Ignored when the job goes dead.
 	RetryDelay *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_delay,json=retryDelay,proto3" json:"retry_delay,omitempty"`
-	// Hand the job back without counting this attempt, for a job the worker leased but
-	// never started (e.g. prefetched when it shut down). The job is ready again at once,
-	// or after `retry_delay`; `error` is not recorded and may be left unset. The next
-	// lease still gets the next `attempt` number (fencing), but `Job.counted_attempts`
-	// does not grow, so a release never brings the job closer to dead.
+	// Deprecated: call ReleaseLease (or put a `release` in SettleBatch). Kept working for
+	// one release: hands the job back as ReleaseLease does, after `retry_delay`; `error`
+	// is not recorded and may be left unset.
+	//
+	// Deprecated: Marked as deprecated in jobwire/v1/broker_service.proto.
 	Release       bool `protobuf:"varint,5,opt,name=release,proto3" json:"release,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1058,6 +1059,7 @@ func (x *FailRequest) GetRetryDelay() *durationpb.Duration {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in jobwire/v1/broker_service.proto.
 func (x *FailRequest) GetRelease() bool {
 	if x != nil {
 		return x.Release
@@ -1121,7 +1123,126 @@ func (x *FailResponse) GetRetryTime() *timestamppb.Timestamp {
 	return nil
 }
 
-// One completion or failure of a SettleBatch.
+// Request of ReleaseLease.
+type ReleaseLeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leased job. Required.
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The token from Lease. Required.
+	LeaseToken string `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// Ready again only after this long, at most 365 days. Unset or 0 s: at once.
+	Delay         *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseLeaseRequest) Reset() {
+	*x = ReleaseLeaseRequest{}
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseLeaseRequest) ProtoMessage() {}
+
+func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseLeaseRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReleaseLeaseRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ReleaseLeaseRequest) GetLeaseToken() string {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return ""
+}
+
+func (x *ReleaseLeaseRequest) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+// Response of ReleaseLease.
+type ReleaseLeaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// READY, or SCHEDULED when `delay` was set.
+	State JobState `protobuf:"varint,1,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
+	// When the job becomes ready again.
+	ReadyTime     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=ready_time,json=readyTime,proto3" json:"ready_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseLeaseResponse) Reset() {
+	*x = ReleaseLeaseResponse{}
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseLeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseLeaseResponse) ProtoMessage() {}
+
+func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseLeaseResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseLeaseResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReleaseLeaseResponse) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *ReleaseLeaseResponse) GetReadyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReadyTime
+	}
+	return nil
+}
+
+// One completion, failure or release of a SettleBatch.
 type Settlement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Which way the attempt ended.
@@ -1130,6 +1251,7 @@ type Settlement struct {
 	//
 	//	*Settlement_Complete
 	//	*Settlement_Fail
+	//	*Settlement_Release
 	Outcome       isSettlement_Outcome `protobuf_oneof:"outcome"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1137,7 +1259,7 @@ type Settlement struct {
 
 func (x *Settlement) Reset() {
 	*x = Settlement{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[17]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1271,7 @@ func (x *Settlement) String() string {
 func (*Settlement) ProtoMessage() {}
 
 func (x *Settlement) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[17]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1284,7 @@ func (x *Settlement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settlement.ProtoReflect.Descriptor instead.
 func (*Settlement) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{17}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Settlement) GetOutcome() isSettlement_Outcome {
@@ -1190,6 +1312,15 @@ func (x *Settlement) GetFail() *FailRequest {
 	return nil
 }
 
+func (x *Settlement) GetRelease() *ReleaseLeaseRequest {
+	if x != nil {
+		if x, ok := x.Outcome.(*Settlement_Release); ok {
+			return x.Release
+		}
+	}
+	return nil
+}
+
 type isSettlement_Outcome interface {
 	isSettlement_Outcome()
 }
@@ -1204,9 +1335,16 @@ type Settlement_Fail struct {
 	Fail *FailRequest `protobuf:"bytes,2,opt,name=fail,proto3,oneof"`
 }
 
+type Settlement_Release struct {
+	// Hand the job back uncounted.
+	Release *ReleaseLeaseRequest `protobuf:"bytes,3,opt,name=release,proto3,oneof"`
+}
+
 func (*Settlement_Complete) isSettlement_Outcome() {}
 
 func (*Settlement_Fail) isSettlement_Outcome() {}
+
+func (*Settlement_Release) isSettlement_Outcome() {}
 
 // Request of SettleBatch.
 type SettleBatchRequest struct {
@@ -1219,7 +1357,7 @@ type SettleBatchRequest struct {
 
 func (x *SettleBatchRequest) Reset() {
 	*x = SettleBatchRequest{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[18]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1369,7 @@ func (x *SettleBatchRequest) String() string {
 func (*SettleBatchRequest) ProtoMessage() {}
 
 func (x *SettleBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[18]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1382,7 @@ func (x *SettleBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleBatchRequest.ProtoReflect.Descriptor instead.
 func (*SettleBatchRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{18}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SettleBatchRequest) GetSettlements() []*Settlement {
@@ -1260,14 +1398,16 @@ type SettlementResult struct {
 	// Whether it was accepted.
 	Status *ItemStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
 	// For a failure, what Fail would have returned.
-	Fail          *FailResponse `protobuf:"bytes,2,opt,name=fail,proto3" json:"fail,omitempty"`
+	Fail *FailResponse `protobuf:"bytes,2,opt,name=fail,proto3" json:"fail,omitempty"`
+	// For a release, what ReleaseLease would have returned.
+	Release       *ReleaseLeaseResponse `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SettlementResult) Reset() {
 	*x = SettlementResult{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[19]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1419,7 @@ func (x *SettlementResult) String() string {
 func (*SettlementResult) ProtoMessage() {}
 
 func (x *SettlementResult) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[19]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1432,7 @@ func (x *SettlementResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettlementResult.ProtoReflect.Descriptor instead.
 func (*SettlementResult) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{19}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SettlementResult) GetStatus() *ItemStatus {
@@ -1309,6 +1449,13 @@ func (x *SettlementResult) GetFail() *FailResponse {
 	return nil
 }
 
+func (x *SettlementResult) GetRelease() *ReleaseLeaseResponse {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
 // Response of SettleBatch.
 type SettleBatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1320,7 +1467,7 @@ type SettleBatchResponse struct {
 
 func (x *SettleBatchResponse) Reset() {
 	*x = SettleBatchResponse{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[20]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1479,7 @@ func (x *SettleBatchResponse) String() string {
 func (*SettleBatchResponse) ProtoMessage() {}
 
 func (x *SettleBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[20]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1492,7 @@ func (x *SettleBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SettleBatchResponse.ProtoReflect.Descriptor instead.
 func (*SettleBatchResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{20}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SettleBatchResponse) GetResults() []*SettlementResult {
@@ -1369,7 +1516,7 @@ type StreamProgressRequest struct {
 
 func (x *StreamProgressRequest) Reset() {
 	*x = StreamProgressRequest{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[21]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1528,7 @@ func (x *StreamProgressRequest) String() string {
 func (*StreamProgressRequest) ProtoMessage() {}
 
 func (x *StreamProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[21]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1541,7 @@ func (x *StreamProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamProgressRequest.ProtoReflect.Descriptor instead.
 func (*StreamProgressRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{21}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StreamProgressRequest) GetJobId() string {
@@ -1430,7 +1577,7 @@ type StreamProgressResponse struct {
 
 func (x *StreamProgressResponse) Reset() {
 	*x = StreamProgressResponse{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[22]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1589,7 @@ func (x *StreamProgressResponse) String() string {
 func (*StreamProgressResponse) ProtoMessage() {}
 
 func (x *StreamProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[22]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1602,7 @@ func (x *StreamProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamProgressResponse.ProtoReflect.Descriptor instead.
 func (*StreamProgressResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{22}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StreamProgressResponse) GetEventId() string {
@@ -1497,7 +1644,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[23]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1656,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[23]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1669,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{23}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetJobRequest) GetJobId() string {
@@ -1543,7 +1690,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[24]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1702,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[24]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1715,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{24}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1589,7 +1736,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[25]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1748,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[25]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1761,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{25}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CancelJobRequest) GetJobId() string {
@@ -1635,7 +1782,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[26]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1794,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_broker_service_proto_msgTypes[26]
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1807,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{26}
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CancelJobResponse) GetState() JobState {
@@ -1732,29 +1879,40 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"leaseToken\x12\x16\n" +
 	"\x06result\x18\x03 \x01(\fR\x06result\x12.\n" +
 	"\x13result_content_type\x18\x04 \x01(\tR\x11resultContentType\"\x12\n" +
-	"\x10CompleteResponse\"\xc7\x01\n" +
+	"\x10CompleteResponse\"\xcb\x01\n" +
 	"\vFailRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
 	"leaseToken\x12*\n" +
 	"\x05error\x18\x03 \x01(\v2\x14.jobwire.v1.JobErrorR\x05error\x12:\n" +
 	"\vretry_delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"retryDelay\x12\x18\n" +
-	"\arelease\x18\x05 \x01(\bR\arelease\"u\n" +
+	"retryDelay\x12\x1c\n" +
+	"\arelease\x18\x05 \x01(\bB\x02\x18\x01R\arelease\"u\n" +
 	"\fFailResponse\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.jobwire.v1.JobStateR\x05state\x129\n" +
 	"\n" +
-	"retry_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\"\x81\x01\n" +
+	"retry_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\"~\n" +
+	"\x13ReleaseLeaseRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\tR\n" +
+	"leaseToken\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"}\n" +
+	"\x14ReleaseLeaseResponse\x12*\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x14.jobwire.v1.JobStateR\x05state\x129\n" +
+	"\n" +
+	"ready_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\treadyTime\"\xbe\x01\n" +
 	"\n" +
 	"Settlement\x129\n" +
 	"\bcomplete\x18\x01 \x01(\v2\x1b.jobwire.v1.CompleteRequestH\x00R\bcomplete\x12-\n" +
-	"\x04fail\x18\x02 \x01(\v2\x17.jobwire.v1.FailRequestH\x00R\x04failB\t\n" +
+	"\x04fail\x18\x02 \x01(\v2\x17.jobwire.v1.FailRequestH\x00R\x04fail\x12;\n" +
+	"\arelease\x18\x03 \x01(\v2\x1f.jobwire.v1.ReleaseLeaseRequestH\x00R\areleaseB\t\n" +
 	"\aoutcome\"N\n" +
 	"\x12SettleBatchRequest\x128\n" +
-	"\vsettlements\x18\x01 \x03(\v2\x16.jobwire.v1.SettlementR\vsettlements\"p\n" +
+	"\vsettlements\x18\x01 \x03(\v2\x16.jobwire.v1.SettlementR\vsettlements\"\xac\x01\n" +
 	"\x10SettlementResult\x12.\n" +
 	"\x06status\x18\x01 \x01(\v2\x16.jobwire.v1.ItemStatusR\x06status\x12,\n" +
-	"\x04fail\x18\x02 \x01(\v2\x18.jobwire.v1.FailResponseR\x04fail\"M\n" +
+	"\x04fail\x18\x02 \x01(\v2\x18.jobwire.v1.FailResponseR\x04fail\x12:\n" +
+	"\arelease\x18\x03 \x01(\v2 .jobwire.v1.ReleaseLeaseResponseR\arelease\"M\n" +
 	"\x13SettleBatchResponse\x126\n" +
 	"\aresults\x18\x01 \x03(\v2\x1c.jobwire.v1.SettlementResultR\aresults\"T\n" +
 	"\x15StreamProgressRequest\x12\x15\n" +
@@ -1779,7 +1937,7 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"\x13EVENT_KIND_SNAPSHOT\x10\x01\x12\x1c\n" +
 	"\x18EVENT_KIND_STATE_CHANGED\x10\x02\x12\x17\n" +
 	"\x13EVENT_KIND_PROGRESS\x10\x03\x12\x1f\n" +
-	"\x1bEVENT_KIND_CANCEL_REQUESTED\x10\x042\xbf\x06\n" +
+	"\x1bEVENT_KIND_CANCEL_REQUESTED\x10\x042\x92\a\n" +
 	"\rBrokerService\x12B\n" +
 	"\aEnqueue\x12\x1a.jobwire.v1.EnqueueRequest\x1a\x1b.jobwire.v1.EnqueueResponse\x12Q\n" +
 	"\fEnqueueBatch\x12\x1f.jobwire.v1.EnqueueBatchRequest\x1a .jobwire.v1.EnqueueBatchResponse\x12<\n" +
@@ -1787,7 +1945,8 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x1c.jobwire.v1.HeartbeatRequest\x1a\x1d.jobwire.v1.HeartbeatResponse\x12W\n" +
 	"\x0eHeartbeatBatch\x12!.jobwire.v1.HeartbeatBatchRequest\x1a\".jobwire.v1.HeartbeatBatchResponse\x12E\n" +
 	"\bComplete\x12\x1b.jobwire.v1.CompleteRequest\x1a\x1c.jobwire.v1.CompleteResponse\x129\n" +
-	"\x04Fail\x12\x17.jobwire.v1.FailRequest\x1a\x18.jobwire.v1.FailResponse\x12N\n" +
+	"\x04Fail\x12\x17.jobwire.v1.FailRequest\x1a\x18.jobwire.v1.FailResponse\x12Q\n" +
+	"\fReleaseLease\x12\x1f.jobwire.v1.ReleaseLeaseRequest\x1a .jobwire.v1.ReleaseLeaseResponse\x12N\n" +
 	"\vSettleBatch\x12\x1e.jobwire.v1.SettleBatchRequest\x1a\x1f.jobwire.v1.SettleBatchResponse\x12Y\n" +
 	"\x0eStreamProgress\x12!.jobwire.v1.StreamProgressRequest\x1a\".jobwire.v1.StreamProgressResponse0\x01\x12?\n" +
 	"\x06GetJob\x12\x19.jobwire.v1.GetJobRequest\x1a\x1a.jobwire.v1.GetJobResponse\x12H\n" +
@@ -1807,7 +1966,7 @@ func file_jobwire_v1_broker_service_proto_rawDescGZIP() []byte {
 }
 
 var file_jobwire_v1_broker_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_jobwire_v1_broker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_jobwire_v1_broker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_jobwire_v1_broker_service_proto_goTypes = []any{
 	(EventKind)(0),                 // 0: jobwire.v1.EventKind
 	(*EnqueueRequest)(nil),         // 1: jobwire.v1.EnqueueRequest
@@ -1827,82 +1986,91 @@ var file_jobwire_v1_broker_service_proto_goTypes = []any{
 	(*CompleteResponse)(nil),       // 15: jobwire.v1.CompleteResponse
 	(*FailRequest)(nil),            // 16: jobwire.v1.FailRequest
 	(*FailResponse)(nil),           // 17: jobwire.v1.FailResponse
-	(*Settlement)(nil),             // 18: jobwire.v1.Settlement
-	(*SettleBatchRequest)(nil),     // 19: jobwire.v1.SettleBatchRequest
-	(*SettlementResult)(nil),       // 20: jobwire.v1.SettlementResult
-	(*SettleBatchResponse)(nil),    // 21: jobwire.v1.SettleBatchResponse
-	(*StreamProgressRequest)(nil),  // 22: jobwire.v1.StreamProgressRequest
-	(*StreamProgressResponse)(nil), // 23: jobwire.v1.StreamProgressResponse
-	(*GetJobRequest)(nil),          // 24: jobwire.v1.GetJobRequest
-	(*GetJobResponse)(nil),         // 25: jobwire.v1.GetJobResponse
-	(*CancelJobRequest)(nil),       // 26: jobwire.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),      // 27: jobwire.v1.CancelJobResponse
-	(*JobSpec)(nil),                // 28: jobwire.v1.JobSpec
-	(JobState)(0),                  // 29: jobwire.v1.JobState
-	(*durationpb.Duration)(nil),    // 30: google.protobuf.Duration
-	(*Job)(nil),                    // 31: jobwire.v1.Job
-	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
-	(*Progress)(nil),               // 33: jobwire.v1.Progress
-	(*JobError)(nil),               // 34: jobwire.v1.JobError
+	(*ReleaseLeaseRequest)(nil),    // 18: jobwire.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),   // 19: jobwire.v1.ReleaseLeaseResponse
+	(*Settlement)(nil),             // 20: jobwire.v1.Settlement
+	(*SettleBatchRequest)(nil),     // 21: jobwire.v1.SettleBatchRequest
+	(*SettlementResult)(nil),       // 22: jobwire.v1.SettlementResult
+	(*SettleBatchResponse)(nil),    // 23: jobwire.v1.SettleBatchResponse
+	(*StreamProgressRequest)(nil),  // 24: jobwire.v1.StreamProgressRequest
+	(*StreamProgressResponse)(nil), // 25: jobwire.v1.StreamProgressResponse
+	(*GetJobRequest)(nil),          // 26: jobwire.v1.GetJobRequest
+	(*GetJobResponse)(nil),         // 27: jobwire.v1.GetJobResponse
+	(*CancelJobRequest)(nil),       // 28: jobwire.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),      // 29: jobwire.v1.CancelJobResponse
+	(*JobSpec)(nil),                // 30: jobwire.v1.JobSpec
+	(JobState)(0),                  // 31: jobwire.v1.JobState
+	(*durationpb.Duration)(nil),    // 32: google.protobuf.Duration
+	(*Job)(nil),                    // 33: jobwire.v1.Job
+	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
+	(*Progress)(nil),               // 35: jobwire.v1.Progress
+	(*JobError)(nil),               // 36: jobwire.v1.JobError
 }
 var file_jobwire_v1_broker_service_proto_depIdxs = []int32{
-	28, // 0: jobwire.v1.EnqueueRequest.job:type_name -> jobwire.v1.JobSpec
-	29, // 1: jobwire.v1.EnqueueResponse.state:type_name -> jobwire.v1.JobState
-	28, // 2: jobwire.v1.EnqueueBatchRequest.jobs:type_name -> jobwire.v1.JobSpec
+	30, // 0: jobwire.v1.EnqueueRequest.job:type_name -> jobwire.v1.JobSpec
+	31, // 1: jobwire.v1.EnqueueResponse.state:type_name -> jobwire.v1.JobState
+	30, // 2: jobwire.v1.EnqueueBatchRequest.jobs:type_name -> jobwire.v1.JobSpec
 	2,  // 3: jobwire.v1.EnqueueBatchResponse.results:type_name -> jobwire.v1.EnqueueResponse
-	30, // 4: jobwire.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
-	31, // 5: jobwire.v1.LeasedJob.job:type_name -> jobwire.v1.Job
-	32, // 6: jobwire.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
+	32, // 4: jobwire.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
+	33, // 5: jobwire.v1.LeasedJob.job:type_name -> jobwire.v1.Job
+	34, // 6: jobwire.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
 	6,  // 7: jobwire.v1.LeaseResponse.jobs:type_name -> jobwire.v1.LeasedJob
-	30, // 8: jobwire.v1.HeartbeatRequest.lease_extension:type_name -> google.protobuf.Duration
-	33, // 9: jobwire.v1.HeartbeatRequest.progress:type_name -> jobwire.v1.Progress
-	32, // 10: jobwire.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	32, // 8: jobwire.v1.HeartbeatRequest.lease_extension:type_name -> google.protobuf.Duration
+	35, // 9: jobwire.v1.HeartbeatRequest.progress:type_name -> jobwire.v1.Progress
+	34, // 10: jobwire.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
 	8,  // 11: jobwire.v1.HeartbeatBatchRequest.heartbeats:type_name -> jobwire.v1.HeartbeatRequest
 	11, // 12: jobwire.v1.HeartbeatResult.status:type_name -> jobwire.v1.ItemStatus
-	32, // 13: jobwire.v1.HeartbeatResult.lease_expire_time:type_name -> google.protobuf.Timestamp
+	34, // 13: jobwire.v1.HeartbeatResult.lease_expire_time:type_name -> google.protobuf.Timestamp
 	12, // 14: jobwire.v1.HeartbeatBatchResponse.results:type_name -> jobwire.v1.HeartbeatResult
-	34, // 15: jobwire.v1.FailRequest.error:type_name -> jobwire.v1.JobError
-	30, // 16: jobwire.v1.FailRequest.retry_delay:type_name -> google.protobuf.Duration
-	29, // 17: jobwire.v1.FailResponse.state:type_name -> jobwire.v1.JobState
-	32, // 18: jobwire.v1.FailResponse.retry_time:type_name -> google.protobuf.Timestamp
-	14, // 19: jobwire.v1.Settlement.complete:type_name -> jobwire.v1.CompleteRequest
-	16, // 20: jobwire.v1.Settlement.fail:type_name -> jobwire.v1.FailRequest
-	18, // 21: jobwire.v1.SettleBatchRequest.settlements:type_name -> jobwire.v1.Settlement
-	11, // 22: jobwire.v1.SettlementResult.status:type_name -> jobwire.v1.ItemStatus
-	17, // 23: jobwire.v1.SettlementResult.fail:type_name -> jobwire.v1.FailResponse
-	20, // 24: jobwire.v1.SettleBatchResponse.results:type_name -> jobwire.v1.SettlementResult
-	0,  // 25: jobwire.v1.StreamProgressResponse.kind:type_name -> jobwire.v1.EventKind
-	32, // 26: jobwire.v1.StreamProgressResponse.event_time:type_name -> google.protobuf.Timestamp
-	31, // 27: jobwire.v1.StreamProgressResponse.job:type_name -> jobwire.v1.Job
-	31, // 28: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
-	29, // 29: jobwire.v1.CancelJobResponse.state:type_name -> jobwire.v1.JobState
-	1,  // 30: jobwire.v1.BrokerService.Enqueue:input_type -> jobwire.v1.EnqueueRequest
-	3,  // 31: jobwire.v1.BrokerService.EnqueueBatch:input_type -> jobwire.v1.EnqueueBatchRequest
-	5,  // 32: jobwire.v1.BrokerService.Lease:input_type -> jobwire.v1.LeaseRequest
-	8,  // 33: jobwire.v1.BrokerService.Heartbeat:input_type -> jobwire.v1.HeartbeatRequest
-	10, // 34: jobwire.v1.BrokerService.HeartbeatBatch:input_type -> jobwire.v1.HeartbeatBatchRequest
-	14, // 35: jobwire.v1.BrokerService.Complete:input_type -> jobwire.v1.CompleteRequest
-	16, // 36: jobwire.v1.BrokerService.Fail:input_type -> jobwire.v1.FailRequest
-	19, // 37: jobwire.v1.BrokerService.SettleBatch:input_type -> jobwire.v1.SettleBatchRequest
-	22, // 38: jobwire.v1.BrokerService.StreamProgress:input_type -> jobwire.v1.StreamProgressRequest
-	24, // 39: jobwire.v1.BrokerService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	26, // 40: jobwire.v1.BrokerService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	2,  // 41: jobwire.v1.BrokerService.Enqueue:output_type -> jobwire.v1.EnqueueResponse
-	4,  // 42: jobwire.v1.BrokerService.EnqueueBatch:output_type -> jobwire.v1.EnqueueBatchResponse
-	7,  // 43: jobwire.v1.BrokerService.Lease:output_type -> jobwire.v1.LeaseResponse
-	9,  // 44: jobwire.v1.BrokerService.Heartbeat:output_type -> jobwire.v1.HeartbeatResponse
-	13, // 45: jobwire.v1.BrokerService.HeartbeatBatch:output_type -> jobwire.v1.HeartbeatBatchResponse
-	15, // 46: jobwire.v1.BrokerService.Complete:output_type -> jobwire.v1.CompleteResponse
-	17, // 47: jobwire.v1.BrokerService.Fail:output_type -> jobwire.v1.FailResponse
-	21, // 48: jobwire.v1.BrokerService.SettleBatch:output_type -> jobwire.v1.SettleBatchResponse
-	23, // 49: jobwire.v1.BrokerService.StreamProgress:output_type -> jobwire.v1.StreamProgressResponse
-	25, // 50: jobwire.v1.BrokerService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	27, // 51: jobwire.v1.BrokerService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	41, // [41:52] is the sub-list for method output_type
-	30, // [30:41] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	36, // 15: jobwire.v1.FailRequest.error:type_name -> jobwire.v1.JobError
+	32, // 16: jobwire.v1.FailRequest.retry_delay:type_name -> google.protobuf.Duration
+	31, // 17: jobwire.v1.FailResponse.state:type_name -> jobwire.v1.JobState
+	34, // 18: jobwire.v1.FailResponse.retry_time:type_name -> google.protobuf.Timestamp
+	32, // 19: jobwire.v1.ReleaseLeaseRequest.delay:type_name -> google.protobuf.Duration
+	31, // 20: jobwire.v1.ReleaseLeaseResponse.state:type_name -> jobwire.v1.JobState
+	34, // 21: jobwire.v1.ReleaseLeaseResponse.ready_time:type_name -> google.protobuf.Timestamp
+	14, // 22: jobwire.v1.Settlement.complete:type_name -> jobwire.v1.CompleteRequest
+	16, // 23: jobwire.v1.Settlement.fail:type_name -> jobwire.v1.FailRequest
+	18, // 24: jobwire.v1.Settlement.release:type_name -> jobwire.v1.ReleaseLeaseRequest
+	20, // 25: jobwire.v1.SettleBatchRequest.settlements:type_name -> jobwire.v1.Settlement
+	11, // 26: jobwire.v1.SettlementResult.status:type_name -> jobwire.v1.ItemStatus
+	17, // 27: jobwire.v1.SettlementResult.fail:type_name -> jobwire.v1.FailResponse
+	19, // 28: jobwire.v1.SettlementResult.release:type_name -> jobwire.v1.ReleaseLeaseResponse
+	22, // 29: jobwire.v1.SettleBatchResponse.results:type_name -> jobwire.v1.SettlementResult
+	0,  // 30: jobwire.v1.StreamProgressResponse.kind:type_name -> jobwire.v1.EventKind
+	34, // 31: jobwire.v1.StreamProgressResponse.event_time:type_name -> google.protobuf.Timestamp
+	33, // 32: jobwire.v1.StreamProgressResponse.job:type_name -> jobwire.v1.Job
+	33, // 33: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
+	31, // 34: jobwire.v1.CancelJobResponse.state:type_name -> jobwire.v1.JobState
+	1,  // 35: jobwire.v1.BrokerService.Enqueue:input_type -> jobwire.v1.EnqueueRequest
+	3,  // 36: jobwire.v1.BrokerService.EnqueueBatch:input_type -> jobwire.v1.EnqueueBatchRequest
+	5,  // 37: jobwire.v1.BrokerService.Lease:input_type -> jobwire.v1.LeaseRequest
+	8,  // 38: jobwire.v1.BrokerService.Heartbeat:input_type -> jobwire.v1.HeartbeatRequest
+	10, // 39: jobwire.v1.BrokerService.HeartbeatBatch:input_type -> jobwire.v1.HeartbeatBatchRequest
+	14, // 40: jobwire.v1.BrokerService.Complete:input_type -> jobwire.v1.CompleteRequest
+	16, // 41: jobwire.v1.BrokerService.Fail:input_type -> jobwire.v1.FailRequest
+	18, // 42: jobwire.v1.BrokerService.ReleaseLease:input_type -> jobwire.v1.ReleaseLeaseRequest
+	21, // 43: jobwire.v1.BrokerService.SettleBatch:input_type -> jobwire.v1.SettleBatchRequest
+	24, // 44: jobwire.v1.BrokerService.StreamProgress:input_type -> jobwire.v1.StreamProgressRequest
+	26, // 45: jobwire.v1.BrokerService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	28, // 46: jobwire.v1.BrokerService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	2,  // 47: jobwire.v1.BrokerService.Enqueue:output_type -> jobwire.v1.EnqueueResponse
+	4,  // 48: jobwire.v1.BrokerService.EnqueueBatch:output_type -> jobwire.v1.EnqueueBatchResponse
+	7,  // 49: jobwire.v1.BrokerService.Lease:output_type -> jobwire.v1.LeaseResponse
+	9,  // 50: jobwire.v1.BrokerService.Heartbeat:output_type -> jobwire.v1.HeartbeatResponse
+	13, // 51: jobwire.v1.BrokerService.HeartbeatBatch:output_type -> jobwire.v1.HeartbeatBatchResponse
+	15, // 52: jobwire.v1.BrokerService.Complete:output_type -> jobwire.v1.CompleteResponse
+	17, // 53: jobwire.v1.BrokerService.Fail:output_type -> jobwire.v1.FailResponse
+	19, // 54: jobwire.v1.BrokerService.ReleaseLease:output_type -> jobwire.v1.ReleaseLeaseResponse
+	23, // 55: jobwire.v1.BrokerService.SettleBatch:output_type -> jobwire.v1.SettleBatchResponse
+	25, // 56: jobwire.v1.BrokerService.StreamProgress:output_type -> jobwire.v1.StreamProgressResponse
+	27, // 57: jobwire.v1.BrokerService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	29, // 58: jobwire.v1.BrokerService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	47, // [47:59] is the sub-list for method output_type
+	35, // [35:47] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_broker_service_proto_init() }
@@ -1911,9 +2079,10 @@ func file_jobwire_v1_broker_service_proto_init() {
 		return
 	}
 	file_jobwire_v1_job_proto_init()
-	file_jobwire_v1_broker_service_proto_msgTypes[17].OneofWrappers = []any{
+	file_jobwire_v1_broker_service_proto_msgTypes[19].OneofWrappers = []any{
 		(*Settlement_Complete)(nil),
 		(*Settlement_Fail)(nil),
+		(*Settlement_Release)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1921,7 +2090,7 @@ func file_jobwire_v1_broker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_broker_service_proto_rawDesc), len(file_jobwire_v1_broker_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

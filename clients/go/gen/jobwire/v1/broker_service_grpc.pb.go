@@ -26,6 +26,7 @@ const (
 	BrokerService_HeartbeatBatch_FullMethodName = "/jobwire.v1.BrokerService/HeartbeatBatch"
 	BrokerService_Complete_FullMethodName       = "/jobwire.v1.BrokerService/Complete"
 	BrokerService_Fail_FullMethodName           = "/jobwire.v1.BrokerService/Fail"
+	BrokerService_ReleaseLease_FullMethodName   = "/jobwire.v1.BrokerService/ReleaseLease"
 	BrokerService_SettleBatch_FullMethodName    = "/jobwire.v1.BrokerService/SettleBatch"
 	BrokerService_StreamProgress_FullMethodName = "/jobwire.v1.BrokerService/StreamProgress"
 	BrokerService_GetJob_FullMethodName         = "/jobwire.v1.BrokerService/GetJob"
@@ -75,8 +76,14 @@ type BrokerServiceClient interface {
 	// while attempts remain and the error is retryable, else it goes dead. Same lease
 	// errors as Complete.
 	Fail(ctx context.Context, in *FailRequest, opts ...grpc.CallOption) (*FailResponse, error)
-	// Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-	// own status, as Complete and Fail would have returned.
+	// Hands a leased job back without counting the attempt, for a job the worker leased
+	// but will not run (prefetched when it shut down, say). The job is ready again at once,
+	// or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+	// number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+	// Complete.
+	ReleaseLease(ctx context.Context, in *ReleaseLeaseRequest, opts ...grpc.CallOption) (*ReleaseLeaseResponse, error)
+	// Completes, fails and releases many leased jobs (of any queues) in one call. Each
+	// item gets its own status, as Complete, Fail and ReleaseLease would have returned.
 	SettleBatch(ctx context.Context, in *SettleBatchRequest, opts ...grpc.CallOption) (*SettleBatchResponse, error)
 	// Streams a job's events: first its current state, then every progress update and
 	// state change in order, ending after a terminal state. Resume after a dropped stream
@@ -163,6 +170,16 @@ func (c *brokerServiceClient) Fail(ctx context.Context, in *FailRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(FailResponse)
 	err := c.cc.Invoke(ctx, BrokerService_Fail_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *brokerServiceClient) ReleaseLease(ctx context.Context, in *ReleaseLeaseRequest, opts ...grpc.CallOption) (*ReleaseLeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseLeaseResponse)
+	err := c.cc.Invoke(ctx, BrokerService_ReleaseLease_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -261,8 +278,14 @@ type BrokerServiceServer interface {
 	// while attempts remain and the error is retryable, else it goes dead. Same lease
 	// errors as Complete.
 	Fail(context.Context, *FailRequest) (*FailResponse, error)
-	// Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-	// own status, as Complete and Fail would have returned.
+	// Hands a leased job back without counting the attempt, for a job the worker leased
+	// but will not run (prefetched when it shut down, say). The job is ready again at once,
+	// or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+	// number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+	// Complete.
+	ReleaseLease(context.Context, *ReleaseLeaseRequest) (*ReleaseLeaseResponse, error)
+	// Completes, fails and releases many leased jobs (of any queues) in one call. Each
+	// item gets its own status, as Complete, Fail and ReleaseLease would have returned.
 	SettleBatch(context.Context, *SettleBatchRequest) (*SettleBatchResponse, error)
 	// Streams a job's events: first its current state, then every progress update and
 	// state change in order, ending after a terminal state. Resume after a dropped stream
@@ -305,6 +328,9 @@ func (UnimplementedBrokerServiceServer) Complete(context.Context, *CompleteReque
 }
 func (UnimplementedBrokerServiceServer) Fail(context.Context, *FailRequest) (*FailResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fail not implemented")
+}
+func (UnimplementedBrokerServiceServer) ReleaseLease(context.Context, *ReleaseLeaseRequest) (*ReleaseLeaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseLease not implemented")
 }
 func (UnimplementedBrokerServiceServer) SettleBatch(context.Context, *SettleBatchRequest) (*SettleBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SettleBatch not implemented")
@@ -465,6 +491,24 @@ func _BrokerService_Fail_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BrokerService_ReleaseLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseLeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServiceServer).ReleaseLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BrokerService_ReleaseLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServiceServer).ReleaseLease(ctx, req.(*ReleaseLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _BrokerService_SettleBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SettleBatchRequest)
 	if err := dec(in); err != nil {
@@ -564,6 +608,10 @@ var BrokerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Fail",
 			Handler:    _BrokerService_Fail_Handler,
+		},
+		{
+			MethodName: "ReleaseLease",
+			Handler:    _BrokerService_ReleaseLease_Handler,
 		},
 		{
 			MethodName: "SettleBatch",

@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _EventKind:
@@ -389,7 +394,9 @@ class ItemStatus(_message.Message):
     code: _builtins.int
     """A `google.rpc.Code` value: 0 (OK), 5 (NOT_FOUND), 9 (FAILED_PRECONDITION)."""
     reason: _builtins.str
-    """Stable reason, as in ErrorInfo (`LEASE_LOST`, `JOB_NOT_FOUND`). Empty when OK."""
+    """Stable reason, a name of `ErrorReason` as in ErrorInfo (`LEASE_LOST`,
+    `JOB_NOT_FOUND`). Empty when OK.
+    """
     message: _builtins.str
     """Human-readable detail. Empty when OK."""
     def __init__(
@@ -531,13 +538,22 @@ class FailRequest(_message.Message):
     """The leased job. Required."""
     lease_token: _builtins.str
     """The token from Lease. Required."""
-    release: _builtins.bool
-    """Hand the job back without counting this attempt, for a job the worker leased but
-    never started (e.g. prefetched when it shut down). The job is ready again at once,
-    or after `retry_delay`; `error` is not recorded and may be left unset. The next
-    lease still gets the next `attempt` number (fencing), but `Job.counted_attempts`
-    does not grow, so a release never brings the job closer to dead.
-    """
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def release(self) -> _builtins.bool:
+        """Deprecated: call ReleaseLease (or put a `release` in SettleBatch). Kept working for
+        one release: hands the job back as ReleaseLease does, after `retry_delay`; `error`
+        is not recorded and may be left unset.
+        """
+
+    @release.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def release(self, value: _builtins.bool) -> None:
+        """Deprecated: call ReleaseLease (or put a `release` in SettleBatch). Kept working for
+        one release: hands the job back as ReleaseLease does, after `retry_delay`; `error`
+        is not recorded and may be left unset.
+        """
+
     @_builtins.property
     def error(self) -> _job_pb2.JobError:
         """What went wrong. Required (`error.type` must be set)."""
@@ -596,13 +612,74 @@ class FailResponse(_message.Message):
 Global___FailResponse: _TypeAlias = FailResponse  # noqa: Y015
 
 @_typing.final
+class ReleaseLeaseRequest(_message.Message):
+    """Request of ReleaseLease."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    LEASE_TOKEN_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The leased job. Required."""
+    lease_token: _builtins.str
+    """The token from Lease. Required."""
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """Ready again only after this long, at most 365 days. Unset or 0 s: at once."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        lease_token: _builtins.str = ...,
+        delay: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "job_id", b"job_id", "lease_token", b"lease_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseLeaseRequest: _TypeAlias = ReleaseLeaseRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseLeaseResponse(_message.Message):
+    """Response of ReleaseLease."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    READY_TIME_FIELD_NUMBER: _builtins.int
+    state: _job_pb2.JobState.ValueType
+    """READY, or SCHEDULED when `delay` was set."""
+    @_builtins.property
+    def ready_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job becomes ready again."""
+
+    def __init__(
+        self,
+        *,
+        state: _job_pb2.JobState.ValueType = ...,
+        ready_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ready_time", b"ready_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ready_time", b"ready_time", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseLeaseResponse: _TypeAlias = ReleaseLeaseResponse  # noqa: Y015
+
+@_typing.final
 class Settlement(_message.Message):
-    """One completion or failure of a SettleBatch."""
+    """One completion, failure or release of a SettleBatch."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPLETE_FIELD_NUMBER: _builtins.int
     FAIL_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def complete(self) -> Global___CompleteRequest:
         """Finish the job with a result."""
@@ -611,17 +688,22 @@ class Settlement(_message.Message):
     def fail(self) -> Global___FailRequest:
         """Fail the attempt."""
 
+    @_builtins.property
+    def release(self) -> Global___ReleaseLeaseRequest:
+        """Hand the job back uncounted."""
+
     def __init__(
         self,
         *,
         complete: Global___CompleteRequest | None = ...,
         fail: Global___FailRequest | None = ...,
+        release: Global___ReleaseLeaseRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "fail", b"fail", "outcome", b"outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "fail", b"fail", "outcome", b"outcome", "release", b"release"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "fail", b"fail", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "fail", b"fail", "outcome", b"outcome", "release", b"release"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["complete", "fail"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["complete", "fail", "release"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
@@ -659,6 +741,7 @@ class SettlementResult(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     FAIL_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> Global___ItemStatus:
         """Whether it was accepted."""
@@ -667,15 +750,20 @@ class SettlementResult(_message.Message):
     def fail(self) -> Global___FailResponse:
         """For a failure, what Fail would have returned."""
 
+    @_builtins.property
+    def release(self) -> Global___ReleaseLeaseResponse:
+        """For a release, what ReleaseLease would have returned."""
+
     def __init__(
         self,
         *,
         status: Global___ItemStatus | None = ...,
         fail: Global___FailResponse | None = ...,
+        release: Global___ReleaseLeaseResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fail", b"fail", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fail", b"fail", "release", b"release", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail", b"fail", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail", b"fail", "release", b"release", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

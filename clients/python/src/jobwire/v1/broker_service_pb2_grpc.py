@@ -80,6 +80,11 @@ class BrokerServiceStub:
                 request_serializer=jobwire_dot_v1_dot_broker__service__pb2.FailRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_broker__service__pb2.FailResponse.FromString,
                 _registered_method=True)
+        self.ReleaseLease = channel.unary_unary(
+                '/jobwire.v1.BrokerService/ReleaseLease',
+                request_serializer=jobwire_dot_v1_dot_broker__service__pb2.ReleaseLeaseRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_broker__service__pb2.ReleaseLeaseResponse.FromString,
+                _registered_method=True)
         self.SettleBatch = channel.unary_unary(
                 '/jobwire.v1.BrokerService/SettleBatch',
                 request_serializer=jobwire_dot_v1_dot_broker__service__pb2.SettleBatchRequest.SerializeToString,
@@ -178,9 +183,20 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseLease(self, request, context):
+        """Hands a leased job back without counting the attempt, for a job the worker leased
+        but will not run (prefetched when it shut down, say). The job is ready again at once,
+        or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+        number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+        Complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SettleBatch(self, request, context):
-        """Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-        own status, as Complete and Fail would have returned.
+        """Completes, fails and releases many leased jobs (of any queues) in one call. Each
+        item gets its own status, as Complete, Fail and ReleaseLease would have returned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -249,6 +265,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.Fail,
                     request_deserializer=jobwire_dot_v1_dot_broker__service__pb2.FailRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_broker__service__pb2.FailResponse.SerializeToString,
+            ),
+            'ReleaseLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLease,
+                    request_deserializer=jobwire_dot_v1_dot_broker__service__pb2.ReleaseLeaseRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_broker__service__pb2.ReleaseLeaseResponse.SerializeToString,
             ),
             'SettleBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.SettleBatch,
@@ -471,6 +492,33 @@ class BrokerService:
             '/jobwire.v1.BrokerService/Fail',
             jobwire_dot_v1_dot_broker__service__pb2.FailRequest.SerializeToString,
             jobwire_dot_v1_dot_broker__service__pb2.FailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.BrokerService/ReleaseLease',
+            jobwire_dot_v1_dot_broker__service__pb2.ReleaseLeaseRequest.SerializeToString,
+            jobwire_dot_v1_dot_broker__service__pb2.ReleaseLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -78,9 +78,16 @@ class BrokerServiceStub:
     while attempts remain and the error is retryable, else it goes dead. Same lease
     errors as Complete.
     """
+    ReleaseLease: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.ReleaseLeaseRequest, _broker_service_pb2.ReleaseLeaseResponse]
+    """Hands a leased job back without counting the attempt, for a job the worker leased
+    but will not run (prefetched when it shut down, say). The job is ready again at once,
+    or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+    number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+    Complete.
+    """
     SettleBatch: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.SettleBatchRequest, _broker_service_pb2.SettleBatchResponse]
-    """Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-    own status, as Complete and Fail would have returned.
+    """Completes, fails and releases many leased jobs (of any queues) in one call. Each
+    item gets its own status, as Complete, Fail and ReleaseLease would have returned.
     """
     StreamProgress: _grpc.UnaryStreamMultiCallable[_broker_service_pb2.StreamProgressRequest, _broker_service_pb2.StreamProgressResponse]
     """Streams a job's events: first its current state, then every progress update and
@@ -146,9 +153,16 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     while attempts remain and the error is retryable, else it goes dead. Same lease
     errors as Complete.
     """
+    ReleaseLease: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.ReleaseLeaseRequest, _broker_service_pb2.ReleaseLeaseResponse]  # type: ignore[assignment]
+    """Hands a leased job back without counting the attempt, for a job the worker leased
+    but will not run (prefetched when it shut down, say). The job is ready again at once,
+    or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+    number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+    Complete.
+    """
     SettleBatch: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.SettleBatchRequest, _broker_service_pb2.SettleBatchResponse]  # type: ignore[assignment]
-    """Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-    own status, as Complete and Fail would have returned.
+    """Completes, fails and releases many leased jobs (of any queues) in one call. Each
+    item gets its own status, as Complete, Fail and ReleaseLease would have returned.
     """
     StreamProgress: _aio.UnaryStreamMultiCallable[_broker_service_pb2.StreamProgressRequest, _broker_service_pb2.StreamProgressResponse]  # type: ignore[assignment]
     """Streams a job's events: first its current state, then every progress update and
@@ -255,13 +269,26 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def ReleaseLease(
+        self,
+        request: _broker_service_pb2.ReleaseLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.ReleaseLeaseResponse, _abc.Awaitable[_broker_service_pb2.ReleaseLeaseResponse]]:
+        """Hands a leased job back without counting the attempt, for a job the worker leased
+        but will not run (prefetched when it shut down, say). The job is ready again at once,
+        or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+        number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+        Complete.
+        """
+
+    @_abc_1.abstractmethod
     def SettleBatch(
         self,
         request: _broker_service_pb2.SettleBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broker_service_pb2.SettleBatchResponse, _abc.Awaitable[_broker_service_pb2.SettleBatchResponse]]:
-        """Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-        own status, as Complete and Fail would have returned.
+        """Completes, fails and releases many leased jobs (of any queues) in one call. Each
+        item gets its own status, as Complete, Fail and ReleaseLease would have returned.
         """
 
     @_abc_1.abstractmethod

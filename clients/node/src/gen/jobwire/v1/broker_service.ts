@@ -216,7 +216,10 @@ export interface HeartbeatBatchRequest {
 export interface ItemStatus {
   /** A `google.rpc.Code` value: 0 (OK), 5 (NOT_FOUND), 9 (FAILED_PRECONDITION). */
   code: number;
-  /** Stable reason, as in ErrorInfo (`LEASE_LOST`, `JOB_NOT_FOUND`). Empty when OK. */
+  /**
+   * Stable reason, a name of `ErrorReason` as in ErrorInfo (`LEASE_LOST`,
+   * `JOB_NOT_FOUND`). Empty when OK.
+   */
   reason: string;
   /** Human-readable detail. Empty when OK. */
   message: string;
@@ -276,11 +279,11 @@ export interface FailRequest {
     | Duration
     | undefined;
   /**
-   * Hand the job back without counting this attempt, for a job the worker leased but
-   * never started (e.g. prefetched when it shut down). The job is ready again at once,
-   * or after `retry_delay`; `error` is not recorded and may be left unset. The next
-   * lease still gets the next `attempt` number (fencing), but `Job.counted_attempts`
-   * does not grow, so a release never brings the job closer to dead.
+   * Deprecated: call ReleaseLease (or put a `release` in SettleBatch). Kept working for
+   * one release: hands the job back as ReleaseLease does, after `retry_delay`; `error`
+   * is not recorded and may be left unset.
+   *
+   * @deprecated
    */
   release: boolean;
 }
@@ -296,14 +299,36 @@ export interface FailResponse {
   retryTime?: Date | undefined;
 }
 
-/** One completion or failure of a SettleBatch. */
+/** Request of ReleaseLease. */
+export interface ReleaseLeaseRequest {
+  /** The leased job. Required. */
+  jobId: string;
+  /** The token from Lease. Required. */
+  leaseToken: string;
+  /** Ready again only after this long, at most 365 days. Unset or 0 s: at once. */
+  delay?: Duration | undefined;
+}
+
+/** Response of ReleaseLease. */
+export interface ReleaseLeaseResponse {
+  /** READY, or SCHEDULED when `delay` was set. */
+  state: JobState;
+  /** When the job becomes ready again. */
+  readyTime?: Date | undefined;
+}
+
+/** One completion, failure or release of a SettleBatch. */
 export interface Settlement {
   /** Finish the job with a result. */
   complete?:
     | CompleteRequest
     | undefined;
   /** Fail the attempt. */
-  fail?: FailRequest | undefined;
+  fail?:
+    | FailRequest
+    | undefined;
+  /** Hand the job back uncounted. */
+  release?: ReleaseLeaseRequest | undefined;
 }
 
 /** Request of SettleBatch. */
@@ -319,7 +344,11 @@ export interface SettlementResult {
     | ItemStatus
     | undefined;
   /** For a failure, what Fail would have returned. */
-  fail?: FailResponse | undefined;
+  fail?:
+    | FailResponse
+    | undefined;
+  /** For a release, what ReleaseLease would have returned. */
+  release?: ReleaseLeaseResponse | undefined;
 }
 
 /** Response of SettleBatch. */
@@ -2063,8 +2092,208 @@ export const FailResponse: MessageFns<FailResponse> = {
   },
 };
 
+function createBaseReleaseLeaseRequest(): ReleaseLeaseRequest {
+  return { jobId: "", leaseToken: "", delay: undefined };
+}
+
+export const ReleaseLeaseRequest: MessageFns<ReleaseLeaseRequest> = {
+  encode(message: ReleaseLeaseRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.leaseToken !== "") {
+      writer.uint32(18).string(message.leaseToken);
+    }
+    if (message.delay !== undefined) {
+      Duration.encode(message.delay, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseLeaseRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseLeaseRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.leaseToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.delay = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseLeaseRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      leaseToken: isSet(object.leaseToken)
+        ? globalThis.String(object.leaseToken)
+        : isSet(object.lease_token)
+        ? globalThis.String(object.lease_token)
+        : "",
+      delay: isSet(object.delay) ? Duration.fromJSON(object.delay) : undefined,
+    };
+  },
+
+  toJSON(message: ReleaseLeaseRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.leaseToken !== "") {
+      obj.leaseToken = message.leaseToken;
+    }
+    if (message.delay !== undefined) {
+      obj.delay = Duration.toJSON(message.delay);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseLeaseRequest>, I>>(base?: I): ReleaseLeaseRequest {
+    return ReleaseLeaseRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseLeaseRequest>, I>>(object: I): ReleaseLeaseRequest {
+    const message = createBaseReleaseLeaseRequest();
+    message.jobId = object.jobId ?? "";
+    message.leaseToken = object.leaseToken ?? "";
+    message.delay = (object.delay !== undefined && object.delay !== null)
+      ? Duration.fromPartial(object.delay)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReleaseLeaseResponse(): ReleaseLeaseResponse {
+  return { state: 0, readyTime: undefined };
+}
+
+export const ReleaseLeaseResponse: MessageFns<ReleaseLeaseResponse> = {
+  encode(message: ReleaseLeaseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== 0) {
+      writer.uint32(8).int32(message.state);
+    }
+    if (message.readyTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.readyTime), writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseLeaseResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseLeaseResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.readyTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseLeaseResponse {
+    return {
+      state: isSet(object.state) ? jobStateFromJSON(object.state) : 0,
+      readyTime: isSet(object.readyTime)
+        ? fromJsonTimestamp(object.readyTime)
+        : isSet(object.ready_time)
+        ? fromJsonTimestamp(object.ready_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ReleaseLeaseResponse): unknown {
+    const obj: any = {};
+    if (message.state !== 0) {
+      obj.state = jobStateToJSON(message.state);
+    }
+    if (message.readyTime !== undefined) {
+      obj.readyTime = message.readyTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseLeaseResponse>, I>>(base?: I): ReleaseLeaseResponse {
+    return ReleaseLeaseResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseLeaseResponse>, I>>(object: I): ReleaseLeaseResponse {
+    const message = createBaseReleaseLeaseResponse();
+    message.state = object.state ?? 0;
+    message.readyTime = object.readyTime ?? undefined;
+    return message;
+  },
+};
+
 function createBaseSettlement(): Settlement {
-  return { complete: undefined, fail: undefined };
+  return { complete: undefined, fail: undefined, release: undefined };
 }
 
 export const Settlement: MessageFns<Settlement> = {
@@ -2074,6 +2303,9 @@ export const Settlement: MessageFns<Settlement> = {
     }
     if (message.fail !== undefined) {
       FailRequest.encode(message.fail, writer.uint32(18).fork()).join();
+    }
+    if (message.release !== undefined) {
+      ReleaseLeaseRequest.encode(message.release, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -2107,6 +2339,14 @@ export const Settlement: MessageFns<Settlement> = {
             message.fail = FailRequest.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.release = ReleaseLeaseRequest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2123,6 +2363,7 @@ export const Settlement: MessageFns<Settlement> = {
     return {
       complete: isSet(object.complete) ? CompleteRequest.fromJSON(object.complete) : undefined,
       fail: isSet(object.fail) ? FailRequest.fromJSON(object.fail) : undefined,
+      release: isSet(object.release) ? ReleaseLeaseRequest.fromJSON(object.release) : undefined,
     };
   },
 
@@ -2133,6 +2374,9 @@ export const Settlement: MessageFns<Settlement> = {
     }
     if (message.fail !== undefined) {
       obj.fail = FailRequest.toJSON(message.fail);
+    }
+    if (message.release !== undefined) {
+      obj.release = ReleaseLeaseRequest.toJSON(message.release);
     }
     return obj;
   },
@@ -2147,6 +2391,9 @@ export const Settlement: MessageFns<Settlement> = {
       : undefined;
     message.fail = (object.fail !== undefined && object.fail !== null)
       ? FailRequest.fromPartial(object.fail)
+      : undefined;
+    message.release = (object.release !== undefined && object.release !== null)
+      ? ReleaseLeaseRequest.fromPartial(object.release)
       : undefined;
     return message;
   },
@@ -2224,7 +2471,7 @@ export const SettleBatchRequest: MessageFns<SettleBatchRequest> = {
 };
 
 function createBaseSettlementResult(): SettlementResult {
-  return { status: undefined, fail: undefined };
+  return { status: undefined, fail: undefined, release: undefined };
 }
 
 export const SettlementResult: MessageFns<SettlementResult> = {
@@ -2234,6 +2481,9 @@ export const SettlementResult: MessageFns<SettlementResult> = {
     }
     if (message.fail !== undefined) {
       FailResponse.encode(message.fail, writer.uint32(18).fork()).join();
+    }
+    if (message.release !== undefined) {
+      ReleaseLeaseResponse.encode(message.release, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -2267,6 +2517,14 @@ export const SettlementResult: MessageFns<SettlementResult> = {
             message.fail = FailResponse.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.release = ReleaseLeaseResponse.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2283,6 +2541,7 @@ export const SettlementResult: MessageFns<SettlementResult> = {
     return {
       status: isSet(object.status) ? ItemStatus.fromJSON(object.status) : undefined,
       fail: isSet(object.fail) ? FailResponse.fromJSON(object.fail) : undefined,
+      release: isSet(object.release) ? ReleaseLeaseResponse.fromJSON(object.release) : undefined,
     };
   },
 
@@ -2293,6 +2552,9 @@ export const SettlementResult: MessageFns<SettlementResult> = {
     }
     if (message.fail !== undefined) {
       obj.fail = FailResponse.toJSON(message.fail);
+    }
+    if (message.release !== undefined) {
+      obj.release = ReleaseLeaseResponse.toJSON(message.release);
     }
     return obj;
   },
@@ -2307,6 +2569,9 @@ export const SettlementResult: MessageFns<SettlementResult> = {
       : undefined;
     message.fail = (object.fail !== undefined && object.fail !== null)
       ? FailResponse.fromPartial(object.fail)
+      : undefined;
+    message.release = (object.release !== undefined && object.release !== null)
+      ? ReleaseLeaseResponse.fromPartial(object.release)
       : undefined;
     return message;
   },
@@ -2997,8 +3262,25 @@ export const BrokerServiceService = {
     responseDeserialize: (value: Buffer): FailResponse => FailResponse.decode(value),
   },
   /**
-   * Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-   * own status, as Complete and Fail would have returned.
+   * Hands a leased job back without counting the attempt, for a job the worker leased
+   * but will not run (prefetched when it shut down, say). The job is ready again at once,
+   * or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+   * number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+   * Complete.
+   */
+  releaseLease: {
+    path: "/jobwire.v1.BrokerService/ReleaseLease" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseLeaseRequest): Buffer => Buffer.from(ReleaseLeaseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseLeaseRequest => ReleaseLeaseRequest.decode(value),
+    responseSerialize: (value: ReleaseLeaseResponse): Buffer =>
+      Buffer.from(ReleaseLeaseResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseLeaseResponse => ReleaseLeaseResponse.decode(value),
+  },
+  /**
+   * Completes, fails and releases many leased jobs (of any queues) in one call. Each
+   * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
    */
   settleBatch: {
     path: "/jobwire.v1.BrokerService/SettleBatch" as const,
@@ -3095,8 +3377,16 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
    */
   fail: handleUnaryCall<FailRequest, FailResponse>;
   /**
-   * Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-   * own status, as Complete and Fail would have returned.
+   * Hands a leased job back without counting the attempt, for a job the worker leased
+   * but will not run (prefetched when it shut down, say). The job is ready again at once,
+   * or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+   * number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+   * Complete.
+   */
+  releaseLease: handleUnaryCall<ReleaseLeaseRequest, ReleaseLeaseResponse>;
+  /**
+   * Completes, fails and releases many leased jobs (of any queues) in one call. Each
+   * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
    */
   settleBatch: handleUnaryCall<SettleBatchRequest, SettleBatchResponse>;
   /**
@@ -3254,8 +3544,30 @@ export interface BrokerServiceClient extends Client {
     callback: (error: ServiceError | null, response: FailResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Completes and fails many leased jobs (of any queues) in one call. Each item gets its
-   * own status, as Complete and Fail would have returned.
+   * Hands a leased job back without counting the attempt, for a job the worker leased
+   * but will not run (prefetched when it shut down, say). The job is ready again at once,
+   * or after `delay`; no error is recorded. The next lease still gets the next `attempt`
+   * number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
+   * Complete.
+   */
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
+  ): ClientUnaryCall;
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
+  ): ClientUnaryCall;
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Completes, fails and releases many leased jobs (of any queues) in one call. Each
+   * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
    */
   settleBatch(
     request: SettleBatchRequest,

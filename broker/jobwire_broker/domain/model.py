@@ -1,8 +1,17 @@
-"""Plain data the store reads and writes. No protobuf, no gRPC: the layers above map."""
+"""The job model: states, options, records and the results of each transition. Plain
+data, no protobuf and no Redis: the api layer maps it to the wire, the store keeps it.
+
+A job's hash in the store holds one field per dataclass field of NewJob (less those
+marked ENQUEUE_ONLY) and of JobRecord, under the same name (store/schema.py), so a new
+stored option is one field here, parsed in api/requests.py and returned in
+api/responses.py."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import Enum, IntEnum, StrEnum
+
+# Metadata of NewJob fields that steer Enqueue itself and are not kept with the job.
+ENQUEUE_ONLY = {"enqueue_only": True}
 
 
 class JobState(StrEnum):
@@ -32,18 +41,6 @@ class Backoff:
     multiplier: float = 2.0
     jitter: float = 0.0
 
-    def spec(self) -> str:
-        """The form lib.lua's backoff_delay parses."""
-        return (
-            f"{int(self.kind)},{self.initial_ms},{self.max_ms},"
-            f"{self.multiplier:.6f},{self.jitter:.6f}"
-        )
-
-    @classmethod
-    def parse(cls, spec: str) -> "Backoff":
-        kind, initial, cap, mult, jitter = spec.split(",")
-        return cls(BackoffKind(int(kind)), int(initial), int(cap), float(mult), float(jitter))
-
 
 @dataclass(frozen=True, slots=True)
 class TraceContext:
@@ -54,18 +51,20 @@ class TraceContext:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
+    """What a producer asks for, defaults filled in."""
+
     payload: bytes
     content_type: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
-    delay_ms: int = 0
-    run_at_ms: int = 0
+    delay_ms: int = field(default=0, metadata=ENQUEUE_ONLY)
+    run_at_ms: int = field(default=0, metadata=ENQUEUE_ONLY)
     max_attempts: int = 3
     backoff: Backoff = Backoff()
     lease_ms: int = 30_000
     timeout_ms: int = 0
     idempotency_key: str = ""
-    idempotency_window_ms: int = 86_400_000
+    idempotency_window_ms: int = field(default=86_400_000, metadata=ENQUEUE_ONLY)
     trace: TraceContext = TraceContext()
 
 
@@ -92,36 +91,52 @@ class JobError:
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
+    """A job as stored: its options (NewJob's stored fields) and its life so far."""
+
     queue: str
     seq: int
     state: JobState
     payload: bytes
-    content_type: str
-    headers: Mapping[str, str]
-    priority: int
-    max_attempts: int
-    backoff: Backoff
-    lease_ms: int
-    timeout_ms: int
-    idempotency_key: str
-    trace: TraceContext
-    attempt: int  # leases handed out: the fencing number, never decreases
-    counted_attempts: int  # attempt minus released leases: what max_attempts limits
-    token: str
-    lease_until_ms: int
-    created_ms: int
-    run_at_ms: int
-    started_ms: int
-    finished_ms: int
-    progress: Progress | None
-    result: bytes
-    result_content_type: str
-    error: JobError | None
-    cancel_requested: bool
+    content_type: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    max_attempts: int = 3
+    backoff: Backoff = Backoff()
+    lease_ms: int = 30_000
+    timeout_ms: int = 0
+    idempotency_key: str = ""
+    trace: TraceContext = TraceContext()
+    attempt: int = 0  # leases handed out: the fencing number, never decreases
+    releases: int = 0  # leases handed back uncounted
+    token: str = ""
+    lease_until_ms: int = 0
+    created_ms: int = 0
+    run_at_ms: int = 0
+    started_ms: int = 0
+    finished_ms: int = 0
+    progress: Progress | None = None
+    result: bytes = b""
+    result_content_type: str = ""
+    error: JobError | None = None
+    cancel_requested: bool = False
 
     @property
     def id(self) -> str:
         return f"{self.queue}:{self.seq}"
+
+    @property
+    def counted_attempts(self) -> int:
+        """What max_attempts limits: attempts less the leases handed back."""
+        return self.attempt - self.releases
+
+
+class Outcome(Enum):
+    """How one transition of one job went."""
+
+    OK = "ok"
+    NOT_FOUND = "not found"
+    LEASE_LOST = "lease lost"
+    JOB_FINISHED = "job finished"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +164,7 @@ class HeartbeatItem:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatResult:
-    code: int
+    outcome: Outcome
     reason: str
     lease_until_ms: int
     cancel_requested: bool
@@ -169,23 +184,33 @@ class FailItem:
     token: str
     error: JobError
     retry_delay_ms: int = -1  # -1: the job's backoff policy
-    release: bool = False  # hand back without counting the attempt
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseItem:
+    """A lease handed back uncounted, ready again after delay_ms."""
+
+    seq: int
+    token: str
+    delay_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ItemResult:
-    code: int
-    reason: str
-    trace: TraceContext = TraceContext()  # the job's, when code is OK
+    outcome: Outcome
+    reason: str  # why, when not OK
+    trace: TraceContext = TraceContext()  # the job's, when OK
 
 
 @dataclass(frozen=True, slots=True)
 class FailResult:
-    code: int
+    """Of a Fail or a release: the job's state after it, and when it is due again."""
+
+    outcome: Outcome
     reason: str
     state: JobState | None
     due_ms: int
-    trace: TraceContext = TraceContext()  # the job's, when code is OK
+    trace: TraceContext = TraceContext()  # the job's, when OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,19 +226,21 @@ class Reclaimed:
 
 @dataclass(frozen=True, slots=True)
 class CancelResult:
-    code: int
+    outcome: Outcome
     state: JobState | None
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One entry of a job's event stream; stored under the same field names."""
+
     id: str
     time_ms: int
     kind: str  # "state", "progress" or "cancel"
     state: JobState
-    attempt: int
-    progress: Progress | None
-    error: JobError | None
+    attempt: int = 0
+    progress: Progress | None = None
+    error: JobError | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,45 @@
+-- release.lua: hands leases back uncounted: the job is ready again (or scheduled after
+-- delay_ms) and `releases` grows, so the attempts that count against max_attempts
+-- (attempt - releases) stay as they were, while `attempt`, the fencing number, keeps
+-- growing with each lease. No error is recorded.
+-- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, waiting, job:, events:.
+-- ARGS: list of {seq, token, delay_ms}
+-- Returns: list of {code, reason, state (after; "" unless OK), due_ms,
+--          trace (the job's trace context members, when OK)}, in order
+-- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
+
+local function release(seq, now, delay)
+  redis.call('ZREM', K.active, seq)
+  redis.call('HDEL', K.job .. seq, J.token, J.lease_until_ms, J.exec_until_ms)
+  redis.call('HINCRBY', K.job .. seq, J.releases, 1)
+  local f = fields(seq, {'attempt', 'priority'})
+  local due = now + math.max(delay, 0)
+  set(seq, {[J.run_at_ms] = due})
+  local state = 'ready'
+  if due > now then
+    state = 'scheduled'
+    redis.call('ZADD', K.scheduled, due, seq)
+    set(seq, {[J.state] = state})
+  else
+    make_ready(seq, f.priority)
+    wake()
+  end
+  emit(seq, {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt})
+  return state, due
+end
+
+local now = now_ms()
+local out = {}
+for _, item in ipairs(ARGS) do
+  local seq = tostring(item.seq)
+  local code, reason, f = check_lease(seq, item.token, now,
+    {'traceparent', 'tracestate', 'baggage'})
+  if code ~= OK then
+    out[#out + 1] = {code = code, reason = reason, state = '', due_ms = 0, trace = {}}
+  else
+    local state, due = release(seq, now, item.delay_ms)
+    out[#out + 1] = {code = code, reason = reason, state = state, due_ms = due,
+      trace = trace_of(f)}
+  end
+end
+return cmsgpack.pack(out)
