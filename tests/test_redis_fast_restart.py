@@ -10,8 +10,8 @@ import pytest
 from helpers import enqueue, get, lease
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import job_pb2
-from jobwire_broker.server import BrokerApp
 from jobwire_broker.domain.model import NewJob
+from jobwire_broker.server import BrokerApp
 from jobwire_broker.store import Store
 from jobwire_broker.store.connection import redis_client
 from support import RedisServer, broker_settings, running_broker, stub_for, unique_prefix

@@ -13,6 +13,7 @@ import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
+from ..domain.limits import DEFAULT_REPLY_BYTES
 from ..domain.model import (
     CancelResult,
     CompleteItem,
@@ -33,7 +34,6 @@ from ..domain.model import (
     TooLarge,
     TraceContext,
 )
-from ..domain.limits import DEFAULT_REPLY_BYTES
 from . import schema
 from .keys import QueueKeys, events_key, job_key, queue_keys, registry_key, set_key
 from .scripts import Code, load_scripts

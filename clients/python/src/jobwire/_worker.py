@@ -317,7 +317,7 @@ class Worker:
             while not q.buffer.empty():
                 held = q.buffer.get_nowait()
                 if held is not None:
-                    self._settle(held, pb.FailRequest(release=True))
+                    self._settle(held, pb.ReleaseLeaseRequest())
                     q.outstanding -= 1
             for _ in range(q.concurrency):
                 q.buffer.put_nowait(None)
@@ -390,7 +390,7 @@ class Worker:
             self._beat_now.set()
         q.outstanding += 1
         if self._stopping.is_set():
-            self._settle(held, pb.FailRequest(release=True))
+            self._settle(held, pb.ReleaseLeaseRequest())
             q.outstanding -= 1
         else:
             q.buffer.put_nowait(held)
@@ -579,11 +579,17 @@ class Worker:
 
     # -- settling -------------------------------------------------------------------
 
-    def _settle(self, held: _Held, outcome: pb.CompleteRequest | pb.FailRequest) -> None:
+    def _settle(
+        self,
+        held: _Held,
+        outcome: pb.CompleteRequest | pb.FailRequest | pb.ReleaseLeaseRequest,
+    ) -> None:
         outcome.job_id = held.job.id
         outcome.lease_token = held.job.lease_token
         if isinstance(outcome, pb.CompleteRequest):
             settlement = pb.Settlement(complete=outcome)
+        elif isinstance(outcome, pb.ReleaseLeaseRequest):
+            settlement = pb.Settlement(release=outcome)
         else:
             settlement = pb.Settlement(fail=outcome)
         self._settlements.append((settlement, held))
