@@ -96,7 +96,7 @@ class JobRecord:
     queue: str
     seq: int
     state: JobState
-    payload: bytes
+    payload: bytes = b""
     content_type: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0

@@ -122,12 +122,45 @@ def members(value: Any) -> dict[str, bytes | str]:
     return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
 
 
+def _writer(hint: Any) -> Callable[[Any], Any]:
+    """How to write a plain field annotated `hint` (chosen once, not per value)."""
+    if hint in (bytes, str):
+        return _same
+    if hint is bool:
+        return _bool_text
+    if hint in (int, float):
+        return repr
+    if typing.get_origin(hint) is Mapping or hint is Mapping:
+        return _map_text
+    raise TypeError(f"no stored form for {hint!r}")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _bool_text(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _map_text(value: Mapping[str, str]) -> str:
+    return json.dumps(dict(value), separators=(",", ":")) if value else "{}"
+
+
+_SPEC_HINTS = typing.get_type_hints(NewJob)
+_SPEC_PLAIN = [
+    (n, _writer(_SPEC_HINTS[n])) for n in SPEC_FIELDS if _record_type(_SPEC_HINTS[n]) is None
+]
+_SPEC_RECORDS = [n for n in SPEC_FIELDS if _record_type(_SPEC_HINTS[n]) is not None]
+
+
 def spec(job: NewJob) -> dict[str, bytes | str]:
-    """The stored fields of a new job, encoded."""
-    out: dict[str, bytes | str] = {}
-    for name in SPEC_FIELDS:
-        out.update(flat(name, getattr(job, name)))
-    return out
+    """The stored fields of a new job, encoded. Empty strings are left out: a missing
+    field reads as its default, and a small hash is cheaper to write and to read."""
+    out: dict[str, bytes | str] = {name: write(getattr(job, name)) for name, write in _SPEC_PLAIN}
+    for name in _SPEC_RECORDS:
+        out.update(_flat_record(name, getattr(job, name)))
+    return {name: value for name, value in out.items() if value != "" and value != b""}
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -170,34 +203,76 @@ def _reader(hint: Any) -> Reader:
 
 class Decoder:
     """Reads dataclass `cls` from stored fields: each present field by its name (a
-    record from its `<field>.<member>` entries), the missing ones left at their
-    defaults; `extra` fills fields that are not stored."""
+    record from its `<field>.<member>` entries, None or its default when absent), the
+    missing ones left at their defaults; `extra` fills fields that are not stored.
+
+    It runs once per leased job, so, as `dataclasses` does for __init__, it compiles
+    one function per class from the declared fields: a plain keyword call, no loop."""
 
     def __init__(self, cls: Any, names: tuple[str, ...]) -> None:
-        self.cls = cls
-        hints = typing.get_type_hints(cls)
-        self.plain: list[tuple[bytes, str, Reader]] = []
-        self.records: list[tuple[str, Decoder, bytes]] = []
-        for name in names:
-            record = _record_type(hints[name])
-            if record is None:
-                self.plain.append((name.encode(), name, _reader(hints[name])))
-            else:
-                members = tuple(f.name for f in dataclasses.fields(record))
-                first = f"{name}.{members[0]}".encode()
-                self.records.append((name, Decoder(record, members).under(name), first))
-
-    def under(self, name: str) -> "Decoder":
-        """The same reader for fields stored as `<name>.<member>`."""
-        self.plain = [(f"{name}.".encode() + key, n, r) for key, n, r in self.plain]
-        return self
+        env: dict[str, Any] = {"cls": cls, "MISSING": dataclasses.MISSING}
+        lines = [f"{name}={_value_expr(cls, name, env)}," for name in names]
+        source = "def decode(raw, extra):\n    g = raw.get\n    return cls(**extra, " + (
+            " ".join(lines) + ")\n"
+        )
+        exec(source, env)
+        self._decode = env["decode"]
 
     def __call__(self, raw: Raw, **extra: Any) -> Any:
-        values = {name: read(raw[key]) for key, name, read in self.plain if key in raw}
-        for name, decode, first in self.records:
-            if first in raw:
-                values[name] = decode(raw)
-        return self.cls(**values, **extra)
+        return self._decode(raw, extra)
+
+
+def _default_of(cls: Any, name: str) -> Any:
+    found = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if found.default is not dataclasses.MISSING:
+        return found.default
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    return dataclasses.MISSING
+
+
+def _value_expr(cls: Any, name: str, env: dict[str, Any], prefix: str = "") -> str:
+    """The expression that reads field `name` of `cls` from `g` (raw.get)."""
+    hint = typing.get_type_hints(cls)[name]
+    key = f"{prefix}{name}".encode()
+    default = _default_of(cls, name)
+    tag = f"{prefix}{name}".replace(".", "__")
+    record = _record_type(hint)
+    if record is not None:
+        env[f"read_{tag}"] = _record_decoder(record, f"{prefix}{name}.", default)
+        return f"read_{tag}(g)"
+    env[f"read_{tag}"], env[f"key_{tag}"], env[f"default_{tag}"] = _reader(hint), key, default
+    if default is dataclasses.MISSING:
+        return f"read_{tag}(raw[key_{tag}])"
+    return f"(read_{tag}(x) if (x := g(key_{tag})) is not None else default_{tag})"
+
+
+def _record_decoder(cls: Any, prefix: str, default: Any) -> Callable[[Any], Any]:
+    """Reads a flattened record from `g`: its default (None, say) when its first
+    member is absent; cached by the raw members, as jobs share a few backoffs."""
+    members = tuple(f.name for f in dataclasses.fields(cls))
+    keys = tuple(f"{prefix}{m}".encode() for m in members)
+    readers = [_reader(typing.get_type_hints(cls)[m]) for m in members]
+    defaults = [_default_of(cls, m) for m in members]
+
+    @lru_cache(maxsize=256)
+    def build(raw_values: tuple[bytes | None, ...]) -> Any:
+        values = [
+            read(v) if v is not None else d
+            for read, v, d in zip(readers, raw_values, defaults, strict=True)
+        ]
+        return cls(*values)
+
+    env: dict[str, Any] = {"build": build, "default": default, "keys": keys}
+    values = ", ".join(f"g(keys[{i}])" for i in range(1, len(keys)))
+    source = (
+        "def read(g):\n"
+        "    first = g(keys[0])\n"
+        f"    return default if first is None else build((first, {values}))\n"
+    )
+    exec(source, env)  # the source is built from the model's own field names
+    read: Callable[[Any], Any] = env["read"]
+    return read
 
 
 _RECORD_FIELDS = tuple(
@@ -205,7 +280,7 @@ _RECORD_FIELDS = tuple(
 )
 _job = Decoder(JobRecord, _RECORD_FIELDS)
 _event = Decoder(Event, ("kind", "state", "attempt", "progress", "error"))
-_trace = Decoder(TraceContext, tuple(f.name for f in dataclasses.fields(TraceContext)))
+_TRACE_MEMBERS = tuple(f.name for f in dataclasses.fields(TraceContext))
 
 
 def job(queue: str, raw: Raw) -> JobRecord:
@@ -222,8 +297,7 @@ def event(entry_id: str, raw: Raw) -> Event:
 
 def trace(members: Mapping[str, bytes]) -> TraceContext:
     """A trace context from its members as a script returns them."""
-    found: TraceContext = _trace({k.encode(): v for k, v in members.items()})
-    return found
+    return TraceContext(*(members.get(name, b"").decode() for name in _TRACE_MEMBERS))
 
 
 STATES = {state.value.encode(): state for state in JobState}
