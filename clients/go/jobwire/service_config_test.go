@@ -139,6 +139,7 @@ func TestServiceConfigDrivesRetries(t *testing.T) {
 		"HeartbeatBatch": func() error { _, err := raw.HeartbeatBatch(ctx, &jobwirev1.HeartbeatBatchRequest{}); return err },
 		"Complete":       func() error { _, err := raw.Complete(ctx, &jobwirev1.CompleteRequest{}); return err },
 		"Fail":           func() error { _, err := raw.Fail(ctx, &jobwirev1.FailRequest{}); return err },
+		"ReleaseLease":   func() error { _, err := raw.ReleaseLease(ctx, &jobwirev1.ReleaseLeaseRequest{}); return err },
 		"SettleBatch":    func() error { _, err := raw.SettleBatch(ctx, &jobwirev1.SettleBatchRequest{}); return err },
 		"CancelJob":      func() error { _, err := raw.CancelJob(ctx, &jobwirev1.CancelJobRequest{}); return err },
 		"StreamProgress": func() error {
