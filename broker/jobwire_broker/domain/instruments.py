@@ -182,7 +182,9 @@ class Instruments:
         return out, spans
 
     def enqueued(self, queue: str, token: Any, results: Sequence[Enqueued]) -> None:
-        spans: list[Span] = token or []
+        if not token:  # not tracing (metrics only): no spans were started
+            return
+        spans: list[Span] = token
         end = time.time_ns()
         for span, r in zip(spans, results, strict=True):
             if span.is_recording():
