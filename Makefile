@@ -62,6 +62,7 @@ lint: setup $(CLIENT_SETUP)
 
 generate: setup $(CLIENT_SETUP)
 	$(UV) run buf generate
+	cp protos/jobwire/v1/service_config.json clients/python/src/jobwire/service_config.json
 
 # Fails when a checked-in stub differs from what `make generate` writes.
 check-generated: setup $(CLIENT_SETUP)

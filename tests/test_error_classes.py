@@ -13,6 +13,7 @@ protos/jobwire/v1/README.md. A new client joins with one entry in PROBES.
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,12 @@ def build_rust(tmp: Path) -> list[str]:
 
 
 # language -> how to build its probe; each takes --target, --dead-target and --queue.
+def build_python(tmp: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "tests/workers/error_probe.py")]
+
+
 PROBES: dict[str, Callable[[Path], list[str]]] = {
+    "python": build_python,
     "go": build_go,
     "node": build_node,
     "java": build_java,

@@ -19,7 +19,11 @@ INPUTS = ("buf.yaml", "buf.gen.yaml", "protos", "tools/protoc")
 # Copies that `make generate` refreshes (via the client's setup target), by source.
 COPIES = {
     # go:embed reaches only files inside the Go module (clients/go/client.mk).
-    "protos/jobwire/v1/service_config.json": ("clients/go/jobwire/service_config.json",),
+    "protos/jobwire/v1/service_config.json": (
+        "clients/go/jobwire/service_config.json",
+        # Package data of the Python SDK (Makefile, generate).
+        "clients/python/src/jobwire/service_config.json",
+    ),
 }
 
 

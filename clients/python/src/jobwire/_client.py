@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from . import _service_config as service_config
 from ._errors import JobwireError, Unavailable, error_from_rpc
 from ._models import (
     Backoff,
@@ -32,12 +33,26 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries of UNAVAILABLE for idempotent calls: exponential backoff with full jitter,
-    or the broker's RetryInfo delay when it gives one."""
+    """Client-side retries of UNAVAILABLE, for what the service config cannot say: an
+    Enqueue whose jobs all carry an idempotency key, and reopening a watch. Exponential
+    backoff with full jitter, or the broker's RetryInfo delay when it gives one. The
+    defaults are GetJob's policy in the service config; gRPC itself retries GetJob,
+    CancelJob and heartbeats as that config says."""
 
     attempts: int = 5
     initial_s: float = 0.1
-    max_s: float = 5.0
+    max_s: float = 2.0
+
+    @classmethod
+    def from_service_config(cls, config: str | None = None) -> "RetryPolicy":
+        policy = service_config.retry_policy("GetJob", config)
+        if policy is None:
+            return cls(attempts=1)
+        return cls(
+            attempts=int(policy["maxAttempts"]),
+            initial_s=service_config.seconds(policy["initialBackoff"]),
+            max_s=service_config.seconds(policy["maxBackoff"]),
+        )
 
     def delay(self, attempt: int, hint: float | None) -> float:
         if hint is not None:
@@ -55,9 +70,13 @@ class ChannelOptions:
     timeout_s: float = 30.0
     keepalive_s: float = 30.0
     max_message_bytes: int = 64 << 20
+    # A whole gRPC service config (JSON); None: the one shipped with the protos.
+    service_config: str | None = None
 
     def grpc_options(self) -> list[tuple[str, Any]]:
         return [
+            ("grpc.service_config", self.service_config or service_config.document()),
+            ("grpc.enable_retries", 1),
             ("grpc.keepalive_time_ms", int(self.keepalive_s * 1000)),
             # Reconnect to a restarted broker within seconds, not gRPC's default 2 min.
             ("grpc.initial_reconnect_backoff_ms", 200),
@@ -114,7 +133,7 @@ class Client:
     ) -> None:
         self.target = target
         self.options = options or ChannelOptions()
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_service_config(self.options.service_config)
         self.channel = open_channel(target, self.options)
         self.stub = rpc.BrokerServiceStub(self.channel)
 
@@ -214,15 +233,20 @@ class Client:
             send.done([r.job_id for r in reply.results])
         return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
 
+    # GetJob and CancelJob are retried by gRPC itself, as the service config says.
     async def get(self, job_id: str) -> JobInfo:
-        reply = await self.call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), idempotent=True)
+        reply = await self.call(
+            self.stub.GetJob, pb.GetJobRequest(job_id=job_id), idempotent=False
+        )  # gRPC retries it (service config)
         return job_info(reply.job)
 
     async def cancel(self, job_id: str) -> JobState:
         """Cancels a pending job at once, or asks the worker of an active one to stop.
         Returns CANCELLED or ACTIVE."""
         reply = await self.call(
-            self.stub.CancelJob, pb.CancelJobRequest(job_id=job_id), idempotent=True
+            self.stub.CancelJob,
+            pb.CancelJobRequest(job_id=job_id),
+            idempotent=False,  # gRPC retries it
         )
         return JobState(reply.state)
 

@@ -10,6 +10,12 @@ from typing import Any, cast
 import grpc
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 
+from .v1 import error_reason_pb2
+
+# google.rpc.ErrorInfo.domain of the broker's errors; reasons of other domains are not read.
+DOMAIN = "jobwire.dev"
+UNSPECIFIED = "ERROR_REASON_UNSPECIFIED"
+
 _F = descriptor_pb2.FieldDescriptorProto
 
 
@@ -89,14 +95,16 @@ class FieldViolation:
 
 
 class JobwireError(Exception):
-    """An error from the broker. `code` is the gRPC status code, `reason` the stable
-    machine-readable reason (LEASE_LOST, JOB_NOT_FOUND, ...)."""
+    """An error from the broker. `code` is the gRPC status code, `reason` the name of
+    the broker's jobwire.v1.ErrorReason (LEASE_LOST, JOB_NOT_FOUND, ...), or
+    "ERROR_REASON_UNSPECIFIED" when the status carried none of ours. The class comes from
+    the reason first, then from the code, as in every Jobwire client."""
 
     def __init__(
         self,
         message: str,
         code: grpc.StatusCode = grpc.StatusCode.UNKNOWN,
-        reason: str = "",
+        reason: str = UNSPECIFIED,
         violations: tuple[FieldViolation, ...] = (),
         retry_after: float | None = None,
     ) -> None:
@@ -109,31 +117,82 @@ class JobwireError(Exception):
 
 
 class InvalidArgument(JobwireError):
-    """The request was malformed; `violations` names each bad field. Nothing was written."""
+    """INVALID_ARGUMENT (reasons INVALID_ARGUMENT, PAYLOAD_TOO_LARGE): `violations` names
+    each bad field. Nothing was written; do not retry as is."""
 
 
 class NotFound(JobwireError):
-    """The job does not exist (or was removed by retention)."""
-
-
-class LeaseLost(JobwireError):
-    """The lease expired or was taken over: stop working on the job, drop its result."""
+    """NOT_FOUND (JOB_NOT_FOUND): the job never existed or was removed by retention."""
 
 
 class FailedPrecondition(JobwireError):
-    """The job is in a state that does not allow the call (e.g. cancelling a finished job)."""
+    """FAILED_PRECONDITION: the job's state does not allow the call."""
+
+
+class LeaseLost(FailedPrecondition):
+    """LEASE_LOST: the lease expired or was taken over: stop working on the job, drop
+    its result."""
+
+
+class JobFinished(FailedPrecondition):
+    """JOB_FINISHED: the job is already completed or dead (CancelJob)."""
+
+
+class ResourceExhausted(JobwireError):
+    """RESOURCE_EXHAUSTED (JOB_TOO_LARGE): a limit was hit; retrying as is fails again."""
 
 
 class Unavailable(JobwireError):
-    """The broker or its store could not be reached; safe to retry idempotent calls."""
+    """UNAVAILABLE (STORE_UNAVAILABLE, SHUTTING_DOWN): retry with backoff, after
+    `retry_after` seconds when the broker says."""
 
 
-_BY_CODE: dict[grpc.StatusCode, type[JobwireError]] = {
+class Unauthenticated(JobwireError):
+    """UNAUTHENTICATED: the call has no valid credentials."""
+
+
+class PermissionDenied(JobwireError):
+    """PERMISSION_DENIED: the caller may not do this."""
+
+
+class Internal(JobwireError):
+    """INTERNAL: a bug in the broker."""
+
+
+_R = error_reason_pb2.ErrorReason
+REASON_NAMES = frozenset(_R.keys())
+# Keyed by the generated enum, so every reason of the proto must be here (a test walks
+# them all).
+BY_REASON: dict[int, type[JobwireError]] = {
+    _R.INVALID_ARGUMENT: InvalidArgument,
+    _R.PAYLOAD_TOO_LARGE: InvalidArgument,
+    _R.JOB_NOT_FOUND: NotFound,
+    _R.LEASE_LOST: LeaseLost,
+    _R.JOB_FINISHED: JobFinished,
+    _R.JOB_TOO_LARGE: ResourceExhausted,
+    _R.STORE_UNAVAILABLE: Unavailable,
+    _R.SHUTTING_DOWN: Unavailable,
+    _R.INTERNAL: Internal,
+    _R.UNAUTHENTICATED: Unauthenticated,
+    _R.PERMISSION_DENIED: PermissionDenied,
+}
+BY_CODE: dict[grpc.StatusCode, type[JobwireError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.INTERNAL: Internal,
 }
+
+
+def error_class(code: grpc.StatusCode, reason: str) -> type[JobwireError]:
+    """The class for a status: by its reason (a name of ErrorReason), else by its code."""
+    if reason in REASON_NAMES and reason != UNSPECIFIED:
+        return BY_REASON[_R.Value(reason)]
+    return BY_CODE.get(code, JobwireError)
 
 
 def error_from_rpc(err: grpc.RpcError) -> JobwireError:
@@ -141,7 +200,7 @@ def error_from_rpc(err: grpc.RpcError) -> JobwireError:
     call = cast(grpc.Call, err)  # every RpcError the stubs raise is also a Call
     code = call.code()
     message = call.details() or code.name
-    reason, violations, retry_after = "", [], None
+    reason, violations, retry_after = UNSPECIFIED, [], None
     trailers: Any = call.trailing_metadata() or ()
     for key, value in trailers:
         if key != _DETAILS_KEY:
@@ -150,17 +209,16 @@ def error_from_rpc(err: grpc.RpcError) -> JobwireError:
         for detail in status.details:
             kind = detail.type_url.rsplit("/", 1)[-1]
             if kind == "google.rpc.ErrorInfo":
-                reason = _RPC["ErrorInfo"].FromString(detail.value).reason
+                info = _RPC["ErrorInfo"].FromString(detail.value)
+                if info.domain == DOMAIN and info.reason in REASON_NAMES:
+                    reason = info.reason
             elif kind == "google.rpc.BadRequest":
                 bad = _RPC["BadRequest"].FromString(detail.value)
                 violations = [FieldViolation(v.field, v.description) for v in bad.field_violations]
             elif kind == "google.rpc.RetryInfo":
                 delay = _RPC["RetryInfo"].FromString(detail.value).retry_delay
                 retry_after = delay.seconds + delay.nanos / 1e9
-    cls = _BY_CODE.get(code, JobwireError)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        cls = LeaseLost if reason == "LEASE_LOST" else FailedPrecondition
-    return cls(message, code, reason, tuple(violations), retry_after)
+    return error_class(code, reason)(message, code, reason, tuple(violations), retry_after)
 
 
 def item_error(code: int, reason: str, message: str) -> JobwireError | None:
@@ -168,7 +226,5 @@ def item_error(code: int, reason: str, message: str) -> JobwireError | None:
     if code == 0:
         return None
     status = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-    cls = _BY_CODE.get(status, JobwireError)
-    if status == grpc.StatusCode.FAILED_PRECONDITION:
-        cls = LeaseLost if reason == "LEASE_LOST" else FailedPrecondition
-    return cls(message or reason, status, reason)
+    known = reason if reason in REASON_NAMES else UNSPECIFIED
+    return error_class(status, known)(message or reason, status, known)

@@ -35,7 +35,11 @@ def permanent(error: BaseException) -> bool:
 def describe(error: BaseException) -> str:
     """One line for logs and health: the status code and reason, then the message."""
     if isinstance(error, JobwireError):
-        reason = f" ({error.reason})" if error.reason not in ("", error.code.name) else ""
+        reason = (
+            f" ({error.reason})"
+            if error.reason not in ("", "ERROR_REASON_UNSPECIFIED", error.code.name)
+            else ""
+        )
         return f"{error.code.name}{reason}: {error.message}"
     return f"{type(error).__name__}: {error}"
 

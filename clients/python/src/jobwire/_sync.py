@@ -42,7 +42,7 @@ class SyncClient:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.options = options or ChannelOptions()
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_service_config(self.options.service_config)
         creds = self.options.credentials
         opts = self.options.grpc_options()
         self.channel = (
@@ -137,9 +137,11 @@ class SyncClient:
         return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
 
     def get(self, job_id: str) -> JobInfo:
-        reply = self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), idempotent=True)
+        # GetJob and CancelJob are retried by gRPC, as the service config says.
+        reply = self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), idempotent=False)
         return job_info(reply.job)
 
     def cancel(self, job_id: str) -> JobState:
-        reply = self._call(self.stub.CancelJob, pb.CancelJobRequest(job_id=job_id), idempotent=True)
+        request = pb.CancelJobRequest(job_id=job_id)
+        reply = self._call(self.stub.CancelJob, request, idempotent=False)
         return JobState(reply.state)
