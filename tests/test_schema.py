@@ -33,6 +33,31 @@ def test_lua_event_fields_are_the_schema() -> None:
     assert sorted(lua_table("E").values()) == sorted(schema.EVENT_FIELDS)
 
 
+def test_lua_queue_event_and_worker_fields_are_the_schema() -> None:
+    assert sorted(lua_table("QE").values()) == sorted(schema.QUEUE_EVENT_FIELDS)
+    assert sorted(lua_table("W").values()) == sorted(schema.WORKER_FIELDS)
+
+
+def test_lua_keys_are_the_declared_key_names() -> None:
+    from jobwire_broker.store.keys import KEY_NAMES, queue_keys
+
+    found = re.search(r"^local K = \{(.*?)\}\n", LIB, re.S | re.M)
+    assert found
+    order = dict(re.findall(r"(\w+) = KEYS\[(\d+)\]", found.group(1)))
+    by_index = {int(i): name for name, i in order.items()}
+    assert [by_index[i + 1] for i in range(len(KEY_NAMES))] == [
+        n.rstrip(":") for n in KEY_NAMES
+    ]
+    assert len(queue_keys("p", "q").keys) == len(KEY_NAMES)
+
+
+def test_the_defaulted_options_are_what_enqueue_lua_fills() -> None:
+    text = (LUA / "enqueue.lua").read_text()
+    j = lua_table("J")
+    named = re.findall(r"J\.(\w+)", text[text.index("local OPTIONS") : text.index("local queue")])
+    assert sorted(j[n] for n in named) == sorted(schema.DEFAULTED_FIELDS)
+
+
 def test_script_fields_are_job_fields() -> None:
     assert set(schema.SCRIPT_FIELDS) <= set(schema.JOB_FIELDS)
     assert len(set(schema.JOB_FIELDS)) == len(schema.JOB_FIELDS)

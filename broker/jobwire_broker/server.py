@@ -8,15 +8,18 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from jobwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 
 from .api import reflection
+from .api.admin import AdminServicer
 from .api.durations import OperationDurations
 from .api.health import HealthServicer
 from .api.servicer import BrokerServicer
 from .api.streams import StreamSteps
 from .config import Settings
+from .domain.admin import AdminContext
 from .domain.broker import Broker
 from .domain.hooks import Hooks, NoHooks
 from .domain.instruments import Instruments
@@ -25,11 +28,13 @@ from .durability import warn_if_not_durable
 from .embedded import EmbeddedValkey
 from .store import Store, StoreUnavailable
 from .store.connection import redis_client
+from .store.keys import registry_channel
 from .store.notify import Notifier, cancel_and_wait
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BrokerService"].full_name
+ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -69,7 +74,7 @@ class BrokerApp:
         self.redis = redis_client(
             url, self.settings.redis_max_connections, self.settings.redis_timeout_s
         )
-        self.store = Store(self.redis, self.settings.key_prefix)
+        self.store = Store(self.redis, self.settings.key_prefix, defaults=self.settings.defaults)
         self.notifier = Notifier(self.redis)
         self.notifier.start()
         self.broker = Broker(self.store, self.notifier, self._hooks())
@@ -81,8 +86,25 @@ class BrokerApp:
             reply_limit=self.settings.max_message_bytes,
         )
         rpc.add_BrokerServiceServicer_to_server(servicer, self.server)
+        self.admin = AdminContext(
+            self.store,
+            self.notifier,
+            self.broker,
+            self.settings.defaults,
+            self.settings.maintenance.retention,
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(self.admin, self.settings.limits, self.settings.defaults), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_reflection(self.server, (SERVICE_NAME, health.SERVICE_NAME))
+        reflection.enable_reflection(
+            self.server, (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME)
+        )
+        await self.notifier.listen(
+            registry_channel(self.settings.key_prefix),
+            lambda queue: self.store.forget(queue.decode()),
+            within_s=0.5,
+        )
         self.port = self.server.add_insecure_port(self.settings.listen)
         # Health must say something from the first call on (unset reads as NOT_FOUND).
         serving = await self._redis_ok()

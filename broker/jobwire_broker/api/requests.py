@@ -4,6 +4,7 @@ bad request is rejected whole with each problem named and nothing written."""
 import json
 import math
 import re
+from typing import TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
@@ -27,6 +28,7 @@ from ..domain.model import (
     TraceContext,
 )
 
+T = TypeVar("T", int, None)
 EVENT_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})", re.ASCII)
 MAX_TOKEN_BYTES = 128
 MAX_TRACEPARENT_BYTES = 256
@@ -115,7 +117,7 @@ class Parser:
             self.bad(field, f"must be in [{_human(low_ms)}, {_human(high_ms)}]")
         return ms
 
-    def option_ms(self, field: str, d: Duration, low_ms: int, high_ms: int, default: int) -> int:
+    def option_ms(self, field: str, d: Duration, low_ms: int, high_ms: int, default: T) -> int | T:
         """An optional Duration of a job's options: unset and zero both mean `default`
         (so a message with every field at its zero value, as grpcurl's -msg-template
         writes, is valid), anything else must be in [low_ms, high_ms]."""
@@ -164,15 +166,21 @@ class Parser:
         if spec.HasField("run_time"):
             run_at = self.timestamp_ms(f"{field}.run_time", spec.run_time)
         self.in_range(f"{field}.max_attempts", spec.max_attempts, 0, lim.max_attempts)
+        # Options left unset stay None: the queue's settings, else the broker's
+        # defaults, fill them in when the job is stored.
         lease = self.option_ms(
             f"{field}.lease_duration",
             spec.lease_duration,
             lim.min_lease_ms,
             lim.max_lease_ms,
-            dft.lease_ms,
+            None,
         )
         timeout = self.option_ms(
-            f"{field}.execution_timeout", spec.execution_timeout, SECOND_MS, lim.max_timeout_ms, 0
+            f"{field}.execution_timeout",
+            spec.execution_timeout,
+            SECOND_MS,
+            lim.max_timeout_ms,
+            None,
         )
         self.size(f"{field}.idempotency_key", spec.idempotency_key, lim.max_key_bytes)
         window = self.option_ms(
@@ -186,11 +194,13 @@ class Parser:
             payload=spec.payload,
             content_type=spec.content_type,
             headers=dict(spec.headers),
-            priority=spec.priority,
+            priority=spec.priority or None,
             delay_ms=delay,
             run_at_ms=run_at,
-            max_attempts=spec.max_attempts or dft.max_attempts,
-            backoff=self._backoff(f"{field}.backoff", spec),
+            max_attempts=spec.max_attempts or None,
+            backoff=self.backoff(f"{field}.backoff", spec.backoff)
+            if spec.HasField("backoff")
+            else None,
             lease_ms=lease,
             timeout_ms=timeout,
             idempotency_key=spec.idempotency_key,
@@ -208,17 +218,9 @@ class Parser:
             self.size(f"{field}[{key[:64]}]", key, lim.max_header_key_bytes)
             self.size(f"{field}[{key[:64]}]", value, lim.max_header_value_bytes)
 
-    def _backoff(self, field: str, spec: job_pb2.JobSpec) -> Backoff:
+    def backoff(self, field: str, b: job_pb2.BackoffPolicy) -> Backoff:
+        """A given backoff policy; its unset members take the broker's defaults."""
         dft, lim = self.defaults, self.limits
-        if not spec.HasField("backoff"):
-            return Backoff(
-                BackoffKind.EXPONENTIAL,
-                dft.backoff_initial_ms,
-                dft.backoff_max_ms,
-                dft.backoff_multiplier,
-                0.0,
-            )
-        b = spec.backoff
         kind = b.kind or job_pb2.BACKOFF_KIND_EXPONENTIAL
         if int(kind) not in {k.value for k in BackoffKind}:
             self.bad(f"{field}.kind", f"is not a known BackoffKind: {b.kind}")

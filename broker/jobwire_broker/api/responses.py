@@ -90,6 +90,7 @@ def job(j: JobRecord) -> job_pb2.Job:
         spec=spec(j),
         attempt=j.attempt,
         counted_attempts=j.counted_attempts,
+        worker_id=j.worker_id,
         result=j.result,
         result_content_type=j.result_content_type,
         cancel_requested=j.cancel_requested,

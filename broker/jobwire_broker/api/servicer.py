@@ -132,7 +132,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.done()
         max_bytes = min(request.max_response_bytes or DEFAULT_REPLY_BYTES, self.reply_limit)
         jobs = await self.broker.lease(
-            queue, request.max_jobs or 1, _wait_s(wait_ms, context), max_bytes
+            queue, request.max_jobs or 1, _wait_s(wait_ms, context), max_bytes, request.worker_id
         )
         batch = len(jobs) if request.max_jobs > 1 else None
         self.broker.hooks.describe_call("lease", "receive", queue, batch)

@@ -4,6 +4,7 @@ or per item the domain error each outcome amounts to (errors.py)."""
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 from collections import defaultdict
@@ -22,6 +23,7 @@ from .errors import (
     shutting_down,
     store_unavailable,
 )
+from .fingerprint import fingerprinted
 from .hooks import Hooks, NoHooks
 from .ids import job_id
 from .limits import DEFAULT_REPLY_BYTES
@@ -157,12 +159,19 @@ class Broker:
 
     @store_errors
     async def lease(
-        self, queue: str, max_jobs: int, wait_s: float, max_bytes: int = DEFAULT_REPLY_BYTES
+        self,
+        queue: str,
+        max_jobs: int,
+        wait_s: float,
+        max_bytes: int = DEFAULT_REPLY_BYTES,
+        worker_id: str = "",
     ) -> list[JobRecord]:
         """Leases up to max_jobs whose reply fits in max_bytes, waiting up to wait_s for
         the first one to arrive. A first job that alone does not fit stays ready and the
         call fails with JOB_TOO_LARGE: leasing it would strand it."""
-        take = functools.partial(self._lease, queue, max_jobs, max_bytes=max_bytes)
+        take = functools.partial(
+            self._lease, queue, max_jobs, max_bytes=max_bytes, worker_id=worker_id
+        )
         batch = await take()
         if not batch.jobs and not batch.too_large and wait_s > 0:
             batch = await self._wait_and_lease(queue, take, wait_s)
@@ -180,13 +189,20 @@ class Broker:
             await self.store.release(queue, [ReleaseItem(j.seq, j.token) for j in jobs])
 
     async def _lease(
-        self, queue: str, max_jobs: int, waiting_flag_ms: int = 0, max_bytes: int = 0
+        self,
+        queue: str,
+        max_jobs: int,
+        waiting_flag_ms: int = 0,
+        max_bytes: int = 0,
+        worker_id: str = "",
     ) -> LeaseBatch:
         """One lease script. If the call is cancelled meanwhile (the worker stopped or went
         away), what the script leased is handed back at once instead of waiting out its
         lease: nobody would ever see those tokens."""
         leasing = asyncio.ensure_future(
-            self.store.lease(queue, max_jobs, waiting_flag_ms, max_bytes or DEFAULT_REPLY_BYTES)
+            self.store.lease(
+                queue, max_jobs, waiting_flag_ms, max_bytes or DEFAULT_REPLY_BYTES, worker_id
+            )
         )
         start = time.time_ns()
         try:
@@ -251,6 +267,7 @@ class Broker:
 
     @store_errors
     async def fail(self, items: Sequence[tuple[str, FailItem]]) -> list[Answer[FailResult]]:
+        items = [(queue, _fingerprinted(item)) for queue, item in items]
         start = time.time_ns()
         results = await _per_queue(items, self.store.fail)
         self.hooks.settled(items, results, start)
@@ -347,6 +364,11 @@ class Broker:
             if not events:
                 await self._wait(changed, WATCH_RECHECK_S)
         raise shutting_down()  # the client resumes from its last event elsewhere
+
+
+def _fingerprinted(item: FailItem) -> FailItem:
+    error, template = fingerprinted(item.error)
+    return dataclasses.replace(item, error=error, template=template)
 
 
 async def _per_queue(

@@ -30,6 +30,9 @@ class Reason:
     INTERNAL = "INTERNAL"
     UNAUTHENTICATED = "UNAUTHENTICATED"  # not sent until authentication exists
     PERMISSION_DENIED = "PERMISSION_DENIED"  # not sent until authorization exists
+    QUEUE_NOT_FOUND = "QUEUE_NOT_FOUND"
+    WRONG_STATE = "WRONG_STATE"
+    QUEUE_BUSY = "QUEUE_BUSY"
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,29 @@ def shutting_down() -> JobwireError:
 def store_unavailable(detail: str) -> JobwireError:
     return JobwireError(
         ErrorCode.UNAVAILABLE, Reason.STORE_UNAVAILABLE, f"job store unavailable: {detail}"
+    )
+
+
+def queue_not_found(queue: str) -> JobwireError:
+    return JobwireError(ErrorCode.NOT_FOUND, Reason.QUEUE_NOT_FOUND, f"queue {queue!r} not found")
+
+
+def wrong_state(job_id: str, state: str, wanted: str) -> JobwireError:
+    """An operation that does not apply to the job's state; `wanted` says which do."""
+    return JobwireError(
+        ErrorCode.FAILED_PRECONDITION,
+        Reason.WRONG_STATE,
+        f"job {job_id} is {state}; this applies only to {wanted} jobs",
+        subject=f"job:{job_id}",
+    )
+
+
+def queue_busy(queue: str, active: int) -> JobwireError:
+    return JobwireError(
+        ErrorCode.FAILED_PRECONDITION,
+        Reason.QUEUE_BUSY,
+        f"queue {queue!r} has {active} active jobs; wait for them or use force",
+        subject=f"queue:{queue}",
     )
 
 

@@ -56,13 +56,15 @@ class NewJob:
     payload: bytes
     content_type: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
-    priority: int = 0
+    # None: the job left the option unset, so the queue's setting applies, else the
+    # broker's default (filled in by enqueue.lua, atomically with the enqueue).
+    priority: int | None = None
     delay_ms: int = field(default=0, metadata=ENQUEUE_ONLY)
     run_at_ms: int = field(default=0, metadata=ENQUEUE_ONLY)
-    max_attempts: int = 3
-    backoff: Backoff = Backoff()
-    lease_ms: int = 30_000
-    timeout_ms: int = 0
+    max_attempts: int | None = None
+    backoff: Backoff | None = None
+    lease_ms: int | None = None
+    timeout_ms: int | None = None
     idempotency_key: str = ""
     idempotency_window_ms: int = field(default=86_400_000, metadata=ENQUEUE_ONLY)
     trace: TraceContext = TraceContext()
@@ -87,6 +89,9 @@ class JobError:
     type: str
     message: str = ""
     non_retryable: bool = False
+    # Groups dead letters: a hash of the type and the message with its variable parts
+    # replaced (domain/fingerprint.py). Set by the broker, never by a worker.
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,7 @@ class JobRecord:
     result_content_type: str = ""
     error: JobError | None = None
     cancel_requested: bool = False
+    worker_id: str = ""  # of the current or last lease
 
     @property
     def id(self) -> str:
@@ -152,6 +158,7 @@ class LeaseBatch:
     jobs: list[JobRecord]
     next_due_in_ms: int | None  # set when nothing was ready but a job is scheduled
     too_large: TooLarge | None = None  # set when nothing was leased for that reason
+    paused: bool = False  # the queue is paused: nothing was leased for that reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +189,9 @@ class CompleteItem:
 class FailItem:
     seq: int
     token: str
-    error: JobError
+    error: JobError  # its fingerprint set (domain/fingerprint.py)
     retry_delay_ms: int = -1  # -1: the job's backoff policy
+    template: str = ""  # the error message with its variable parts replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +246,22 @@ class Event:
     time_ms: int
     kind: str  # "state", "progress" or "cancel"
     state: JobState
+    attempt: int = 0
+    progress: Progress | None = None
+    error: JobError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEvent:
+    """One entry of a queue's event stream (WatchQueue); stored under the same names.
+    `kind` is a QueueEventKind name in lower case ("enqueued", "leased", ...); `job` is
+    the job's sequence number, 0 for queue-wide events."""
+
+    id: str
+    time_ms: int
+    kind: str
+    job: int = 0
+    state: JobState | None = None
     attempt: int = 0
     progress: Progress | None = None
     error: JobError | None = None

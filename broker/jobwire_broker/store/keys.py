@@ -17,9 +17,34 @@ class QueueKeys:
 @lru_cache(maxsize=4096)
 def queue_keys(prefix: str, queue: str) -> QueueKeys:
     base = f"{prefix}:{{{queue}}}:"
-    names = ("seq", "ready", "scheduled", "active", "completed", "dead", "cancelled", "waiting")
-    keys = (*(base + name for name in names), base + "job:", base + "events:", base + "idem:")
+    keys = tuple(base + name for name in KEY_NAMES)
     return QueueKeys(keys=keys, wake_channel=base + "wake", events_channel=base + "events")
+
+
+# The order of KEYS in every script (lua/lib.lua's K table; a test holds the two equal).
+# Names ending in ":" are prefixes of per-item keys (job:<seq>, worker:<id>, ...).
+KEY_NAMES = (
+    "seq",
+    "ready",
+    "scheduled",
+    "active",
+    "completed",
+    "dead",
+    "cancelled",
+    "waiting",
+    "job:",
+    "events:",
+    "idem:",
+    "settings",
+    "paused",
+    "qevents",
+    "stats:",
+    "workers",
+    "worker:",
+    "dlgroups",
+    "dlg:",
+    "dlgmeta:",
+)
 
 
 def job_key(prefix: str, queue: str, seq: int) -> str:
@@ -32,6 +57,16 @@ def events_key(prefix: str, queue: str, seq: int) -> str:
 
 def set_key(prefix: str, queue: str, name: str) -> str:
     return f"{prefix}:{{{queue}}}:{name}"
+
+
+def queue_key(prefix: str, queue: str, name: str) -> str:
+    """One key of a queue's set by its KEY_NAMES name, e.g. "settings" or "worker:" + id."""
+    return f"{prefix}:{{{queue}}}:{name}"
+
+
+def registry_channel(prefix: str) -> str:
+    """Published when a queue is deleted, so replicas forget they registered it."""
+    return f"{prefix}:queues:changed"
 
 
 def registry_key(prefix: str) -> str:

@@ -16,7 +16,17 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any
 
-from ..domain.model import Event, JobRecord, JobState, NewJob, TraceContext
+from ..domain.limits import Defaults
+from ..domain.model import (
+    Backoff,
+    BackoffKind,
+    Event,
+    JobRecord,
+    JobState,
+    NewJob,
+    QueueEvent,
+    TraceContext,
+)
 
 Raw = Mapping[bytes, bytes]
 
@@ -81,6 +91,27 @@ SCRIPT_SPEC_FIELDS = _flat_names(
 SCRIPT_FIELDS = (*SCRIPT_SPEC_FIELDS, *(n for n in JOB_FIELDS if n not in _SPEC_STORED))
 # An event's fields (its id and time come from the stream): lib.lua's `E` table.
 EVENT_FIELDS = _flat_names(Event, ("kind", "state", "attempt", "progress", "error"))
+# A queue event's fields: lib.lua's `QE` table.
+QUEUE_EVENT_FIELDS = _flat_names(
+    QueueEvent, ("kind", "job", "state", "attempt", "progress", "error")
+)
+# A worker record's fields: lib.lua's `W` table.
+WORKER_FIELDS = ("last_lease_ms", "last_heartbeat_ms", "in_flight", "expired_ms")
+# The options a job may leave unset, for its queue's settings or the broker's defaults
+# to fill in (enqueue.lua's OPTIONS and BACKOFF), as stored.
+DEFAULTED_FIELDS = _flat_names(
+    NewJob, ("max_attempts", "lease_ms", "timeout_ms", "priority", "backoff")
+)
+
+
+def defaults(d: Defaults) -> dict[str, bytes | str]:
+    """The broker's defaults of DEFAULTED_FIELDS, encoded as enqueue.lua receives them."""
+    backoff = Backoff(
+        BackoffKind.EXPONENTIAL, d.backoff_initial_ms, d.backoff_max_ms, d.backoff_multiplier
+    )
+    values = {"max_attempts": d.max_attempts, "lease_ms": d.lease_ms, "timeout_ms": 0}
+    out = {name: encode(value) for name, value in values.items()}
+    return {"priority": "0", **out, **_flat_record("backoff", backoff)}
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -123,7 +154,12 @@ def members(value: Any) -> dict[str, bytes | str]:
 
 
 def _writer(hint: Any) -> Callable[[Any], Any]:
-    """How to write a plain field annotated `hint` (chosen once, not per value)."""
+    """How to write a plain field annotated `hint` (chosen once, not per value). An
+    optional field's None is written as "", which spec() leaves out."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        write = _writer(inner)
+        return lambda value: "" if value is None else write(value)
     if hint in (bytes, str):
         return _same
     if hint is bool:
@@ -159,7 +195,9 @@ def spec(job: NewJob) -> dict[str, bytes | str]:
     field reads as its default, and a small hash is cheaper to write and to read."""
     out: dict[str, bytes | str] = {name: write(getattr(job, name)) for name, write in _SPEC_PLAIN}
     for name in _SPEC_RECORDS:
-        out.update(_flat_record(name, getattr(job, name)))
+        value = getattr(job, name)
+        if value is not None:
+            out.update(_flat_record(name, value))
     return {name: value for name, value in out.items() if value != "" and value != b""}
 
 
@@ -183,6 +221,8 @@ def _mapping(raw: bytes) -> dict[str, str]:
 
 def _reader(hint: Any) -> Reader:
     """How to read a stored value of a plain field annotated `hint`."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
     if hint is bytes:
         return bytes
     if hint is str:
@@ -280,6 +320,7 @@ _RECORD_FIELDS = tuple(
 )
 _job = Decoder(JobRecord, _RECORD_FIELDS)
 _event = Decoder(Event, ("kind", "state", "attempt", "progress", "error"))
+_queue_event = Decoder(QueueEvent, ("kind", "job", "state", "attempt", "progress", "error"))
 _TRACE_MEMBERS = tuple(f.name for f in dataclasses.fields(TraceContext))
 
 
@@ -292,6 +333,12 @@ def job(queue: str, raw: Raw) -> JobRecord:
 def event(entry_id: str, raw: Raw) -> Event:
     """An event from its stream entry."""
     found: Event = _event(raw, id=entry_id, time_ms=int(entry_id.split("-")[0]))
+    return found
+
+
+def queue_event(entry_id: str, raw: Raw) -> QueueEvent:
+    """A queue event from its stream entry."""
+    found: QueueEvent = _queue_event(raw, id=entry_id, time_ms=int(entry_id.split("-")[0]))
     return found
 
 

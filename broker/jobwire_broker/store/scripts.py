@@ -8,18 +8,13 @@ from redis.commands.core import AsyncScript
 
 from ..domain.model import Outcome
 
-SCRIPT_NAMES = (
-    "enqueue",
-    "lease",
-    "heartbeat",
-    "complete",
-    "fail",
-    "release",
-    "reclaim",
-    "promote",
-    "prune",
-    "cancel",
-    "watch",
+# Every lua/*.lua file but lib.lua is one script, called by its file name.
+SCRIPT_NAMES = tuple(
+    sorted(
+        f.name.removesuffix(".lua")
+        for f in (resources.files(__package__) / "lua").iterdir()
+        if f.name.endswith(".lua") and f.name != "lib.lua"
+    )
 )
 
 

@@ -13,7 +13,8 @@ import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
-from ..domain.limits import DEFAULT_REPLY_BYTES
+from ..domain.fingerprint import fingerprint
+from ..domain.limits import DEFAULT_REPLY_BYTES, Defaults
 from ..domain.model import (
     CancelResult,
     CompleteItem,
@@ -35,7 +36,15 @@ from ..domain.model import (
     TraceContext,
 )
 from . import schema
-from .keys import QueueKeys, events_key, job_key, queue_keys, registry_key, set_key
+from .keys import (
+    QueueKeys,
+    events_key,
+    job_key,
+    queue_keys,
+    registry_channel,
+    registry_key,
+    set_key,
+)
 from .scripts import Code, load_scripts
 
 Clock = Callable[[], int | None]
@@ -79,13 +88,24 @@ def _str_keys(row: dict[bytes, Any]) -> Row:
 class Store:
     """Jobs in Redis. Every state change is one Lua script; reads are plain commands."""
 
-    def __init__(self, client: Redis, prefix: str = "jw", clock: Clock = _redis_time) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str = "jw",
+        clock: Clock = _redis_time,
+        defaults: Defaults | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self._clock = clock
+        self._defaults = schema.defaults(defaults or Defaults())
         self._scripts = load_scripts(client)
         self._registered: set[str] = set()
         self._registered_at = 0.0
+
+    async def run(self, script: str, queue: str, args: Any) -> Any:
+        """Runs one script on a queue's keys: named arguments in, named results out."""
+        return await self._run(script, queue, args)
 
     async def _run(self, script: str, queue: str, args: Any) -> Any:
         keys = queue_keys(self.prefix, queue)
@@ -128,6 +148,22 @@ class Store:
             await self._read(lambda: self.client.sadd(registry_key(self.prefix), queue))
             self._registered.add(queue)
 
+    async def queue_exists(self, queue: str) -> bool:
+        key = registry_key(self.prefix)
+        return bool(await self._read(lambda: self.client.sismember(key, queue)))
+
+    async def unregister(self, queue: str) -> None:
+        """Removes a deleted queue from the registry and tells every replica to forget
+        that it registered it (so its next enqueue registers it again)."""
+        self._registered.discard(queue)
+        with unavailable_on_connection_errors():
+            await self.client.srem(registry_key(self.prefix), queue)
+            await self.client.publish(registry_channel(self.prefix), queue)
+
+    def forget(self, queue: str) -> None:
+        """Drops a queue from the local registration cache (another replica deleted it)."""
+        self._registered.discard(queue)
+
     async def queues(self) -> list[str]:
         members = cast(
             set[bytes], await self._read(lambda: self.client.smembers(registry_key(self.prefix)))
@@ -138,6 +174,7 @@ class Store:
         await self.register(queue)
         args = {
             "queue": queue,
+            "defaults": self._defaults,
             "jobs": [
                 {
                     "spec": schema.spec(job),
@@ -159,6 +196,7 @@ class Store:
         max_jobs: int,
         waiting_flag_ms: int = 0,
         max_bytes: int = DEFAULT_REPLY_BYTES,
+        worker_id: str = "",
     ) -> LeaseBatch:
         """Leases up to max_jobs, no more than fit in max_bytes of reply (lease.lua's
         estimate). With none ready, sets the queue's waiting flag for waiting_flag_ms so
@@ -171,6 +209,7 @@ class Store:
                 "token_prefix": secrets.token_hex(12) + ".",
                 "waiting_flag_ms": waiting_flag_ms,
                 "max_bytes": max_bytes,
+                "worker_id": worker_id,
             },
         )
         too_large = out.get("too_large")
@@ -178,6 +217,7 @@ class Store:
             jobs=[schema.job(queue, _pairs(flat)) for flat in out["jobs"]],
             next_due_in_ms=None if out["next_due_ms"] < 0 else out["next_due_ms"],
             too_large=TooLarge(too_large["seq"], too_large["bytes"]) if too_large else None,
+            paused=bool(out.get("paused")),
         )
 
     async def heartbeat(self, queue: str, items: Sequence[HeartbeatItem]) -> list[HeartbeatResult]:
@@ -222,7 +262,7 @@ class Store:
             {
                 "seq": item.seq,
                 "token": item.token,
-                "error": schema.members(item.error),
+                "error": {**schema.members(item.error), "template": item.template},
                 "retry_delay_ms": item.retry_delay_ms,
                 "rand": random.random(),
             }
@@ -283,7 +323,8 @@ class Store:
     # -- maintenance ----------------------------------------------------------------
 
     async def reclaim(self, queue: str, limit: int = 1000) -> list[Reclaimed]:
-        rows = await self._run("reclaim", queue, {"limit": limit, "rand": random.random()})
+        args = {"limit": limit, "rand": random.random(), "errors": RECLAIM_ERRORS}
+        rows = await self._run("reclaim", queue, args)
         return [
             Reclaimed(
                 r["seq"],
@@ -339,3 +380,17 @@ def _trace(members: Any) -> TraceContext:
 
 
 NO_TRACE = TraceContext()
+# The errors reclaim.lua records, with their fingerprints.
+RECLAIM_ERRORS = {
+    error_type: dict(
+        zip(
+            ("message", "fingerprint", "template"),
+            (message, *fingerprint(error_type, message)),
+            strict=True,
+        )
+    )
+    for error_type, message in (
+        ("LEASE_EXPIRED", "lease expired without a heartbeat"),
+        ("EXECUTION_TIMEOUT", "attempt ran past its execution timeout"),
+    )
+}

@@ -1,6 +1,7 @@
 -- cancel.lua: cancels a scheduled or ready job at once; flags an active one so its
 -- worker learns it from the next heartbeat. Cancelling a cancelled job is a no-op.
--- KEYS: the queue key set (lib.lua); uses ready, scheduled, cancelled, job:, events:.
+-- KEYS: the queue key set (lib.lua); uses ready, scheduled, cancelled, job:, events:,
+--       qevents.
 -- ARGS: {seq = the job's}
 -- Returns: {code, state (after the call; "" when not found)}
 -- Codes: 0 OK, 1 NOT_FOUND, 3 JOB_FINISHED
@@ -9,19 +10,21 @@ local now = now_ms()
 local seq = tostring(ARGS.seq)
 local f = fields(seq, {'state', 'attempt', 'cancel_requested'})
 local state = f.state
-if not state then return cmsgpack.pack({code = NOT_FOUND, state = ''}) end
+if not state then return finish({code = NOT_FOUND, state = ''}, now) end
 if state == 'completed' or state == 'dead' then
-  return cmsgpack.pack({code = JOB_FINISHED, state = state})
+  return finish({code = JOB_FINISHED, state = state}, now)
 end
 if state == 'scheduled' or state == 'ready' then
   redis.call('ZREM', K[state], seq)
   redis.call('ZADD', K.cancelled, now, seq)
   set(seq, {[J.state] = 'cancelled', [J.finished_ms] = now})
   emit(seq, {[E.kind] = 'state', [E.state] = 'cancelled', [E.attempt] = f.attempt})
-  return cmsgpack.pack({code = OK, state = 'cancelled'})
+  job_event('cancelled', seq, 'cancelled', f.attempt)
+  return finish({code = OK, state = 'cancelled'}, now)
 end
 if state == 'active' and f.cancel_requested ~= '1' then
   set(seq, {[J.cancel_requested] = '1'})
   emit(seq, {[E.kind] = 'cancel', [E.state] = 'active', [E.attempt] = f.attempt})
+  job_event('cancel_requested', seq, 'active', f.attempt)
 end
-return cmsgpack.pack({code = OK, state = state})
+return finish({code = OK, state = state}, now)

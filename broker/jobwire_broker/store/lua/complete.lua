@@ -1,5 +1,6 @@
 -- complete.lua: finishes leased jobs of one queue with their results.
--- KEYS: the queue key set (lib.lua); uses active, completed, job:, events:.
+-- KEYS: the queue key set (lib.lua); uses active, completed, job:, events:, qevents,
+--       stats:, worker:.
 -- ARGS: list of {seq, token, result, result_content_type}
 -- Returns: list of {code, reason, trace (the job's trace context members, when OK)}
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
@@ -9,15 +10,18 @@ local out = {}
 for _, item in ipairs(ARGS) do
   local seq = tostring(item.seq)
   local code, reason, f = check_lease(seq, item.token, now,
-    {'attempt', 'traceparent', 'tracestate', 'baggage'})
+    {'attempt', 'traceparent', 'tracestate', 'baggage', 'worker_id'})
   if code == OK then
+    worker_done(f.worker_id, now, false)
+    tally('completed')
     redis.call('ZREM', K.active, seq)
     redis.call('HDEL', K.job .. seq, J.token, J.lease_until_ms, J.exec_until_ms)
     set(seq, {[J.state] = 'completed', [J.finished_ms] = now, [J.result] = item.result,
       [J.result_content_type] = item.result_content_type})
     redis.call('ZADD', K.completed, now, seq)
     emit(seq, {[E.kind] = 'state', [E.state] = 'completed', [E.attempt] = f.attempt})
+    job_event('completed', seq, 'completed', f.attempt)
   end
   out[#out + 1] = {code = code, reason = reason, trace = f and trace_of(f) or {}}
 end
-return cmsgpack.pack(out)
+return finish(out, now)

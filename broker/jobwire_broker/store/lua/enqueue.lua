@@ -1,12 +1,43 @@
 -- enqueue.lua: adds jobs to a queue as ready or scheduled, honouring idempotency keys.
+-- Options a job leaves unset take the queue's settings, else the broker's defaults.
 -- KEYS: the queue key set (lib.lua); uses seq, ready, scheduled, waiting, job:, events:,
---       idem:.
--- ARGS: {queue = name (for job ids), jobs = list of
+--       idem:, settings, qevents.
+-- ARGS: {queue = name (for job ids),
+--        defaults = the broker's defaults of the defaulted options, by stored field name
+--                   (schema.DEFAULTED_FIELDS), encoded,
+--        jobs = list of
 --         {spec = the job's stored fields by name (schema.SPEC_FIELDS), encoded; empty
---                 ones left out,
+--                 and unset ones left out,
 --          delay_ms, run_at_ms (0: none), idempotency_window_ms}}
 -- Returns: list of {seq, duplicate (bool), state}, one per job in order
 -- Codes: 0 OK
+
+-- Options a queue's settings may default, stored under the job's field names; the
+-- backoff members go together: a job that gives a backoff gives all of them.
+local OPTIONS = {J.max_attempts, J.lease_ms, J.timeout_ms, J.priority}
+local BACKOFF = {J.backoff_kind, J.backoff_initial_ms, J.backoff_max_ms,
+  J.backoff_multiplier, J.backoff_jitter}
+
+local queue_settings = nil
+
+local function settings()
+  if not queue_settings then
+    queue_settings = {}
+    local flat = redis.call('HGETALL', K.settings)
+    for i = 1, #flat, 2 do queue_settings[flat[i]] = flat[i + 1] end
+  end
+  return queue_settings
+end
+
+local function apply_defaults(spec)
+  for _, name in ipairs(OPTIONS) do
+    if spec[name] == nil then spec[name] = settings()[name] or ARGS.defaults[name] end
+  end
+  if spec[J.backoff_kind] == nil then
+    local source = settings()[J.backoff_kind] and settings() or ARGS.defaults
+    for _, name in ipairs(BACKOFF) do spec[name] = source[name] end
+  end
+end
 
 local now = now_ms()
 local out, woke = {}, false
@@ -18,6 +49,7 @@ for _, job in ipairs(ARGS.jobs) do
     local state = redis.call('HGET', K.job .. existing, J.state) or 'completed'
     out[#out + 1] = {seq = tonumber(existing), duplicate = true, state = state}
   else
+    apply_defaults(spec)
     local seq = redis.call('INCR', K.seq)
     local run_at = math.max(now + job.delay_ms, job.run_at_ms)
     local state = run_at > now and 'scheduled' or 'ready'
@@ -34,8 +66,9 @@ for _, job in ipairs(ARGS.jobs) do
     if idem ~= '' then
       redis.call('SET', K.idem .. idem, seq, 'PX', job.idempotency_window_ms)
     end
+    job_event('enqueued', seq, state, 0)
     out[#out + 1] = {seq = seq, duplicate = false, state = state}
   end
 end
 if woke then wake() end
-return cmsgpack.pack(out)
+return finish(out, now)

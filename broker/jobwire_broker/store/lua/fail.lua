@@ -1,9 +1,10 @@
 -- fail.lua: ends failed attempts of one queue: retry after backoff, or dead. A job
 -- whose cancellation was requested ends cancelled instead.
 -- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, dead, cancelled,
---       waiting, job:, events:.
+--       waiting, job:, events:, qevents, stats:, worker:, dlgroups, dlg:, dlgmeta:.
 -- ARGS: list of {seq, token, error (model.JobError's members, encoded: {type, message,
---        non_retryable}), retry_delay_ms (-1: the job's backoff policy),
+--        non_retryable, fingerprint}, plus template: the message's fingerprint template),
+--        retry_delay_ms (-1: the job's backoff policy),
 --        rand (in [0, 1), for jitter)}
 -- Returns: list of {code, reason, state (after; "" unless OK), due_ms (0 unless
 --          retried), trace (the job's trace context members, when OK)}, in order
@@ -23,4 +24,4 @@ for _, item in ipairs(ARGS) do
       trace = trace_of(f)}
   end
 end
-return cmsgpack.pack(out)
+return finish(out, now)

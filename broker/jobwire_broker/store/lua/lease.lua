@@ -1,12 +1,17 @@
 -- lease.lua: leases up to max_jobs ready jobs, best priority first, FIFO within a
 -- priority, and no more than fit in a reply of max_bytes. Due scheduled jobs are
 -- promoted first, so a delayed job never waits for maintenance.
--- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, waiting, job:, events:.
+-- A paused queue leases nothing (and sets the waiting flag, so ResumeQueue's wake-up
+-- reaches long-polls).
+-- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, waiting, job:, events:,
+--       paused, qevents, workers, worker:.
 -- ARGS: {max_jobs, token_prefix (random per call; job i gets token_prefix .. i),
+--        worker_id (the caller's, or ''),
 --        waiting_flag_ms (when no job is ready: how long to keep the waiting flag set;
 --        0: do not set it), max_bytes (the most bytes of jobs the reply may carry,
 --        as reply_bytes estimates them)}
 -- Returns: {next_due_ms = ms until the next scheduled job is due, or -1,
+--           paused = true when the queue is paused (nothing is leased then), or absent,
 --           too_large = {seq, bytes} when the first ready job alone exceeds max_bytes
 --           (nothing is leased then), or absent,
 --           jobs = list of job hashes, each a flat field/value list (HGETALL)}
@@ -29,6 +34,13 @@ local function reply_bytes(jk)
 end
 
 local now = now_ms()
+if redis.call('EXISTS', K.paused) == 1 then
+  if ARGS.waiting_flag_ms > 0 then
+    redis.call('SET', K.waiting, '1', 'PX', ARGS.waiting_flag_ms)
+  end
+  worker_leased(ARGS.worker_id, 0, now)
+  return finish({next_due_ms = -1, paused = true, jobs = {}}, now)
+end
 promote_due(now, 1000)
 local seqs = redis.call('ZRANGE', K.ready, 0, ARGS.max_jobs - 1)
 local budget = ARGS.max_bytes
@@ -52,8 +64,14 @@ for i, seq in ipairs(seqs) do
   end
   set(seq, {[J.state] = 'active', [J.token] = ARGS.token_prefix .. i,
     [J.lease_until_ms] = deadline, [J.exec_until_ms] = exec_until, [J.started_ms] = now})
+  if ARGS.worker_id ~= '' then
+    set(seq, {[J.worker_id] = ARGS.worker_id})
+  else
+    redis.call('HDEL', jk, J.worker_id)
+  end
   redis.call('ZADD', K.active, deadline, seq)
   emit(seq, {[E.kind] = 'state', [E.state] = 'active', [E.attempt] = attempt})
+  job_event('leased', seq, 'active', attempt)
   out.jobs[#out.jobs + 1] = redis.call('HGETALL', jk)
 end
 if #seqs == 0 then
@@ -63,4 +81,5 @@ if #seqs == 0 then
   local first = redis.call('ZRANGE', K.scheduled, 0, 0, 'WITHSCORES')
   if first[2] then out.next_due_ms = math.max(0, tonumber(first[2]) - now) end
 end
-return cmsgpack.pack(out)
+worker_leased(ARGS.worker_id, #out.jobs, now)
+return finish(out, now)

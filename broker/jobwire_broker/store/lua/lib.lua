@@ -12,6 +12,15 @@
 --   KEYS[9]  job:       prefix of job hashes (job:<seq>)
 --   KEYS[10] events:    prefix of job event streams (events:<seq>)
 --   KEYS[11] idem:      prefix of idempotency keys (idem:<key>)
+--   KEYS[12] settings   hash: the queue's settings (store/settings.py SETTING_FIELDS)
+--   KEYS[13] paused     flag: the queue is paused (Lease hands out nothing)
+--   KEYS[14] qevents    stream: the queue's events, for WatchQueue (QE fields)
+--   KEYS[15] stats:     prefix of throughput buckets (stats:<10 s bucket>, a hash)
+--   KEYS[16] workers    zset worker id -> last seen (ms)
+--   KEYS[17] worker:    prefix of worker records (worker:<id>, a hash of W fields)
+--   KEYS[18] dlgroups   zset dead-letter fingerprint -> last dead time (ms)
+--   KEYS[19] dlg:       prefix of a group's dead jobs (dlg:<fingerprint>, zset seq -> ms)
+--   KEYS[20] dlgmeta:   prefix of a group's description (dlgmeta:<fingerprint>, a hash)
 -- and the same ARGV:
 --   ARGV[1]  now override in ms, or "" to read Redis TIME (only tests set it)
 --   ARGV[2]  pub/sub channel that wakes long-polling Leases of this queue
@@ -25,7 +34,9 @@ local OK, NOT_FOUND, LEASE_LOST, JOB_FINISHED = 0, 1, 2, 3
 local K = {
   seq = KEYS[1], ready = KEYS[2], scheduled = KEYS[3], active = KEYS[4],
   completed = KEYS[5], dead = KEYS[6], cancelled = KEYS[7], waiting = KEYS[8],
-  job = KEYS[9], events = KEYS[10], idem = KEYS[11],
+  job = KEYS[9], events = KEYS[10], idem = KEYS[11], settings = KEYS[12],
+  paused = KEYS[13], qevents = KEYS[14], stats = KEYS[15], workers = KEYS[16],
+  worker = KEYS[17], dlgroups = KEYS[18], dlg = KEYS[19], dlgmeta = KEYS[20],
   wake_channel = ARGV[2], events_channel = ARGV[3],
 }
 
@@ -49,7 +60,8 @@ local J = {
   progress_details = 'progress.details_json',
   result = 'result', result_content_type = 'result_content_type',
   error_type = 'error.type', error_message = 'error.message',
-  error_non_retryable = 'error.non_retryable', cancel_requested = 'cancel_requested',
+  error_non_retryable = 'error.non_retryable', error_fingerprint = 'error.fingerprint',
+  cancel_requested = 'cancel_requested', worker_id = 'worker_id',
 }
 
 -- The fields of an event (store/schema.py EVENT_FIELDS).
@@ -58,8 +70,34 @@ local E = {
   progress_percent = 'progress.percent', progress_message = 'progress.message',
   progress_details = 'progress.details_json',
   error_type = 'error.type', error_message = 'error.message',
-  error_non_retryable = 'error.non_retryable',
+  error_non_retryable = 'error.non_retryable', error_fingerprint = 'error.fingerprint',
 }
+
+-- The fields of a queue event (store/schema.py QUEUE_EVENT_FIELDS): an event's fields
+-- plus the job's sequence number ('' for queue-wide events).
+local QE = {
+  kind = 'kind', job = 'job', state = 'state', attempt = 'attempt',
+  progress_percent = 'progress.percent', progress_message = 'progress.message',
+  progress_details = 'progress.details_json',
+  error_type = 'error.type', error_message = 'error.message',
+  error_non_retryable = 'error.non_retryable', error_fingerprint = 'error.fingerprint',
+}
+
+-- The fields of a worker record (store/schema.py WORKER_FIELDS).
+local W = {
+  last_lease_ms = 'last_lease_ms', last_heartbeat_ms = 'last_heartbeat_ms',
+  in_flight = 'in_flight', expired_ms = 'expired_ms',
+}
+
+-- The fields of a dead-letter group's description.
+local G = {error_type = 'error_type', template = 'template'}
+
+-- Settings scripts read (store/settings.py holds the full list), and the default of
+-- each that is not passed in by the broker.
+local S = {event_history = 'event_history', keep_completed = 'keep_completed',
+  completed_max_age_ms = 'completed_max_age_ms', keep_dead = 'keep_dead',
+  dead_max_age_ms = 'dead_max_age_ms'}
+local DEFAULT_EVENT_HISTORY = 10000
 
 -- The members of a model.Progress or model.JobError as a script receives them, with
 -- the job and event fields they are stored in.
@@ -72,6 +110,7 @@ local ERROR = {
   type = {J.error_type, E.error_type},
   message = {J.error_message, E.error_message},
   non_retryable = {J.error_non_retryable, E.error_non_retryable},
+  fingerprint = {J.error_fingerprint, E.error_fingerprint},
 }
 
 -- A record (a map of members) as job fields (which = 1) or event fields (which = 2).
@@ -143,6 +182,127 @@ local function emit(seq, event)
   redis.call('PUBLISH', K.events_channel, seq)
 end
 
+-- Queue events ------------------------------------------------------------------------
+
+local history, qevents_added = nil, false
+
+-- Appends an event to the queue's stream (WatchQueue), trimmed to the queue's
+-- event_history setting; `event` is a table of QE fields.
+local function qevent(event)
+  if history == nil then
+    history = tonumber(redis.call('HGET', K.settings, S.event_history) or DEFAULT_EVENT_HISTORY)
+  end
+  if history <= 0 then return end
+  local args = {'XADD', K.qevents, 'MAXLEN', '~', history, '*'}
+  for name, value in pairs(event) do
+    args[#args + 1] = name
+    args[#args + 1] = value
+  end
+  redis.call(unpack(args))
+  qevents_added = true
+end
+
+-- A queue event about job `seq`, with an error or progress record's members, if given.
+local function job_event(kind, seq, state, attempt, err)
+  local event = {[QE.kind] = kind, [QE.job] = seq, [QE.state] = state,
+    [QE.attempt] = attempt or '0'}
+  if err then
+    for member, names in pairs(ERROR) do event['error.' .. member] = err[member] end
+  end
+  qevent(event)
+end
+
+-- Throughput counters: tallied during a script, written once at its end by finish().
+local TALLY = {}
+local STATS_BUCKET_MS, STATS_TTL_S = 10000, 3900
+
+local function tally(name, n)
+  TALLY[name] = (TALLY[name] or 0) + (n or 1)
+end
+
+-- Every script ends with `return finish(result, now)`: writes the tallies, tells queue
+-- watchers of new events (once per script), and packs the result.
+local function finish(result, now)
+  local key = nil
+  for name, n in pairs(TALLY) do
+    key = key or (K.stats .. math.floor(now / STATS_BUCKET_MS))
+    redis.call('HINCRBY', key, name, n)
+  end
+  if key then redis.call('EXPIRE', key, STATS_TTL_S) end
+  if qevents_added then redis.call('PUBLISH', K.events_channel, 'q') end
+  return cmsgpack.pack(result)
+end
+
+-- Worker registry ---------------------------------------------------------------------
+
+-- Worker `id` leased `n` jobs now.
+local function worker_leased(id, n, now)
+  if id == '' then return end
+  local key = K.worker .. id
+  redis.call('ZADD', K.workers, now, id)
+  redis.call('HSET', key, W.last_lease_ms, now)
+  if n > 0 then redis.call('HINCRBY', key, W.in_flight, n) end
+end
+
+local HEARD = {}
+
+-- A heartbeat reached a job leased by worker `id` (recorded once per script).
+local function worker_heard(id, now)
+  if not id or id == '' or HEARD[id] then return end
+  HEARD[id] = true
+  redis.call('ZADD', K.workers, now, id)
+  redis.call('HSET', K.worker .. id, W.last_heartbeat_ms, now)
+end
+
+-- A lease held by worker `id` ended; `expired` when it ran out.
+local function worker_done(id, now, expired)
+  if not id or id == '' then return end
+  local key = K.worker .. id
+  if redis.call('EXISTS', key) == 0 then return end
+  if redis.call('HINCRBY', key, W.in_flight, -1) < 0 then
+    redis.call('HSET', key, W.in_flight, 0)
+  end
+  if expired then redis.call('HSET', key, W.expired_ms, now) end
+end
+
+-- Dead-letter groups ------------------------------------------------------------------
+
+-- Files dead job `seq` under its error's fingerprint (err: JobError's members plus
+-- `template`, the message with its variable parts replaced).
+local function dead_add(seq, now, err)
+  local fp = err.fingerprint
+  if not fp or fp == '' then return end
+  redis.call('ZADD', K.dlg .. fp, now, seq)
+  redis.call('ZADD', K.dlgroups, 'GT', now, fp)  -- GT still adds a new member
+  if err.template then
+    redis.call('HSET', K.dlgmeta .. fp, G.error_type, err.type, G.template, err.template)
+  end
+end
+
+-- Takes job `seq` out of its dead-letter group, before it leaves the dead set.
+local function dead_remove(seq)
+  local fp = redis.call('HGET', K.job .. seq, J.error_fingerprint)
+  if not fp then return end
+  local members = K.dlg .. fp
+  redis.call('ZREM', members, seq)
+  if redis.call('EXISTS', members) == 0 then
+    redis.call('ZREM', K.dlgroups, fp)
+    redis.call('DEL', K.dlgmeta .. fp)
+  end
+end
+
+-- Deletes job `seq` (in set `state`) with its events, its dead-letter entry and its
+-- idempotency key (when that still names it).
+local function remove_job(seq, state)
+  redis.call('ZREM', K[state], seq)
+  if state == 'dead' then dead_remove(seq) end
+  local idem = redis.call('HGET', K.job .. seq, J.idempotency_key)
+  if idem and redis.call('GET', K.idem .. idem) == tostring(seq) then
+    redis.call('DEL', K.idem .. idem)
+  end
+  redis.call('DEL', K.job .. seq, K.events .. seq)
+end
+
 local function make_ready(seq, priority)
   redis.call('ZADD', K.ready, ready_score(priority, seq), seq)
   set(seq, {[J.state] = 'ready'})
@@ -165,12 +325,14 @@ local function backoff_delay(f, attempt, rand)
 end
 
 -- Ends a failed attempt of an active job: retry (ready or scheduled), dead, or
--- cancelled when cancellation was requested. `err` holds model.JobError's members.
--- Returns state, due time (ms).
-local function settle_failure(seq, now, err, delay_override, rand)
+-- cancelled when cancellation was requested. `err` holds model.JobError's members (and
+-- `template`, for dead_add); `expired` says the lease ran out. Returns state, due (ms).
+local function settle_failure(seq, now, err, delay_override, rand, expired)
   local f = fields(seq, {'attempt', 'releases', 'max_attempts', 'priority',
     'cancel_requested', 'backoff_kind', 'backoff_initial_ms', 'backoff_max_ms',
-    'backoff_multiplier', 'backoff_jitter'})
+    'backoff_multiplier', 'backoff_jitter', 'worker_id'})
+  worker_done(f.worker_id, now, expired)
+  tally('failed')
   -- Released leases are not failures: only attempt - releases counts.
   local counted = tonumber(f.attempt) - tonumber(f.releases or '0')
   redis.call('ZREM', K.active, seq)
@@ -185,6 +347,11 @@ local function settle_failure(seq, now, err, delay_override, rand)
   if state then
     redis.call('ZADD', K[state], now, seq)
     set(seq, {[J.state] = state, [J.finished_ms] = now})
+    if state == 'dead' then
+      dead_add(seq, now, err)
+      tally('dead')
+    end
+    job_event(state, seq, state, f.attempt, err)
   else
     local delay = delay_override
     if delay < 0 then delay = backoff_delay(f, counted, rand) end
@@ -199,6 +366,7 @@ local function settle_failure(seq, now, err, delay_override, rand)
       redis.call('ZADD', K.scheduled, due, seq)
       set(seq, {[J.state] = 'scheduled'})
     end
+    job_event('failed', seq, state, f.attempt, err)
   end
   emit(seq, record(err, ERROR, 2,
     {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt}))
@@ -213,6 +381,7 @@ local function promote_due(now, limit)
     local f = fields(seq, {'priority', 'attempt'})
     make_ready(seq, f.priority)
     emit(seq, {[E.kind] = 'state', [E.state] = 'ready', [E.attempt] = f.attempt or '0'})
+    job_event('ready', seq, 'ready', f.attempt)
   end
   if #due > 0 then wake() end
   return #due

@@ -1,6 +1,9 @@
 -- prune.lua: applies retention to finished jobs: deletes completed, dead and cancelled
 -- jobs older than their maximum age or beyond their maximum count, with their events.
--- KEYS: the queue key set (lib.lua); uses completed, dead, cancelled, job:, events:.
+-- The queue's settings (keep_completed, completed_max_age_ms, keep_dead,
+-- dead_max_age_ms) win over the broker's defaults given here.
+-- KEYS: the queue key set (lib.lua); uses completed, dead, cancelled, job:, events:,
+--       idem:, settings, dlgroups, dlg:, dlgmeta:.
 -- ARGS: {completed_age_ms, completed_count (completed and cancelled jobs: the most age
 --        and count kept), dead_age_ms, dead_count, limit (the most jobs to delete per
 --        set in this call)}
@@ -10,21 +13,26 @@
 local now = now_ms()
 local limit = ARGS.limit
 
-local function prune(set, max_age, max_count)
+local function setting(name, default)
+  return tonumber(redis.call('HGET', K.settings, name) or default)
+end
+
+local function prune(state, max_age, max_count)
+  local set = K[state]
   local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - max_age, 'LIMIT', 0, limit)
   local excess = redis.call('ZCARD', set) - #old - max_count
   if excess > 0 then
     local extra = redis.call('ZRANGE', set, #old, #old + math.min(excess, limit) - 1)
     for _, seq in ipairs(extra) do old[#old + 1] = seq end
   end
-  for _, seq in ipairs(old) do
-    redis.call('ZREM', set, seq)
-    redis.call('DEL', K.job .. seq, K.events .. seq)
-  end
+  for _, seq in ipairs(old) do remove_job(seq, state) end
   return #old
 end
 
-local deleted = prune(K.completed, ARGS.completed_age_ms, ARGS.completed_count)
-  + prune(K.cancelled, ARGS.completed_age_ms, ARGS.completed_count)
-  + prune(K.dead, ARGS.dead_age_ms, ARGS.dead_count)
-return cmsgpack.pack({deleted = deleted})
+local completed_age = setting(S.completed_max_age_ms, ARGS.completed_age_ms)
+local completed_count = setting(S.keep_completed, ARGS.completed_count)
+local deleted = prune('completed', completed_age, completed_count)
+  + prune('cancelled', completed_age, completed_count)
+  + prune('dead', setting(S.dead_max_age_ms, ARGS.dead_age_ms),
+    setting(S.keep_dead, ARGS.dead_count))
+return finish({deleted = deleted}, now)

@@ -2,8 +2,10 @@
 -- attempt (LEASE_EXPIRED, or EXECUTION_TIMEOUT past the job's execution timeout) and
 -- is retried or dead-lettered like a Fail. Safe to run from every replica at once.
 -- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, dead, cancelled,
---       waiting, job:, events:.
--- ARGS: {limit (the most leases to take back in this call), rand (in [0, 1), jitter)}
+--       waiting, job:, events:, qevents, stats:, worker:, dlgroups, dlg:, dlgmeta:.
+-- ARGS: {limit (the most leases to take back in this call), rand (in [0, 1), jitter),
+--        errors = {LEASE_EXPIRED = {message, fingerprint, template}, EXECUTION_TIMEOUT =
+--        ...}: the two errors this script records}
 -- Returns: list of {seq, state (after), error_type, attempt, trace (members)}, one per
 --          lease taken back, so the broker can record each in the job's trace
 -- Codes: 0 OK
@@ -15,14 +17,14 @@ local out = {}
 for _, seq in ipairs(expired) do
   local f = fields(seq, {'exec_until_ms', 'attempt', 'traceparent', 'tracestate', 'baggage'})
   local exec_until = tonumber(f.exec_until_ms or '0')
-  local etype, emsg = 'LEASE_EXPIRED', 'lease expired without a heartbeat'
-  if exec_until > 0 and exec_until <= now then
-    etype, emsg = 'EXECUTION_TIMEOUT', 'attempt ran past its execution timeout'
-  end
-  local err = {type = etype, message = emsg, non_retryable = '0'}
-  local state = settle_failure(seq, now, err, -1, rand)
+  local etype = 'LEASE_EXPIRED'
+  if exec_until > 0 and exec_until <= now then etype = 'EXECUTION_TIMEOUT' end
+  local e = ARGS.errors[etype]
+  local err = {type = etype, message = e.message, non_retryable = '0',
+    fingerprint = e.fingerprint, template = e.template}
+  local state = settle_failure(seq, now, err, -1, rand, true)
   rand = (rand + 0.6180339887) % 1
   out[#out + 1] = {seq = tonumber(seq), state = state, error_type = etype,
     attempt = tonumber(f.attempt or '0'), trace = trace_of(f)}
 end
-return cmsgpack.pack(out)
+return finish(out, now)

@@ -2,7 +2,8 @@
 -- delay_ms) and `releases` grows, so the attempts that count against max_attempts
 -- (attempt - releases) stay as they were, while `attempt`, the fencing number, keeps
 -- growing with each lease. No error is recorded.
--- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, waiting, job:, events:.
+-- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, waiting, job:, events:,
+--       qevents, worker:.
 -- ARGS: list of {seq, token, delay_ms}
 -- Returns: list of {code, reason, state (after; "" unless OK), due_ms,
 --          trace (the job's trace context members, when OK)}, in order
@@ -12,7 +13,8 @@ local function release(seq, now, delay)
   redis.call('ZREM', K.active, seq)
   redis.call('HDEL', K.job .. seq, J.token, J.lease_until_ms, J.exec_until_ms)
   redis.call('HINCRBY', K.job .. seq, J.releases, 1)
-  local f = fields(seq, {'attempt', 'priority'})
+  local f = fields(seq, {'attempt', 'priority', 'worker_id'})
+  worker_done(f.worker_id, now, false)
   local due = now + math.max(delay, 0)
   set(seq, {[J.run_at_ms] = due})
   local state = 'ready'
@@ -25,6 +27,7 @@ local function release(seq, now, delay)
     wake()
   end
   emit(seq, {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt})
+  job_event('released', seq, state, f.attempt)
   return state, due
 end
 
@@ -42,4 +45,4 @@ for _, item in ipairs(ARGS) do
       trace = trace_of(f)}
   end
 end
-return cmsgpack.pack(out)
+return finish(out, now)

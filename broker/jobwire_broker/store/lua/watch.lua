@@ -9,9 +9,9 @@
 local seq = tostring(ARGS.seq)
 local jk = K.job .. seq
 if redis.call('EXISTS', jk) == 0 then
-  return cmsgpack.pack({code = NOT_FOUND, last_event_id = '', job = {}})
+  return finish({code = NOT_FOUND, last_event_id = '', job = {}}, 0)
 end
 set(seq, {[J.watched] = '1'})
 local last = redis.call('XREVRANGE', K.events .. seq, '+', '-', 'COUNT', 1)
 local last_id = last[1] and last[1][1] or '0-0'
-return cmsgpack.pack({code = OK, last_event_id = last_id, job = redis.call('HGETALL', jk)})
+return finish({code = OK, last_event_id = last_id, job = redis.call("HGETALL", jk)}, 0)

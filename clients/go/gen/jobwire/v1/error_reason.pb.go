@@ -78,6 +78,20 @@ const (
 	// `PERMISSION_DENIED`: the caller may not do this. Not sent until authorization
 	// exists; clients already map it.
 	ErrorReason_PERMISSION_DENIED ErrorReason = 11
+	// buf:lint:ignore ENUM_VALUE_PREFIX
+	// `NOT_FOUND`: the queue does not exist (no job was ever enqueued into it and it has no
+	// settings, or it was deleted). Nothing was written. Check the name.
+	ErrorReason_QUEUE_NOT_FOUND ErrorReason = 12
+	// buf:lint:ignore ENUM_VALUE_PREFIX
+	// `FAILED_PRECONDITION`: the operation does not apply to a job in its current state
+	// (retrying a job that is not dead or cancelled, deleting an active job, promoting one
+	// that is not scheduled). The message names the job and its state. Nothing was
+	// written; do not retry as is.
+	ErrorReason_WRONG_STATE ErrorReason = 13
+	// buf:lint:ignore ENUM_VALUE_PREFIX
+	// `FAILED_PRECONDITION`: the queue has active jobs, so it cannot be deleted without
+	// `force`. Nothing was written. Wait for them, or force.
+	ErrorReason_QUEUE_BUSY ErrorReason = 14
 )
 
 // Enum value maps for ErrorReason.
@@ -95,6 +109,9 @@ var (
 		9:  "INTERNAL",
 		10: "UNAUTHENTICATED",
 		11: "PERMISSION_DENIED",
+		12: "QUEUE_NOT_FOUND",
+		13: "WRONG_STATE",
+		14: "QUEUE_BUSY",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -109,6 +126,9 @@ var (
 		"INTERNAL":                 9,
 		"UNAUTHENTICATED":          10,
 		"PERMISSION_DENIED":        11,
+		"QUEUE_NOT_FOUND":          12,
+		"WRONG_STATE":              13,
+		"QUEUE_BUSY":               14,
 	}
 )
 
@@ -144,7 +164,7 @@ var File_jobwire_v1_error_reason_proto protoreflect.FileDescriptor
 const file_jobwire_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
 	"\x1djobwire/v1/error_reason.proto\x12\n" +
-	"jobwire.v1*\x84\x02\n" +
+	"jobwire.v1*\xba\x02\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\x15\n" +
@@ -159,7 +179,11 @@ const file_jobwire_v1_error_reason_proto_rawDesc = "" +
 	"\bINTERNAL\x10\t\x12\x13\n" +
 	"\x0fUNAUTHENTICATED\x10\n" +
 	"\x12\x15\n" +
-	"\x11PERMISSION_DENIED\x10\vBR\n" +
+	"\x11PERMISSION_DENIED\x10\v\x12\x13\n" +
+	"\x0fQUEUE_NOT_FOUND\x10\f\x12\x0f\n" +
+	"\vWRONG_STATE\x10\r\x12\x0e\n" +
+	"\n" +
+	"QUEUE_BUSY\x10\x0eBR\n" +
 	"\x0edev.jobwire.v1P\x01Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1b\x06proto3"
 
 var (

@@ -629,8 +629,10 @@ type Job struct {
 	// Attempts that count against `spec.max_attempts`: `attempt` minus the leases handed
 	// back with `FailRequest.release` (which are not failures).
 	CountedAttempts int32 `protobuf:"varint,16,opt,name=counted_attempts,json=countedAttempts,proto3" json:"counted_attempts,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The `worker_id` the current (or last) lease was taken with; empty if none was given.
+	WorkerId      string `protobuf:"bytes,17,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -775,6 +777,13 @@ func (x *Job) GetCountedAttempts() int32 {
 	return 0
 }
 
+func (x *Job) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
 var File_jobwire_v1_job_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_job_proto_rawDesc = "" +
@@ -820,7 +829,7 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"\bJobError\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12#\n" +
-	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\"\xd3\x05\n" +
+	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\"\xf0\x05\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12*\n" +
@@ -842,7 +851,8 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"\vfinish_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishTime\x12F\n" +
 	"\x11lease_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12)\n" +
-	"\x10counted_attempts\x18\x10 \x01(\x05R\x0fcountedAttempts*\xaf\x01\n" +
+	"\x10counted_attempts\x18\x10 \x01(\x05R\x0fcountedAttempts\x12\x1b\n" +
+	"\tworker_id\x18\x11 \x01(\tR\bworkerId*\xaf\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13JOB_STATE_SCHEDULED\x10\x01\x12\x13\n" +

@@ -81,6 +81,23 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     `PERMISSION_DENIED`: the caller may not do this. Not sent until authorization
     exists; clients already map it.
     """
+    QUEUE_NOT_FOUND: _ErrorReason.ValueType  # 12
+    """buf:lint:ignore ENUM_VALUE_PREFIX
+    `NOT_FOUND`: the queue does not exist (no job was ever enqueued into it and it has no
+    settings, or it was deleted). Nothing was written. Check the name.
+    """
+    WRONG_STATE: _ErrorReason.ValueType  # 13
+    """buf:lint:ignore ENUM_VALUE_PREFIX
+    `FAILED_PRECONDITION`: the operation does not apply to a job in its current state
+    (retrying a job that is not dead or cancelled, deleting an active job, promoting one
+    that is not scheduled). The message names the job and its state. Nothing was
+    written; do not retry as is.
+    """
+    QUEUE_BUSY: _ErrorReason.ValueType  # 14
+    """buf:lint:ignore ENUM_VALUE_PREFIX
+    `FAILED_PRECONDITION`: the queue has active jobs, so it cannot be deleted without
+    `force`. Nothing was written. Wait for them, or force.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, as `google.rpc.ErrorInfo.reason` (domain `jobwire.dev`) on every
@@ -149,5 +166,22 @@ PERMISSION_DENIED: ErrorReason.ValueType  # 11
 """buf:lint:ignore ENUM_VALUE_PREFIX
 `PERMISSION_DENIED`: the caller may not do this. Not sent until authorization
 exists; clients already map it.
+"""
+QUEUE_NOT_FOUND: ErrorReason.ValueType  # 12
+"""buf:lint:ignore ENUM_VALUE_PREFIX
+`NOT_FOUND`: the queue does not exist (no job was ever enqueued into it and it has no
+settings, or it was deleted). Nothing was written. Check the name.
+"""
+WRONG_STATE: ErrorReason.ValueType  # 13
+"""buf:lint:ignore ENUM_VALUE_PREFIX
+`FAILED_PRECONDITION`: the operation does not apply to a job in its current state
+(retrying a job that is not dead or cancelled, deleting an active job, promoting one
+that is not scheduled). The message names the job and its state. Nothing was
+written; do not retry as is.
+"""
+QUEUE_BUSY: ErrorReason.ValueType  # 14
+"""buf:lint:ignore ENUM_VALUE_PREFIX
+`FAILED_PRECONDITION`: the queue has active jobs, so it cannot be deleted without
+`force`. Nothing was written. Wait for them, or force.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -375,6 +375,7 @@ class Job(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     COUNTED_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Broker-assigned id, `<queue>:<sequence>`. Stable for the job's whole life."""
     queue: _builtins.str
@@ -395,6 +396,8 @@ class Job(_message.Message):
     """Attempts that count against `spec.max_attempts`: `attempt` minus the leases handed
     back with `FailRequest.release` (which are not failures).
     """
+    worker_id: _builtins.str
+    """The `worker_id` the current (or last) lease was taken with; empty if none was given."""
     @_builtins.property
     def spec(self) -> Global___JobSpec:
         """What the producer asked for, defaults filled in."""
@@ -446,10 +449,11 @@ class Job(_message.Message):
         finish_time: _timestamp_pb2.Timestamp | None = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
         counted_attempts: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "counted_attempts", b"counted_attempts", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "counted_attempts", b"counted_attempts", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

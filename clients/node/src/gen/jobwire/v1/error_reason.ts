@@ -89,6 +89,26 @@ export enum ErrorReason {
    * exists; clients already map it.
    */
   PERMISSION_DENIED = 11,
+  /**
+   * QUEUE_NOT_FOUND - buf:lint:ignore ENUM_VALUE_PREFIX
+   * `NOT_FOUND`: the queue does not exist (no job was ever enqueued into it and it has no
+   * settings, or it was deleted). Nothing was written. Check the name.
+   */
+  QUEUE_NOT_FOUND = 12,
+  /**
+   * WRONG_STATE - buf:lint:ignore ENUM_VALUE_PREFIX
+   * `FAILED_PRECONDITION`: the operation does not apply to a job in its current state
+   * (retrying a job that is not dead or cancelled, deleting an active job, promoting one
+   * that is not scheduled). The message names the job and its state. Nothing was
+   * written; do not retry as is.
+   */
+  WRONG_STATE = 13,
+  /**
+   * QUEUE_BUSY - buf:lint:ignore ENUM_VALUE_PREFIX
+   * `FAILED_PRECONDITION`: the queue has active jobs, so it cannot be deleted without
+   * `force`. Nothing was written. Wait for them, or force.
+   */
+  QUEUE_BUSY = 14,
   UNRECOGNIZED = -1,
 }
 
@@ -130,6 +150,15 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 11:
     case "PERMISSION_DENIED":
       return ErrorReason.PERMISSION_DENIED;
+    case 12:
+    case "QUEUE_NOT_FOUND":
+      return ErrorReason.QUEUE_NOT_FOUND;
+    case 13:
+    case "WRONG_STATE":
+      return ErrorReason.WRONG_STATE;
+    case 14:
+    case "QUEUE_BUSY":
+      return ErrorReason.QUEUE_BUSY;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -163,6 +192,12 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "UNAUTHENTICATED";
     case ErrorReason.PERMISSION_DENIED:
       return "PERMISSION_DENIED";
+    case ErrorReason.QUEUE_NOT_FOUND:
+      return "QUEUE_NOT_FOUND";
+    case ErrorReason.WRONG_STATE:
+      return "WRONG_STATE";
+    case ErrorReason.QUEUE_BUSY:
+      return "QUEUE_BUSY";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -318,6 +318,8 @@ export interface Job {
    * back with `FailRequest.release` (which are not failures).
    */
   countedAttempts: number;
+  /** The `worker_id` the current (or last) lease was taken with; empty if none was given. */
+  workerId: string;
 }
 
 function createBaseBackoffPolicy(): BackoffPolicy {
@@ -1224,6 +1226,7 @@ function createBaseJob(): Job {
     finishTime: undefined,
     leaseExpireTime: undefined,
     countedAttempts: 0,
+    workerId: "",
   };
 }
 
@@ -1276,6 +1279,9 @@ export const Job: MessageFns<Job> = {
     }
     if (message.countedAttempts !== 0) {
       writer.uint32(128).int32(message.countedAttempts);
+    }
+    if (message.workerId !== "") {
+      writer.uint32(138).string(message.workerId);
     }
     return writer;
   },
@@ -1421,6 +1427,14 @@ export const Job: MessageFns<Job> = {
             message.countedAttempts = reader.int32();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1487,6 +1501,11 @@ export const Job: MessageFns<Job> = {
         : isSet(object.counted_attempts)
         ? globalThis.Number(object.counted_attempts)
         : 0,
+      workerId: isSet(object.workerId)
+        ? globalThis.String(object.workerId)
+        : isSet(object.worker_id)
+        ? globalThis.String(object.worker_id)
+        : "",
     };
   },
 
@@ -1540,6 +1559,9 @@ export const Job: MessageFns<Job> = {
     if (message.countedAttempts !== 0) {
       obj.countedAttempts = Math.round(message.countedAttempts);
     }
+    if (message.workerId !== "") {
+      obj.workerId = message.workerId;
+    }
     return obj;
   },
 
@@ -1568,6 +1590,7 @@ export const Job: MessageFns<Job> = {
     message.finishTime = object.finishTime ?? undefined;
     message.leaseExpireTime = object.leaseExpireTime ?? undefined;
     message.countedAttempts = object.countedAttempts ?? 0;
+    message.workerId = object.workerId ?? "";
     return message;
   },
 };
