@@ -106,8 +106,8 @@ async def test_a_reply_over_the_cap_hands_the_extra_jobs_back_uncharged(
     store = broker.broker.store
     lease = store.lease
 
-    async def generous(queue: str, max_jobs: int, flag_ms: int, max_bytes: int) -> Any:
-        return await lease(queue, max_jobs, flag_ms, max_bytes * 2)
+    async def generous(queue: str, max_jobs: int, flag_ms: int, max_bytes: int, *rest: Any) -> Any:
+        return await lease(queue, max_jobs, flag_ms, max_bytes * 2, *rest)
 
     monkeypatch.setattr(store, "lease", generous)
     ids = await enqueue_big(big_stub, 10)

@@ -5,9 +5,11 @@ Each language's probe (Go `cmd/jobwire-go-errors`, `jobwire-node errors`, Java
 sends today against a real broker, and STORE_UNAVAILABLE against a second broker whose
 Redis is down; the reasons the broker cannot be made to send (SHUTTING_DOWN, INTERNAL,
 UNAUTHENTICATED, PERMISSION_DENIED) and the fallbacks (no details, an unknown reason,
-another domain's reason) are statuses the probe builds and maps as a call's error. Each
-prints one JSON line per case; every language must print EXPECTED, the table of
-protos/jobwire/v1/README.md. A new client joins with one entry in PROBES.
+another domain's reason) are statuses the probe builds and maps as a call's error. So are,
+for now, the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY: that service is
+not served yet, so no call can trigger them; once it is, the probes should trigger them
+for real. Each prints one JSON line per case; every language must print EXPECTED, the
+table of protos/jobwire/v1/README.md. A new client joins with one entry in PROBES.
 """
 
 import json
@@ -83,6 +85,18 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "code": "PERMISSION_DENIED",
         "reason": "PERMISSION_DENIED",
         "class": "permission_denied",
+    },
+    "QUEUE_NOT_FOUND": {"code": "NOT_FOUND", "reason": "QUEUE_NOT_FOUND", "class": "not_found"},
+    # The generic class only: not a lease_lost or job_finished.
+    "WRONG_STATE": {
+        "code": "FAILED_PRECONDITION",
+        "reason": "WRONG_STATE",
+        "class": "failed_precondition",
+    },
+    "QUEUE_BUSY": {
+        "code": "FAILED_PRECONDITION",
+        "reason": "QUEUE_BUSY",
+        "class": "failed_precondition",
     },
     # Fallbacks: the class of the code when the reason is missing, unknown or not ours,
     # and the reason over the code when they disagree.

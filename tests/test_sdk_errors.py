@@ -27,6 +27,16 @@ def test_every_reason_of_the_proto_has_a_class() -> None:
         assert error_class(grpc.StatusCode.UNKNOWN, name) is BY_REASON[value]
 
 
+def test_the_admin_reasons_get_the_generic_classes() -> None:
+    # WRONG_STATE and QUEUE_BUSY are plain failed preconditions: a caller that drops a
+    # job on LeaseLost, or ignores JobFinished, must not do so for them.
+    assert error_class(grpc.StatusCode.NOT_FOUND, "QUEUE_NOT_FOUND") is NotFound
+    for name in ("WRONG_STATE", "QUEUE_BUSY"):
+        assert error_class(grpc.StatusCode.FAILED_PRECONDITION, name) is FailedPrecondition
+    busy = item_error(grpc.StatusCode.FAILED_PRECONDITION.value[0], "QUEUE_BUSY", "active")
+    assert type(busy) is FailedPrecondition and busy.reason == "QUEUE_BUSY"
+
+
 def test_without_a_known_reason_the_code_decides() -> None:
     assert error_class(grpc.StatusCode.NOT_FOUND, "SOMETHING_NEW") is NotFound
     assert error_class(grpc.StatusCode.FAILED_PRECONDITION, "") is FailedPrecondition

@@ -4,7 +4,8 @@ clients/go/cmd/jobwire-go-errors):
 
     error_probe.py --target HOST:PORT --dead-target HOST:PORT --queue PREFIX
 
-Reasons the broker sends today are triggered for real; the others, and a few
+Reasons the broker sends today are triggered for real; the others (among them the
+AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY, not served yet), and a few
 fallbacks, are statuses built here and mapped as a call's error is."""
 
 import argparse
@@ -132,6 +133,10 @@ async def run(target: str, dead: str, queue: str) -> None:
         ("INTERNAL", Built(c.INTERNAL, "INTERNAL", DOMAIN)),
         ("UNAUTHENTICATED", Built(c.UNAUTHENTICATED, "UNAUTHENTICATED", DOMAIN)),
         ("PERMISSION_DENIED", Built(c.PERMISSION_DENIED, "PERMISSION_DENIED", DOMAIN)),
+        # The AdminService that sends these is not served yet.
+        ("QUEUE_NOT_FOUND", Built(c.NOT_FOUND, "QUEUE_NOT_FOUND", DOMAIN)),
+        ("WRONG_STATE", Built(c.FAILED_PRECONDITION, "WRONG_STATE", DOMAIN)),
+        ("QUEUE_BUSY", Built(c.FAILED_PRECONDITION, "QUEUE_BUSY", DOMAIN)),
         ("NO_DETAILS", Built(c.FAILED_PRECONDITION, "", "")),
         ("UNKNOWN_REASON", Built(c.NOT_FOUND, "SOMETHING_NEW", DOMAIN)),
         ("FOREIGN_DOMAIN", Built(c.FAILED_PRECONDITION, "LEASE_LOST", "example.com")),

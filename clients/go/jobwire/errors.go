@@ -22,10 +22,13 @@ var (
 	// (INVALID_ARGUMENT; reasons INVALID_ARGUMENT and PAYLOAD_TOO_LARGE). The error's
 	// Violations name each bad field; it is also an *InvalidArgumentError.
 	ErrInvalidArgument = errors.New("jobwire: invalid argument")
-	// ErrNotFound: the job never existed or was removed by retention (JOB_NOT_FOUND).
+	// ErrNotFound: the job never existed or was removed by retention (JOB_NOT_FOUND), or
+	// the queue does not exist (QUEUE_NOT_FOUND).
 	ErrNotFound = errors.New("jobwire: job not found")
-	// ErrFailedPrecondition: the job is not in a state that allows the call
-	// (FAILED_PRECONDITION). ErrLeaseLost and ErrJobFinished are its two known cases.
+	// ErrFailedPrecondition: the job or queue is not in a state that allows the call
+	// (FAILED_PRECONDITION). ErrLeaseLost and ErrJobFinished are its two subclasses;
+	// WRONG_STATE (an admin operation on a job in the wrong state) and QUEUE_BUSY (the
+	// queue has active jobs) are this class alone.
 	ErrFailedPrecondition = errors.New("jobwire: failed precondition")
 	// ErrLeaseLost: the lease expired or was taken over (LEASE_LOST). Stop working on
 	// the job and drop its result. The worker also uses it as the cause of a handler's
@@ -72,6 +75,9 @@ const (
 	ReasonInternal         = jobwirev1.ErrorReason_INTERNAL
 	ReasonUnauthenticated  = jobwirev1.ErrorReason_UNAUTHENTICATED
 	ReasonPermissionDenied = jobwirev1.ErrorReason_PERMISSION_DENIED
+	ReasonQueueNotFound    = jobwirev1.ErrorReason_QUEUE_NOT_FOUND
+	ReasonWrongState       = jobwirev1.ErrorReason_WRONG_STATE
+	ReasonQueueBusy        = jobwirev1.ErrorReason_QUEUE_BUSY
 )
 
 // ErrorDomain is google.rpc.ErrorInfo.domain of the broker's errors; a reason from any
@@ -93,6 +99,9 @@ var byReason = map[Reason]error{
 	ReasonInternal:         ErrInternal,
 	ReasonUnauthenticated:  ErrUnauthenticated,
 	ReasonPermissionDenied: ErrPermissionDenied,
+	ReasonQueueNotFound:    ErrNotFound,
+	ReasonWrongState:       ErrFailedPrecondition,
+	ReasonQueueBusy:        ErrFailedPrecondition,
 }
 
 // byCode is the class of a status whose reason is unspecified or unknown.

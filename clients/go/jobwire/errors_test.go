@@ -27,6 +27,9 @@ var codeOfReason = map[Reason]codes.Code{
 	ReasonInternal:         codes.Internal,
 	ReasonUnauthenticated:  codes.Unauthenticated,
 	ReasonPermissionDenied: codes.PermissionDenied,
+	ReasonQueueNotFound:    codes.NotFound,
+	ReasonWrongState:       codes.FailedPrecondition,
+	ReasonQueueBusy:        codes.FailedPrecondition,
 }
 
 // richStatus is what the broker sends: a code, an ErrorInfo, and more details.
@@ -94,6 +97,12 @@ func TestFromStatus(t *testing.T) {
 			[]error{ErrLeaseLost, ErrFailedPrecondition}, []error{ErrJobFinished}, ReasonLeaseLost},
 		{"job finished is a failed precondition", richStatus(t, codes.FailedPrecondition, "JOB_FINISHED", ErrorDomain),
 			[]error{ErrJobFinished, ErrFailedPrecondition}, []error{ErrLeaseLost}, ReasonJobFinished},
+		{"wrong state is only a failed precondition", richStatus(t, codes.FailedPrecondition, "WRONG_STATE", ErrorDomain),
+			[]error{ErrFailedPrecondition}, []error{ErrLeaseLost, ErrJobFinished}, ReasonWrongState},
+		{"queue busy is only a failed precondition", richStatus(t, codes.FailedPrecondition, "QUEUE_BUSY", ErrorDomain),
+			[]error{ErrFailedPrecondition}, []error{ErrLeaseLost, ErrJobFinished}, ReasonQueueBusy},
+		{"queue not found is a not found", richStatus(t, codes.NotFound, "QUEUE_NOT_FOUND", ErrorDomain),
+			[]error{ErrNotFound}, []error{ErrFailedPrecondition}, ReasonQueueNotFound},
 		{"no details: by code", status.Error(codes.FailedPrecondition, "x"),
 			[]error{ErrFailedPrecondition}, []error{ErrLeaseLost, ErrJobFinished}, ReasonUnspecified},
 		{"unknown reason: by code", richStatus(t, codes.NotFound, "SOMETHING_NEW", ErrorDomain),

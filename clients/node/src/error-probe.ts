@@ -1,9 +1,11 @@
 // `jobwire-node errors`: drives every ErrorReason through the client and prints the error
 // class it raised, one JSON line per case, for the cross-language test
 // (tests/test_error_classes.py). Reasons the broker sends today are triggered for real;
-// the others, and a few fallbacks, are statuses built here and mapped with fromGrpcError,
-// as a call's error is. Each line: {"case", "code", "reason", "class" (the most specific),
-// "is" (every class it belongs to, sorted), "retry_delay_ms" (null when none), "fields"}.
+// the others (among them the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY,
+// while that service is not served), and a few fallbacks, are statuses built here and
+// mapped with fromGrpcError, as a call's error is. Each line: {"case", "code", "reason",
+// "class" (the most specific), "is" (every class it belongs to, sorted), "retry_delay_ms"
+// (null when none), "fields"}.
 
 import { Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
 import { Any, ErrorInfo, RetryInfo } from "nice-grpc-error-details";
@@ -114,6 +116,10 @@ export async function errorProbe(options: { target: string; deadTarget: string |
   emit("INTERNAL", built(Code.INTERNAL, "INTERNAL"));
   emit("UNAUTHENTICATED", built(Code.UNAUTHENTICATED, "UNAUTHENTICATED"));
   emit("PERMISSION_DENIED", built(Code.PERMISSION_DENIED, "PERMISSION_DENIED"));
+  // The AdminService that sends these is not served yet.
+  emit("QUEUE_NOT_FOUND", built(Code.NOT_FOUND, "QUEUE_NOT_FOUND"));
+  emit("WRONG_STATE", built(Code.FAILED_PRECONDITION, "WRONG_STATE"));
+  emit("QUEUE_BUSY", built(Code.FAILED_PRECONDITION, "QUEUE_BUSY"));
   emit("NO_DETAILS", built(Code.FAILED_PRECONDITION));
   emit("UNKNOWN_REASON", built(Code.NOT_FOUND, "SOMETHING_NEW"));
   emit("FOREIGN_DOMAIN", built(Code.FAILED_PRECONDITION, "LEASE_LOST", "example.com"));

@@ -73,7 +73,10 @@ export class InvalidArgumentError extends JobwireError {
   }
 }
 
-/** `NOT_FOUND` (`JOB_NOT_FOUND`): the job never existed or was removed by retention. */
+/**
+ * `NOT_FOUND`: the job never existed or was removed by retention (`JOB_NOT_FOUND`), or the
+ * queue does not exist (`QUEUE_NOT_FOUND`).
+ */
 export class NotFoundError extends JobwireError {
   override name = "NotFoundError";
   constructor(message: string, init: JobwireErrorInit = {}) {
@@ -81,7 +84,12 @@ export class NotFoundError extends JobwireError {
   }
 }
 
-/** `FAILED_PRECONDITION`: the job is not in a state that allows the call. */
+/**
+ * `FAILED_PRECONDITION`: the job or queue is not in a state that allows the call.
+ * `LeaseLostError` and `JobFinishedError` are its subclasses; `WRONG_STATE` (an admin
+ * operation on a job in the wrong state) and `QUEUE_BUSY` (the queue has active jobs) are
+ * this class alone.
+ */
 export class FailedPreconditionError extends JobwireError {
   override name = "FailedPreconditionError";
   constructor(message: string, init: JobwireErrorInit = {}) {
@@ -174,6 +182,9 @@ export const CLASS_BY_REASON: ReadonlyMap<ErrorReason, ErrorClass> = new Map<Err
   [ErrorReason.INTERNAL, InternalError],
   [ErrorReason.UNAUTHENTICATED, UnauthenticatedError],
   [ErrorReason.PERMISSION_DENIED, PermissionDeniedError],
+  [ErrorReason.QUEUE_NOT_FOUND, NotFoundError],
+  [ErrorReason.WRONG_STATE, FailedPreconditionError],
+  [ErrorReason.QUEUE_BUSY, FailedPreconditionError],
 ]);
 
 /** The class of a status whose reason is unspecified or unknown. */

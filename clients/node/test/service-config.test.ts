@@ -59,6 +59,9 @@ const CODE_OF_REASON: Partial<Record<ErrorReason, Code>> = {
   [ErrorReason.INTERNAL]: Code.INTERNAL,
   [ErrorReason.UNAUTHENTICATED]: Code.UNAUTHENTICATED,
   [ErrorReason.PERMISSION_DENIED]: Code.PERMISSION_DENIED,
+  [ErrorReason.QUEUE_NOT_FOUND]: Code.NOT_FOUND,
+  [ErrorReason.WRONG_STATE]: Code.FAILED_PRECONDITION,
+  [ErrorReason.QUEUE_BUSY]: Code.FAILED_PRECONDITION,
 };
 
 describe("error classes", () => {
@@ -89,6 +92,12 @@ describe("error classes", () => {
     assert.ok(lost instanceof LeaseLostError && lost instanceof FailedPreconditionError && lost instanceof JobwireError);
     const finished = fromGrpcError(serviceError(Code.FAILED_PRECONDITION, "JOB_FINISHED"));
     assert.ok(finished instanceof JobFinishedError && finished instanceof FailedPreconditionError && !(finished instanceof LeaseLostError));
+
+    for (const reason of ["WRONG_STATE", "QUEUE_BUSY"]) {
+      const plain = fromGrpcError(serviceError(Code.FAILED_PRECONDITION, reason));
+      assert.equal(plain.constructor, FailedPreconditionError, `${reason} is only a FailedPreconditionError`);
+    }
+    assert.equal(fromGrpcError(serviceError(Code.NOT_FOUND, "QUEUE_NOT_FOUND")).constructor, NotFoundError);
 
     const bare = fromGrpcError(serviceError(Code.FAILED_PRECONDITION));
     assert.ok(bare instanceof FailedPreconditionError && !(bare instanceof LeaseLostError));

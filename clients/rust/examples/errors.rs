@@ -6,10 +6,11 @@
 //! ```
 //!
 //! Reasons the broker sends today are triggered for real (`--dead-target`: a broker whose
-//! Redis is down); the others, and a few fallbacks, are statuses built here and mapped with
-//! `Error::from`, as a call's error is. Each line: `{"case", "code", "reason", "class" (the
-//! most specific), "is" (every class it belongs to, sorted), "retry_delay_ms" (null when
-//! none), "fields"}`.
+//! Redis is down); the others (among them the AdminService's `QUEUE_NOT_FOUND`,
+//! `WRONG_STATE` and `QUEUE_BUSY`, while that service is not served), and a few fallbacks,
+//! are statuses built here and mapped with `Error::from`, as a call's error is. Each line:
+//! `{"case", "code", "reason", "class" (the most specific), "is" (every class it belongs to,
+//! sorted), "retry_delay_ms" (null when none), "fields"}`.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -186,6 +187,28 @@ async fn run(target: String, dead: Option<String>, queue: String) -> Result<Vec<
             "PERMISSION_DENIED",
             Code::PermissionDenied,
             Some("PERMISSION_DENIED"),
+            d,
+            None,
+        ),
+        // The AdminService that sends these is not served yet.
+        (
+            "QUEUE_NOT_FOUND",
+            Code::NotFound,
+            Some("QUEUE_NOT_FOUND"),
+            d,
+            None,
+        ),
+        (
+            "WRONG_STATE",
+            Code::FailedPrecondition,
+            Some("WRONG_STATE"),
+            d,
+            None,
+        ),
+        (
+            "QUEUE_BUSY",
+            Code::FailedPrecondition,
+            Some("QUEUE_BUSY"),
             d,
             None,
         ),

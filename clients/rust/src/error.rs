@@ -54,9 +54,12 @@ pub enum Error {
     /// `INVALID_ARGUMENT` (reasons `INVALID_ARGUMENT`, `PAYLOAD_TOO_LARGE`): nothing was
     /// written. Fix the request; do not retry it as is.
     InvalidArgument(ErrorDetails),
-    /// `NOT_FOUND` (`JOB_NOT_FOUND`): the job never existed or was removed by retention.
+    /// `NOT_FOUND`: the job never existed or was removed by retention (`JOB_NOT_FOUND`), or
+    /// the queue does not exist (`QUEUE_NOT_FOUND`).
     NotFound(ErrorDetails),
-    /// `FAILED_PRECONDITION` with neither of the reasons below.
+    /// `FAILED_PRECONDITION` with neither of the reasons below: among them `WRONG_STATE` (an
+    /// admin operation on a job in the wrong state) and `QUEUE_BUSY` (the queue has active
+    /// jobs).
     FailedPrecondition(ErrorDetails),
     /// `LEASE_LOST`: the lease expired or was taken over. Stop working on the job and drop
     /// its result.
@@ -91,9 +94,10 @@ pub(crate) fn class_of_reason(reason: ErrorReason) -> Option<Class> {
     Some(match reason {
         ErrorReason::Unspecified => return None, // falls back to the code
         ErrorReason::InvalidArgument | ErrorReason::PayloadTooLarge => Error::InvalidArgument,
-        ErrorReason::JobNotFound => Error::NotFound,
+        ErrorReason::JobNotFound | ErrorReason::QueueNotFound => Error::NotFound,
         ErrorReason::LeaseLost => Error::LeaseLost,
         ErrorReason::JobFinished => Error::JobFinished,
+        ErrorReason::WrongState | ErrorReason::QueueBusy => Error::FailedPrecondition,
         ErrorReason::JobTooLarge => Error::ResourceExhausted,
         ErrorReason::StoreUnavailable | ErrorReason::ShuttingDown => Error::Unavailable,
         ErrorReason::Internal => Error::Internal,

@@ -31,8 +31,11 @@ fn code_of(reason: ErrorReason) -> Code {
     match reason {
         ErrorReason::Unspecified => Code::Unknown,
         ErrorReason::InvalidArgument | ErrorReason::PayloadTooLarge => Code::InvalidArgument,
-        ErrorReason::JobNotFound => Code::NotFound,
-        ErrorReason::LeaseLost | ErrorReason::JobFinished => Code::FailedPrecondition,
+        ErrorReason::JobNotFound | ErrorReason::QueueNotFound => Code::NotFound,
+        ErrorReason::LeaseLost
+        | ErrorReason::JobFinished
+        | ErrorReason::WrongState
+        | ErrorReason::QueueBusy => Code::FailedPrecondition,
         ErrorReason::JobTooLarge => Code::ResourceExhausted,
         ErrorReason::StoreUnavailable | ErrorReason::ShuttingDown => Code::Unavailable,
         ErrorReason::Internal => Code::Internal,
@@ -95,6 +98,17 @@ fn the_hierarchy_and_the_fallbacks() {
     assert!(matches!(lost, Error::LeaseLost(_)) && lost.is_failed_precondition());
     let finished = mapped(Code::FailedPrecondition, Some("JOB_FINISHED"));
     assert!(matches!(finished, Error::JobFinished(_)) && finished.is_failed_precondition());
+
+    // The admin reasons are the generic variants, not a lost lease or a finished job.
+    for reason in ["WRONG_STATE", "QUEUE_BUSY"] {
+        let plain = mapped(Code::FailedPrecondition, Some(reason));
+        assert!(
+            matches!(plain, Error::FailedPrecondition(_)),
+            "{reason}: {plain:?}"
+        );
+    }
+    let queue = mapped(Code::NotFound, Some("QUEUE_NOT_FOUND"));
+    assert!(matches!(queue, Error::NotFound(_)), "{queue:?}");
 
     let bare = mapped(Code::FailedPrecondition, None);
     assert!(matches!(bare, Error::FailedPrecondition(_)) && bare.is_failed_precondition());

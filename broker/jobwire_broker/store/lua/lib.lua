@@ -220,19 +220,6 @@ local function tally(name, n)
   TALLY[name] = (TALLY[name] or 0) + (n or 1)
 end
 
--- Every script ends with `return finish(result, now)`: writes the tallies, tells queue
--- watchers of new events (once per script), and packs the result.
-local function finish(result, now)
-  local key = nil
-  for name, n in pairs(TALLY) do
-    key = key or (K.stats .. math.floor(now / STATS_BUCKET_MS))
-    redis.call('HINCRBY', key, name, n)
-  end
-  if key then redis.call('EXPIRE', key, STATS_TTL_S) end
-  if qevents_added then redis.call('PUBLISH', K.events_channel, 'q') end
-  return cmsgpack.pack(result)
-end
-
 -- Worker registry ---------------------------------------------------------------------
 
 -- Worker `id` leased `n` jobs now.
@@ -254,15 +241,41 @@ local function worker_heard(id, now)
   redis.call('HSET', K.worker .. id, W.last_heartbeat_ms, now)
 end
 
+-- Leases that ended in this script, per worker id, and the workers whose leases expired:
+-- written once per worker by finish().
+local ENDED, EXPIRED = {}, {}
+
 -- A lease held by worker `id` ended; `expired` when it ran out.
 local function worker_done(id, now, expired)
   if not id or id == '' then return end
-  local key = K.worker .. id
-  if redis.call('EXISTS', key) == 0 then return end
-  if redis.call('HINCRBY', key, W.in_flight, -1) < 0 then
-    redis.call('HSET', key, W.in_flight, 0)
+  ENDED[id] = (ENDED[id] or 0) + 1
+  if expired then EXPIRED[id] = now end
+end
+
+local function flush_workers()
+  for id, n in pairs(ENDED) do
+    local key = K.worker .. id
+    if redis.call('EXISTS', key) == 1 then
+      if redis.call('HINCRBY', key, W.in_flight, -n) < 0 then
+        redis.call('HSET', key, W.in_flight, 0)
+      end
+      if EXPIRED[id] then redis.call('HSET', key, W.expired_ms, EXPIRED[id]) end
+    end
   end
-  if expired then redis.call('HSET', key, W.expired_ms, now) end
+end
+
+-- Every script ends with `return finish(result, now)`: writes the tallies, tells queue
+-- watchers of new events (once per script), and packs the result.
+local function finish(result, now)
+  local key = nil
+  for name, n in pairs(TALLY) do
+    key = key or (K.stats .. math.floor(now / STATS_BUCKET_MS))
+    redis.call('HINCRBY', key, name, n)
+  end
+  if key then redis.call('EXPIRE', key, STATS_TTL_S) end
+  flush_workers()
+  if qevents_added then redis.call('PUBLISH', K.events_channel, 'q') end
+  return cmsgpack.pack(result)
 end
 
 -- Dead-letter groups ------------------------------------------------------------------

@@ -6,8 +6,9 @@
 //
 // --target is a working broker, --dead-target a broker whose Redis is down. Reasons the
 // broker sends today are triggered for real; the others (SHUTTING_DOWN, INTERNAL,
-// UNAUTHENTICATED, PERMISSION_DENIED) and a few fallbacks are statuses built here and
-// mapped with jobwire.FromStatus, as a call's error is. Each line:
+// UNAUTHENTICATED, PERMISSION_DENIED, and the AdminService's QUEUE_NOT_FOUND, WRONG_STATE
+// and QUEUE_BUSY while that service is not served) and a few fallbacks are statuses built
+// here and mapped with jobwire.FromStatus, as a call's error is. Each line:
 //
 //	{"case", "code" (gRPC code name), "reason" (the error's ErrorReason name), "class"
 //	 (the most specific class), "is" (every class it belongs to, sorted),
@@ -173,6 +174,10 @@ func run(target, dead, queue string) error {
 	emit("INTERNAL", built(codes.Internal, "INTERNAL", jobwire.ErrorDomain))
 	emit("UNAUTHENTICATED", built(codes.Unauthenticated, "UNAUTHENTICATED", jobwire.ErrorDomain))
 	emit("PERMISSION_DENIED", built(codes.PermissionDenied, "PERMISSION_DENIED", jobwire.ErrorDomain))
+	// The AdminService that sends these is not served yet.
+	emit("QUEUE_NOT_FOUND", built(codes.NotFound, "QUEUE_NOT_FOUND", jobwire.ErrorDomain))
+	emit("WRONG_STATE", built(codes.FailedPrecondition, "WRONG_STATE", jobwire.ErrorDomain))
+	emit("QUEUE_BUSY", built(codes.FailedPrecondition, "QUEUE_BUSY", jobwire.ErrorDomain))
 	emit("NO_DETAILS", built(codes.FailedPrecondition, "", ""))
 	emit("UNKNOWN_REASON", built(codes.NotFound, "SOMETHING_NEW", jobwire.ErrorDomain))
 	emit("FOREIGN_DOMAIN", built(codes.FailedPrecondition, "LEASE_LOST", "example.com"))

@@ -122,11 +122,15 @@ class InvalidArgument(JobwireError):
 
 
 class NotFound(JobwireError):
-    """NOT_FOUND (JOB_NOT_FOUND): the job never existed or was removed by retention."""
+    """NOT_FOUND: the job never existed or was removed by retention (JOB_NOT_FOUND), or
+    the queue does not exist (QUEUE_NOT_FOUND)."""
 
 
 class FailedPrecondition(JobwireError):
-    """FAILED_PRECONDITION: the job's state does not allow the call."""
+    """FAILED_PRECONDITION: the state of the job or queue does not allow the call. This
+    class itself for WRONG_STATE (the job is in the wrong state for an admin operation)
+    and QUEUE_BUSY (the queue has active jobs); LeaseLost and JobFinished are subclasses.
+    Nothing was written; do not retry as is."""
 
 
 class LeaseLost(FailedPrecondition):
@@ -175,6 +179,9 @@ BY_REASON: dict[int, type[JobwireError]] = {
     _R.INTERNAL: Internal,
     _R.UNAUTHENTICATED: Unauthenticated,
     _R.PERMISSION_DENIED: PermissionDenied,
+    _R.QUEUE_NOT_FOUND: NotFound,
+    _R.WRONG_STATE: FailedPrecondition,
+    _R.QUEUE_BUSY: FailedPrecondition,
 }
 BY_CODE: dict[grpc.StatusCode, type[JobwireError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,

@@ -46,10 +46,11 @@ import java.util.concurrent.TimeUnit;
  * </pre>
  *
  * <p>Reasons the broker sends today are triggered for real (--dead-target: a broker whose
- * Redis is down); the others, and a few fallbacks, are statuses built here and mapped with
- * {@link Errors#map}, as a call's error is. Each line: {@code {"case", "code", "reason",
- * "class" (the most specific), "is" (every class it belongs to, sorted), "retry_delay_ms"
- * (null when none), "fields"}}.
+ * Redis is down); the others (among them the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and
+ * QUEUE_BUSY, while that service is not served), and a few fallbacks, are statuses built here
+ * and mapped with {@link Errors#map}, as a call's error is. Each line: {@code {"case", "code",
+ * "reason", "class" (the most specific), "is" (every class it belongs to, sorted),
+ * "retry_delay_ms" (null when none), "fields"}}.
  */
 public final class ErrorProbe {
   private ErrorProbe() {}
@@ -190,6 +191,10 @@ public final class ErrorProbe {
     lines.add(describe("UNAUTHENTICATED", built(Status.Code.UNAUTHENTICATED, "UNAUTHENTICATED", d)));
     lines.add(
         describe("PERMISSION_DENIED", built(Status.Code.PERMISSION_DENIED, "PERMISSION_DENIED", d)));
+    // The AdminService that sends these is not served yet.
+    lines.add(describe("QUEUE_NOT_FOUND", built(Status.Code.NOT_FOUND, "QUEUE_NOT_FOUND", d)));
+    lines.add(describe("WRONG_STATE", built(Status.Code.FAILED_PRECONDITION, "WRONG_STATE", d)));
+    lines.add(describe("QUEUE_BUSY", built(Status.Code.FAILED_PRECONDITION, "QUEUE_BUSY", d)));
     lines.add(describe("NO_DETAILS", built(Status.Code.FAILED_PRECONDITION, null, d)));
     lines.add(describe("UNKNOWN_REASON", built(Status.Code.NOT_FOUND, "SOMETHING_NEW", d)));
     lines.add(

@@ -59,6 +59,9 @@ public final class Errors {
     BY_REASON.put(ErrorReason.INTERNAL, InternalException::new);
     BY_REASON.put(ErrorReason.UNAUTHENTICATED, UnauthenticatedException::new);
     BY_REASON.put(ErrorReason.PERMISSION_DENIED, PermissionDeniedException::new);
+    BY_REASON.put(ErrorReason.QUEUE_NOT_FOUND, JobNotFoundException::new);
+    BY_REASON.put(ErrorReason.WRONG_STATE, FailedPreconditionException::new);
+    BY_REASON.put(ErrorReason.QUEUE_BUSY, FailedPreconditionException::new);
 
     BY_CODE.put(Status.Code.INVALID_ARGUMENT, InvalidArgumentException::new);
     BY_CODE.put(Status.Code.NOT_FOUND, JobNotFoundException::new);

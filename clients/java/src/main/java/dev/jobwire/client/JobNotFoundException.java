@@ -5,7 +5,11 @@ import io.grpc.Status;
 import java.time.Duration;
 import java.util.List;
 
-/** {@code NOT_FOUND} ({@code JOB_NOT_FOUND}): the job never existed or was removed by retention. */
+/**
+ * {@code NOT_FOUND}: the job never existed or was removed by retention ({@code JOB_NOT_FOUND}),
+ * or the queue does not exist ({@code QUEUE_NOT_FOUND}). The class of every {@code NOT_FOUND},
+ * despite its name.
+ */
 public class JobNotFoundException extends JobwireException {
   private static final long serialVersionUID = 1L;
 

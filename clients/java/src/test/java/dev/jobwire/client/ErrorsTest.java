@@ -37,7 +37,10 @@ class ErrorsTest {
               Map.entry(ErrorReason.SHUTTING_DOWN, Status.Code.UNAVAILABLE),
               Map.entry(ErrorReason.INTERNAL, Status.Code.INTERNAL),
               Map.entry(ErrorReason.UNAUTHENTICATED, Status.Code.UNAUTHENTICATED),
-              Map.entry(ErrorReason.PERMISSION_DENIED, Status.Code.PERMISSION_DENIED)));
+              Map.entry(ErrorReason.PERMISSION_DENIED, Status.Code.PERMISSION_DENIED),
+              Map.entry(ErrorReason.QUEUE_NOT_FOUND, Status.Code.NOT_FOUND),
+              Map.entry(ErrorReason.WRONG_STATE, Status.Code.FAILED_PRECONDITION),
+              Map.entry(ErrorReason.QUEUE_BUSY, Status.Code.FAILED_PRECONDITION)));
 
   /** A status as the broker sends it: a code, an ErrorInfo, more details. */
   static StatusRuntimeException status(Status.Code code, String reason, String domain, Any... more) {
@@ -85,6 +88,16 @@ class ErrorsTest {
     JobwireException finished = mapped(Status.Code.FAILED_PRECONDITION, "JOB_FINISHED");
     assertInstanceOf(JobFinishedException.class, finished);
     assertInstanceOf(FailedPreconditionException.class, finished);
+
+    // The admin reasons are the generic classes, not a lease lost or a finished job.
+    for (String reason : List.of("WRONG_STATE", "QUEUE_BUSY")) {
+      assertSame(
+          FailedPreconditionException.class,
+          mapped(Status.Code.FAILED_PRECONDITION, reason).getClass(),
+          reason);
+    }
+    assertSame(
+        JobNotFoundException.class, mapped(Status.Code.NOT_FOUND, "QUEUE_NOT_FOUND").getClass());
 
     JobwireException bare = mapped(Status.Code.FAILED_PRECONDITION, null);
     assertSame(FailedPreconditionException.class, bare.getClass());
