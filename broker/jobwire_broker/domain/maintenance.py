@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..store import Store, StoreUnavailable
 from .hooks import Hooks, NoHooks
 from .model import Retention
+from .workers import forget_old_workers
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +61,4 @@ class Maintenance:
         await self.store.promote(queue)
         if prune:
             await self.store.prune(queue, self.settings.retention)
+            await forget_old_workers(self.store, queue)

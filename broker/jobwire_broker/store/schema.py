@@ -337,8 +337,10 @@ def event(entry_id: str, raw: Raw) -> Event:
 
 
 def queue_event(entry_id: str, raw: Raw) -> QueueEvent:
-    """A queue event from its stream entry."""
-    found: QueueEvent = _queue_event(raw, id=entry_id, time_ms=int(entry_id.split("-")[0]))
+    """A queue event from its stream entry. Empty fields read as absent: a queue-wide
+    event (paused, resumed) stores its job, and may store its state, as ''."""
+    present = {name: value for name, value in raw.items() if value}
+    found: QueueEvent = _queue_event(present, id=entry_id, time_ms=int(entry_id.split("-")[0]))
     return found
 
 
