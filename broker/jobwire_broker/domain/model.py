@@ -273,3 +273,41 @@ class Retention:
     completed_count: int = 10_000
     dead_age_ms: int = 7 * 86_400_000
     dead_count: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's settings; None inherits the broker's default. Field names are the
+    stored names: the job defaults are the job fields enqueue.lua fills in."""
+
+    max_attempts: int | None = None
+    backoff: Backoff | None = None
+    lease_ms: int | None = None
+    timeout_ms: int | None = None
+    priority: int | None = None
+    keep_completed: int | None = None
+    completed_max_age_ms: int | None = None
+    keep_dead: int | None = None
+    dead_max_age_ms: int | None = None
+    event_history: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMinute:
+    start_ms: int
+    completed: int
+    failed: int
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    name: str
+    paused: bool
+    settings: QueueSettings
+    counts: Mapping[JobState, int]
+    oldest_ready_age_ms: int | None
+    completed_last_minute: int
+    failed_last_minute: int
+    last_hour: list[QueueMinute]
+    workers: tuple[str, ...] = ()
