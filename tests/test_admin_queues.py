@@ -105,7 +105,7 @@ async def test_a_change_through_one_replica_applies_at_once_through_another(
     redis_server: RedisServer, prefix: str
 ) -> None:
     settings = broker_settings(redis_server.url, prefix)
-    async with running_broker(settings) as a, running_broker(settings) as b:
+    async with running_broker(settings) as a, running_broker(settings) as b:  # noqa: SIM117
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as ca,
             grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as cb,
@@ -126,7 +126,7 @@ async def test_retention_trims_completed_and_dead_jobs_by_count_and_age(
 ) -> None:
     maintenance = MaintenanceSettings(interval_s=0.05, prune_interval_s=0.1)
     settings = broker_settings(redis_server.url, prefix, maintenance=maintenance)
-    async with running_broker(settings) as app:
+    async with running_broker(settings) as app:  # noqa: SIM117
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
             admin, stub = arpc.AdminServiceStub(channel), rpc.BrokerServiceStub(channel)
             await admin.UpdateQueue(
@@ -177,7 +177,7 @@ async def test_a_paused_queue_leases_nothing_and_resume_wakes_a_parked_long_poll
     redis_server: RedisServer, prefix: str
 ) -> None:
     settings = broker_settings(redis_server.url, prefix)
-    async with running_broker(settings) as a, running_broker(settings) as b:
+    async with running_broker(settings) as a, running_broker(settings) as b:  # noqa: SIM117
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as ca,
             grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as cb,
