@@ -1,6 +1,24 @@
-"""Jobwire's Python SDK: a producer client (async, with a sync facade) and a worker
-runtime for the Jobwire gRPC job broker. The generated stubs are in ``jobwire.v1``."""
+"""Jobwire's Python SDK: a producer client and an admin client (async, each with a sync
+facade) and a worker runtime for the Jobwire gRPC job broker. The generated stubs are in
+``jobwire.v1``."""
 
+from ._admin import (
+    Admin,
+    DeadLetterGroup,
+    DeadLetterGroupPage,
+    JobFilter,
+    JobPage,
+    QueueCounts,
+    QueueEvent,
+    QueueEventKind,
+    QueueInfo,
+    QueueMinute,
+    QueueSettings,
+    RedriveProgress,
+    SyncAdmin,
+    WorkerInfo,
+    WorkerState,
+)
 from ._client import ChannelOptions, Client, RetryPolicy
 from ._errors import (
     FailedPrecondition,
@@ -32,10 +50,13 @@ from ._sync import SyncClient
 from ._worker import Job, NonRetryable, RetryAfter, Worker
 
 __all__ = [
+    "Admin",
     "Backoff",
     "BackoffKind",
     "ChannelOptions",
     "Client",
+    "DeadLetterGroup",
+    "DeadLetterGroupPage",
     "EnqueueResult",
     "FailedPrecondition",
     "FieldViolation",
@@ -44,8 +65,10 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobFailure",
+    "JobFilter",
     "JobFinished",
     "JobInfo",
+    "JobPage",
     "JobState",
     "JobwireError",
     "LeaseLost",
@@ -53,13 +76,23 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Progress",
+    "QueueCounts",
+    "QueueEvent",
+    "QueueEventKind",
+    "QueueInfo",
+    "QueueMinute",
+    "QueueSettings",
+    "RedriveProgress",
     "ResourceExhausted",
     "RetryAfter",
     "RetryPolicy",
+    "SyncAdmin",
     "SyncClient",
     "Unauthenticated",
     "Unavailable",
     "Worker",
     "WorkerHealth",
+    "WorkerInfo",
+    "WorkerState",
     "job_spec",
 ]
