@@ -45,9 +45,7 @@ def test_lua_keys_are_the_declared_key_names() -> None:
     assert found
     order = dict(re.findall(r"(\w+) = KEYS\[(\d+)\]", found.group(1)))
     by_index = {int(i): name for name, i in order.items()}
-    assert [by_index[i + 1] for i in range(len(KEY_NAMES))] == [
-        n.rstrip(":") for n in KEY_NAMES
-    ]
+    assert [by_index[i + 1] for i in range(len(KEY_NAMES))] == [n.rstrip(":") for n in KEY_NAMES]
     assert len(queue_keys("p", "q").keys) == len(KEY_NAMES)
 
 

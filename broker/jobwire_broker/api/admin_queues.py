@@ -178,4 +178,3 @@ class QueueRpcs:
         return pb.DeleteQueueResponse(
             deleted=await queues.delete_queue(self.ctx, queue, request.force)
         )
-
