@@ -73,7 +73,13 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
 async def test_grpcurl_lists_every_service(grpcurl: Tool) -> None:
     services = ok(await grpcurl("list")).split()
     assert services == sorted(
-        ["jobwire.v1.BrokerService", "grpc.health.v1.Health", REFLECTION_V1, REFLECTION_V1ALPHA]
+        [
+            "jobwire.v1.AdminService",
+            "jobwire.v1.BrokerService",
+            "grpc.health.v1.Health",
+            REFLECTION_V1,
+            REFLECTION_V1ALPHA,
+        ]
     )
 
 
