@@ -29,12 +29,14 @@ else
 end
 
 for _, seq in ipairs(todo) do
-  local f = fields(seq, {'attempt', 'priority'})
+  local f = fields(seq, {'attempt', 'priority', 'watched'})
   local attempt = f.attempt or '0'
   redis.call('ZREM', K.scheduled, seq)
   set(seq, {[J.run_at_ms] = now})
   make_ready(seq, f.priority or '0')
-  emit(seq, {[E.kind] = 'state', [E.state] = 'ready', [E.attempt] = attempt})
+  if f.watched == '1' then  -- emit() would look it up again
+    emit(seq, {[E.kind] = 'state', [E.state] = 'ready', [E.attempt] = attempt})
+  end
   job_event('ready', seq, 'ready', attempt)
 end
 if #todo > 0 then wake() end

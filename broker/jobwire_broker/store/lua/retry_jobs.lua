@@ -33,14 +33,16 @@ end
 
 for _, job in ipairs(todo) do
   local seq, state = job[1], job[2]
-  local f = fields(seq, {'attempt', 'priority'})
+  local f = fields(seq, {'attempt', 'priority', 'watched'})
   local attempt = f.attempt or '0'
   if state == 'dead' then dead_remove(seq) end
   redis.call('ZREM', K[state], seq)
   redis.call('HDEL', K.job .. seq, J.cancel_requested, J.finished_ms)
   set(seq, {[J.releases] = attempt, [J.run_at_ms] = now})
   make_ready(seq, f.priority or '0')
-  emit(seq, {[E.kind] = 'state', [E.state] = 'ready', [E.attempt] = attempt})
+  if f.watched == '1' then  -- emit() would look it up again
+    emit(seq, {[E.kind] = 'state', [E.state] = 'ready', [E.attempt] = attempt})
+  end
   job_event('ready', seq, 'ready', attempt)
 end
 if #todo > 0 then wake() end

@@ -79,9 +79,9 @@ end
 local filter = ARGS.filter
 local wanted, plain_key = {}, nil
 if filter then
-  for name, key_ in pairs({error_type = 'error_type', fingerprint = 'error_fingerprint',
+  for name, field_key in pairs({error_type = 'error_type', fingerprint = 'error_fingerprint',
       header_key = 'headers'}) do
-    if (filter[name] or '') ~= '' then wanted[#wanted + 1] = key_ end
+    if (filter[name] or '') ~= '' then wanted[#wanted + 1] = field_key end
   end
   -- A key JSON writes as it is (printable ASCII, no quote or backslash) can be looked
   -- for in the stored text before decoding it: most jobs then cost no decode.
@@ -172,8 +172,11 @@ if mode == 'count' and not filter then
   end
 else
   while from + examined < stop and not full do
+    -- Unfiltered, every member read is taken: read no more than the matches wanted.
+    local n = CHUNK
+    if not filter and mode ~= 'count' then n = math.min(CHUNK, math.max(want - matched, 1)) end
     local i = from + examined
-    local j = math.min(stop, i + CHUNK) - 1
+    local j = math.min(stop, i + n) - 1
     local range = ARGS.reverse and 'ZREVRANGE' or 'ZRANGE'
     local chunk = redis.call(range, key, i, j, 'WITHSCORES')
     if #chunk == 0 then break end
