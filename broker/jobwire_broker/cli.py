@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import ready
+from . import queue_file, ready
 from .config import Settings, env
 from .domain.limits import Limits
 from .embedded import FSYNC_POLICIES
@@ -125,6 +125,15 @@ def parser() -> argparse.ArgumentParser:
         "fails with exit code 2 (JOBWIRE_READY_FILE)",
     )
     serve.add_argument(
+        "--queues",
+        metavar="FILE",
+        type=ready_file,
+        default=env("QUEUES", ""),
+        help="a queue settings file (TOML, see docs/queues.md) applied before serving: "
+        "each queue it names gets exactly the settings written there, the rest go back "
+        "to the defaults. A bad file stops start-up with exit code 2 (JOBWIRE_QUEUES)",
+    )
+    serve.add_argument(
         "--log-level",
         type=log_level,
         metavar="LEVEL",
@@ -146,6 +155,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         embedded_fsync=args.fsync,
         metrics_port=args.metrics_port,
         ready_file=args.ready_file,
+        queues_file=args.queues,
         limits=dataclasses.replace(Limits(), max_payload_bytes=args.max_payload_bytes),
     )
 
@@ -190,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if settings.ready_file:
                 ready.check(settings.ready_file)  # before Valkey or a port is taken
+            if settings.queues_file:
+                queue_file.load(settings.queues_file, settings.limits, settings.defaults)
             telemetry = setup(metrics_address(settings))
-        except (ValueError, ready.ReadyFileError) as exc:
+        except (ValueError, ready.ReadyFileError) as exc:  # QueueFileError is a ValueError
             print(f"{PROG} serve: {exc}", file=sys.stderr)
             return 2
         try:

@@ -26,6 +26,8 @@ class Settings:
     metrics_port: int = 0  # Prometheus /metrics; 0: off
     # Where `jobwire serve` declares its bound ports once it serves (ready.py); None: nowhere.
     ready_file: Path | None = None
+    # A queue settings file (queue_file.py) applied at start-up; None: none.
+    queues_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)

@@ -12,6 +12,7 @@ from jobwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 
+from . import queue_file
 from .api import reflection
 from .api.admin import AdminServicer
 from .api.durations import OperationDurations
@@ -110,15 +111,31 @@ class BrokerApp:
         serving = await self._redis_ok()
         if serving and self.embedded is None:  # ours is configured durable; check theirs
             await warn_if_not_durable(self.redis)
+        later = await self._apply_queue_file(serving)
         await self._set_health(SERVING if serving else NOT_SERVING)
         await self.server.start()
         maintenance = Maintenance(self.store, self.settings.maintenance, self._hooks())
         self._tasks = [
             asyncio.create_task(maintenance.run(self.broker.closing), name="maintenance"),
             asyncio.create_task(self._monitor_redis(serving), name="redis-health"),
+            *later,
         ]
         log.info("jobwire broker listening on %s (port %d)", self.settings.listen, self.port)
         return self.port
+
+    async def _apply_queue_file(self, serving: bool) -> "list[asyncio.Task[None]]":
+        """Applies --queues before serving; with Redis down, as soon as it is back."""
+        s, path = self.settings, self.settings.queues_file
+        if path is None:
+            return []
+        updates = queue_file.load(path, s.limits, s.defaults)
+        if serving:
+            await queue_file.apply(self.admin, updates)
+            return []
+        waiting = queue_file.apply_when_reachable(
+            self.admin, updates, self.broker.closing, s.health_interval_s
+        )
+        return [asyncio.create_task(waiting, name="queue-file")]
 
     def _hooks(self) -> Hooks:
         """Per-job telemetry when tracing or metrics are on; else hooks that do nothing."""

@@ -1,7 +1,7 @@
 """AdminService's queue RPCs: ListQueues, GetQueue, UpdateQueue, PauseQueue,
 ResumeQueue, DrainQueue, DeleteQueue (see api/admin.py, which combines the parts)."""
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from jobwire.v1 import admin_service_pb2 as pb
@@ -63,6 +63,28 @@ def parse_settings(p: Parser, field: str, s: pb.QueueSettings) -> QueueSettings:
         if s.HasField(name):  # type: ignore[arg-type]
             values[FIELDS[name]] = p.duration_ms(f"{field}.{name}", getattr(s, name), low, high)
     return QueueSettings(**values)
+
+
+class QueueUpdate(NamedTuple):
+    queue: str
+    values: QueueSettings
+    fields: list[str]  # the domain's names of the fields to set or clear
+
+
+def parse_update(limits: Limits, defaults: Defaults, request: pb.UpdateQueueRequest) -> QueueUpdate:
+    """An UpdateQueueRequest checked; raises INVALID_ARGUMENT naming every bad field.
+    An empty mask means the fields set in `settings`."""
+    p = Parser(limits, defaults)
+    queue = p.queue("queue", request.queue)
+    values = parse_settings(p, "settings", request.settings)
+    paths = list(request.update_mask.paths)
+    for i, path in enumerate(paths):
+        if path not in FIELDS:
+            p.bad(f"update_mask.paths[{i}]", f"is not a QueueSettings field: {path!r}")
+    if not paths:
+        paths = [f for f in FIELDS if request.settings.HasField(f)]  # type: ignore[arg-type]
+    p.done()
+    return QueueUpdate(queue, values, [FIELDS[path] for path in paths])
 
 
 def settings_message(s: QueueSettings) -> pb.QueueSettings:
@@ -135,18 +157,8 @@ class QueueRpcs:
     async def UpdateQueue(
         self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:
-        p = self._parser()
-        queue = p.queue("queue", request.queue)
-        values = parse_settings(p, "settings", request.settings)
-        paths = list(request.update_mask.paths)
-        for i, path in enumerate(paths):
-            if path not in FIELDS:
-                p.bad(f"update_mask.paths[{i}]", f"is not a QueueSettings field: {path!r}")
-        if not paths:
-            paths = [f for f in FIELDS if request.settings.HasField(f)]  # type: ignore[arg-type]
-        p.done()
-        fields = [FIELDS[path] for path in paths]
-        found = await queues.update_queue(self.ctx, queue, values, fields)
+        change = parse_update(self.limits, self.defaults, request)
+        found = await queues.update_queue(self.ctx, change.queue, change.values, change.fields)
         return pb.UpdateQueueResponse(queue=queue_message(self.ctx, found))
 
     @unary

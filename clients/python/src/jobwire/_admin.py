@@ -16,14 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from . import _service_config as service_config
 from ._client import DEFAULT_TARGET, ChannelOptions, Client, RetryPolicy
-from ._errors import (
-    BY_REASON,
-    FailedPrecondition,
-    JobwireError,
-    NotFound,
-    Unavailable,
-    error_from_rpc,
-)
+from ._errors import JobwireError, Unavailable, error_from_rpc
 from ._models import (
     Backoff,
     BackoffKind,
@@ -40,20 +33,10 @@ from ._sync import SyncClient
 from ._trace import grpc_metadata
 from .v1 import admin_service_pb2 as pb
 from .v1 import admin_service_pb2_grpc as rpc
-from .v1 import error_reason_pb2, job_pb2
+from .v1 import job_pb2
 
 T = TypeVar("T")
 SERVICE = "jobwire.v1.AdminService"
-
-# The admin reasons, for an _errors.BY_REASON that does not map them yet; setdefault
-# leaves any mapping _errors.py has alone.
-_R = error_reason_pb2.ErrorReason
-for _reason, _cls in (
-    (_R.QUEUE_NOT_FOUND, NotFound),
-    (_R.WRONG_STATE, FailedPrecondition),
-    (_R.QUEUE_BUSY, FailedPrecondition),
-):
-    BY_REASON.setdefault(_reason, _cls)
 
 # Methods that may run twice with the same effect: retried on UNAVAILABLE. gRPC does it
 # when the service config has a retryPolicy for the method; otherwise the client does.
