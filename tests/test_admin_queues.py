@@ -101,6 +101,24 @@ async def test_a_field_mask_changes_only_its_fields_and_resets_unset_ones(
     assert reply.queue.effective_settings.priority == 0
 
 
+async def test_effective_settings_show_the_documented_broker_defaults(
+    admin: arpc.AdminServiceStub, stub: rpc.BrokerServiceStub
+) -> None:
+    await enqueue(stub, job_pb2.JobSpec(payload=b"x"))
+    e = (await admin.GetQueue(apb.GetQueueRequest(queue=Q))).queue.effective_settings
+    assert (e.max_attempts, e.priority, e.lease_duration.seconds) == (3, 0, 30)
+    assert not e.HasField("execution_timeout")  # "Broker default: none", not 0 s
+    assert (e.keep_completed, e.completed_max_age.seconds) == (10_000, 3_600)
+    assert (e.keep_dead, e.dead_max_age.seconds) == (100_000, 7 * 86_400)
+    assert e.event_history == 10_000
+    b = e.backoff
+    assert (b.kind, b.initial_delay.seconds, b.max_delay.seconds) == (
+        job_pb2.BACKOFF_KIND_EXPONENTIAL,
+        1,
+        3_600,
+    )
+
+
 async def test_a_change_through_one_replica_applies_at_once_through_another(
     redis_server: RedisServer, prefix: str
 ) -> None:

@@ -25,7 +25,7 @@ def effective(ctx: AdminContext, s: QueueSettings) -> QueueSettings:
         max_attempts=d.max_attempts,
         backoff=backoff,
         lease_ms=d.lease_ms,
-        timeout_ms=0,
+        timeout_ms=None,  # no execution timeout: the field stays unset
         priority=0,
         keep_completed=r.completed_count,
         completed_max_age_ms=r.completed_age_ms,

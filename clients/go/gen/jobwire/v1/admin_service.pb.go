@@ -253,7 +253,7 @@ type QueueSettings struct {
 	// Completed and cancelled jobs kept, newest first; older ones are deleted. 0 keeps
 	// none. Broker default: 10,000.
 	KeepCompleted *int32 `protobuf:"varint,6,opt,name=keep_completed,json=keepCompleted,proto3,oneof" json:"keep_completed,omitempty"`
-	// Completed and cancelled jobs older than this are deleted. Broker default: 1 day.
+	// Completed and cancelled jobs older than this are deleted. Broker default: 1 hour.
 	CompletedMaxAge *durationpb.Duration `protobuf:"bytes,7,opt,name=completed_max_age,json=completedMaxAge,proto3" json:"completed_max_age,omitempty"`
 	// Dead jobs kept, newest first. 0 keeps none. Broker default: 100,000.
 	KeepDead *int32 `protobuf:"varint,8,opt,name=keep_dead,json=keepDead,proto3,oneof" json:"keep_dead,omitempty"`
@@ -2394,7 +2394,8 @@ type WatchQueueResponse struct {
 	Attempt int32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// For PROGRESS.
 	Progress *Progress `protobuf:"bytes,6,opt,name=progress,proto3" json:"progress,omitempty"`
-	// For FAILED and DEAD.
+	// For FAILED and DEAD; for CANCELLED too when the job was cancelled as a failed
+	// attempt ended (the attempt's error).
 	Error *JobError `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
 	// When it happened (Redis time).
 	Time *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`

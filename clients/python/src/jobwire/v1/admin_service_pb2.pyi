@@ -202,7 +202,7 @@ class QueueSettings(_message.Message):
 
     @_builtins.property
     def completed_max_age(self) -> _duration_pb2.Duration:
-        """Completed and cancelled jobs older than this are deleted. Broker default: 1 day."""
+        """Completed and cancelled jobs older than this are deleted. Broker default: 1 hour."""
 
     @_builtins.property
     def dead_max_age(self) -> _duration_pb2.Duration:
@@ -1215,7 +1215,9 @@ class WatchQueueResponse(_message.Message):
 
     @_builtins.property
     def error(self) -> _job_pb2.JobError:
-        """For FAILED and DEAD."""
+        """For FAILED and DEAD; for CANCELLED too when the job was cancelled as a failed
+        attempt ended (the attempt's error).
+        """
 
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:

@@ -287,7 +287,7 @@ export interface QueueSettings {
   keepCompleted?:
     | number
     | undefined;
-  /** Completed and cancelled jobs older than this are deleted. Broker default: 1 day. */
+  /** Completed and cancelled jobs older than this are deleted. Broker default: 1 hour. */
   completedMaxAge?:
     | Duration
     | undefined;
@@ -613,7 +613,10 @@ export interface WatchQueueResponse {
   progress?:
     | Progress
     | undefined;
-  /** For FAILED and DEAD. */
+  /**
+   * For FAILED and DEAD; for CANCELLED too when the job was cancelled as a failed
+   * attempt ended (the attempt's error).
+   */
   error?:
     | JobError
     | undefined;
