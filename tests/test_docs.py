@@ -13,7 +13,12 @@ import pytest
 from jobwire_broker.cli import parser
 from support import ROOT
 
-PAGES = ["README.md", "docs/benchmark.md", "bench/bullmq/README.md"]
+PAGES = [
+    "README.md",
+    "bench/bullmq/README.md",
+    "clients/python/README.md",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
+]
 
 
 def project_files() -> list[Path]:
