@@ -1,15 +1,20 @@
 """Issue 9's matrix: every client raises the same error class for each ErrorReason.
 
-Each language's probe (Go `cmd/jobwire-go-errors`, `jobwire-node errors`, Java
-`dev.jobwire.cli.ErrorProbe`, Rust `examples/errors.rs`) triggers every reason the broker
-sends today against a real broker, and STORE_UNAVAILABLE against a second broker whose
-Redis is down; the reasons the broker cannot be made to send (SHUTTING_DOWN, INTERNAL,
-UNAUTHENTICATED, PERMISSION_DENIED) and the fallbacks (no details, an unknown reason,
-another domain's reason) are statuses the probe builds and maps as a call's error. So are,
-for now, the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY: that service is
-not served yet, so no call can trigger them; once it is, the probes should trigger them
-for real. Each prints one JSON line per case; every language must print EXPECTED, the
-table of protos/jobwire/v1/README.md. A new client joins with one entry in PROBES.
+Each language's probe (Python `tests/workers/error_probe.py`, Go `cmd/jobwire-go-errors`,
+`jobwire-node errors`, Java `dev.jobwire.cli.ErrorProbe`, Rust `examples/errors.rs`)
+triggers every reason the broker sends against a real broker, and STORE_UNAVAILABLE
+against a second broker whose Redis is down. The AdminService's reasons come from real
+AdminService calls: QUEUE_NOT_FOUND from GetQueue of a queue that never existed,
+WRONG_STATE from PromoteJobs naming a ready job, QUEUE_BUSY from DeleteQueue (no force)
+of a queue whose job is leased; through the client's admin class (Python `Admin`, Go
+`Admin`, TypeScript `JobwireAdmin`), or in Java and Rust, which have none, through the
+generated AdminService stub with the status mapped by the client's own mapping
+(`Errors.map`, `Error::from`). The reasons the broker cannot be made to
+send (SHUTTING_DOWN, INTERNAL, UNAUTHENTICATED, PERMISSION_DENIED) and the fallbacks (no
+details, an unknown reason, another domain's reason) are statuses every probe builds and
+maps as a call's error. Each prints one JSON line per case; every language must print
+EXPECTED, the table of protos/jobwire/v1/README.md. A new client joins with one entry in
+PROBES.
 """
 
 import json

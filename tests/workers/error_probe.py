@@ -4,13 +4,14 @@ clients/go/cmd/jobwire-go-errors):
 
     error_probe.py --target HOST:PORT --dead-target HOST:PORT --queue PREFIX
 
-Reasons the broker sends today are triggered for real; the others (among them the
-AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY, not served yet), and a few
-fallbacks, are statuses built here and mapped as a call's error is."""
+Every reason the broker can send is triggered for real, the AdminService's QUEUE_NOT_FOUND,
+WRONG_STATE and QUEUE_BUSY through jobwire.Admin; the ones it cannot be made to send, and
+a few fallbacks, are statuses built here and mapped as a call's error is."""
 
 import argparse
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from google.protobuf import any_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
 from jobwire import (
+    Admin,
     Client,
     FailedPrecondition,
     Internal,
@@ -103,6 +105,25 @@ async def caught(call: Any) -> BaseException | None:
     return None
 
 
+Emit = Callable[[str, BaseException | None], None]
+
+
+async def admin_errors(client: Client, queue: str, emit: Emit) -> None:
+    """The AdminService's own reasons, each from the call that sends it."""
+    admin = Admin.from_client(client)
+    emit("QUEUE_NOT_FOUND", await caught(admin.get_queue(f"{queue}-never")))
+    ready = f"{queue}-ready"
+    job = await client.enqueue(ready, b"x")
+    # PromoteJobs by ids applies only to scheduled jobs; this one is ready.
+    emit("WRONG_STATE", await caught(admin.promote_jobs(ready, [job.job_id])))
+    busy = f"{queue}-busy"
+    await client.enqueue(busy, b"x")
+    leased = await client.stub.Lease(pb.LeaseRequest(queue=busy, wait=Duration(seconds=5)))
+    if len(leased.jobs) != 1:
+        raise RuntimeError(f"could not lease the job of {busy}")
+    emit("QUEUE_BUSY", await caught(admin.delete_queue(busy)))
+
+
 async def run(target: str, dead: str, queue: str) -> None:
     def emit(case: str, err: BaseException | None) -> None:
         print(json.dumps(describe(case, err)), flush=True)
@@ -123,6 +144,7 @@ async def run(target: str, dead: str, queue: str) -> None:
         await client.enqueue(big, b"a job larger than one byte")
         tiny = pb.LeaseRequest(queue=big, max_response_bytes=1)
         emit("JOB_TOO_LARGE", await caught(stub.Lease(tiny)))
+        await admin_errors(client, queue, emit)
     if dead:
         async with Client(dead) as down:
             emit("STORE_UNAVAILABLE", await caught(down.get(f"{queue}:1")))
@@ -133,10 +155,6 @@ async def run(target: str, dead: str, queue: str) -> None:
         ("INTERNAL", Built(c.INTERNAL, "INTERNAL", DOMAIN)),
         ("UNAUTHENTICATED", Built(c.UNAUTHENTICATED, "UNAUTHENTICATED", DOMAIN)),
         ("PERMISSION_DENIED", Built(c.PERMISSION_DENIED, "PERMISSION_DENIED", DOMAIN)),
-        # The AdminService that sends these is not served yet.
-        ("QUEUE_NOT_FOUND", Built(c.NOT_FOUND, "QUEUE_NOT_FOUND", DOMAIN)),
-        ("WRONG_STATE", Built(c.FAILED_PRECONDITION, "WRONG_STATE", DOMAIN)),
-        ("QUEUE_BUSY", Built(c.FAILED_PRECONDITION, "QUEUE_BUSY", DOMAIN)),
         ("NO_DETAILS", Built(c.FAILED_PRECONDITION, "", "")),
         ("UNKNOWN_REASON", Built(c.NOT_FOUND, "SOMETHING_NEW", DOMAIN)),
         ("FOREIGN_DOMAIN", Built(c.FAILED_PRECONDITION, "LEASE_LOST", "example.com")),

@@ -1,15 +1,16 @@
 // `jobwire-node errors`: drives every ErrorReason through the client and prints the error
 // class it raised, one JSON line per case, for the cross-language test
-// (tests/test_error_classes.py). Reasons the broker sends today are triggered for real;
-// the others (among them the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY,
-// while that service is not served), and a few fallbacks, are statuses built here and
-// mapped with fromGrpcError, as a call's error is. Each line: {"case", "code", "reason",
+// (tests/test_error_classes.py). Every reason the broker can send is triggered for real,
+// the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY through JobwireAdmin; the
+// ones it cannot be made to send, and a few fallbacks, are statuses built here and mapped
+// with fromGrpcError, as a call's error is. Each line: {"case", "code", "reason",
 // "class" (the most specific), "is" (every class it belongs to, sorted), "retry_delay_ms"
 // (null when none), "fields"}.
 
 import { Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
 import { Any, ErrorInfo, RetryInfo } from "nice-grpc-error-details";
 import { Status } from "nice-grpc-error-details/lib/proto/google/rpc/status.js";
+import { JobwireAdmin } from "./admin.js";
 import { JobwireClient } from "./client.js";
 import {
   ERROR_DOMAIN,
@@ -80,10 +81,29 @@ function built(code: Code, reason = "", domain = ERROR_DOMAIN, more: Any[] = [])
   return fromGrpcError(err);
 }
 
+type Emit = (name: string, err: unknown) => void;
+
+/** The AdminService's own reasons, each from the call that sends it. */
+async function adminErrors(client: JobwireClient, queue: string, emit: Emit): Promise<void> {
+  const admin = new JobwireAdmin(client);
+  emit("QUEUE_NOT_FOUND", await failure(admin.getQueue(`${queue}-never`)));
+
+  const ready = `${queue}-ready`;
+  const { jobId } = await client.enqueue(ready, "x");
+  // PromoteJobs by ids applies only to scheduled jobs; this one is ready.
+  emit("WRONG_STATE", await failure(admin.promoteJobs(ready, [jobId])));
+
+  const busy = `${queue}-busy`;
+  await client.enqueue(busy, "x");
+  const leased = await client.lease(busy, { waitMs: 5_000 });
+  if (leased.length !== 1) throw new Error(`could not lease the job of ${busy}`);
+  emit("QUEUE_BUSY", await failure(admin.deleteQueue(busy)));
+}
+
 export async function errorProbe(options: { target: string; deadTarget: string | undefined; queue: string }): Promise<void> {
   const { queue } = options;
   const lines: Record<string, unknown>[] = [];
-  const emit = (name: string, err: unknown): void => void lines.push(describe(name, err));
+  const emit: Emit = (name, err) => void lines.push(describe(name, err));
   const client = new JobwireClient(options.target);
   try {
     emit("INVALID_ARGUMENT", await failure(client.enqueue("bad queue!", "")));
@@ -100,6 +120,7 @@ export async function errorProbe(options: { target: string; deadTarget: string |
     const big = `${queue}-big`;
     await client.enqueue(big, "a job larger than one byte");
     emit("JOB_TOO_LARGE", await failure(client.lease(big, { maxResponseBytes: 1 })));
+    await adminErrors(client, queue, emit);
   } finally {
     client.close();
   }
@@ -116,10 +137,6 @@ export async function errorProbe(options: { target: string; deadTarget: string |
   emit("INTERNAL", built(Code.INTERNAL, "INTERNAL"));
   emit("UNAUTHENTICATED", built(Code.UNAUTHENTICATED, "UNAUTHENTICATED"));
   emit("PERMISSION_DENIED", built(Code.PERMISSION_DENIED, "PERMISSION_DENIED"));
-  // The AdminService that sends these is not served yet.
-  emit("QUEUE_NOT_FOUND", built(Code.NOT_FOUND, "QUEUE_NOT_FOUND"));
-  emit("WRONG_STATE", built(Code.FAILED_PRECONDITION, "WRONG_STATE"));
-  emit("QUEUE_BUSY", built(Code.FAILED_PRECONDITION, "QUEUE_BUSY"));
   emit("NO_DETAILS", built(Code.FAILED_PRECONDITION));
   emit("UNKNOWN_REASON", built(Code.NOT_FOUND, "SOMETHING_NEW"));
   emit("FOREIGN_DOMAIN", built(Code.FAILED_PRECONDITION, "LEASE_LOST", "example.com"));

@@ -5,10 +5,11 @@
 //! cargo run -q --example errors -- --target HOST:PORT [--dead-target HOST:PORT] [--queue PREFIX]
 //! ```
 //!
-//! Reasons the broker sends today are triggered for real (`--dead-target`: a broker whose
-//! Redis is down); the others (among them the AdminService's `QUEUE_NOT_FOUND`,
-//! `WRONG_STATE` and `QUEUE_BUSY`, while that service is not served), and a few fallbacks,
-//! are statuses built here and mapped with `Error::from`, as a call's error is. Each line:
+//! Every reason the broker can send is triggered for real (`--dead-target`: a broker whose
+//! Redis is down), the AdminService's `QUEUE_NOT_FOUND`, `WRONG_STATE` and `QUEUE_BUSY`
+//! through the generated `AdminServiceClient`, since the crate has no admin client; the
+//! ones it cannot be made to send, and a few fallbacks, are statuses built here. Every
+//! status is mapped with `Error::from`, as a call's error is. Each line:
 //! `{"case", "code", "reason", "class" (the most specific), "is" (every class it belongs to,
 //! sorted), "retry_delay_ms" (null when none), "fields"}`.
 
@@ -16,9 +17,13 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use jobwire::proto::v1::{CompleteRequest, LeaseRequest};
-use jobwire::{code_name, Client, EnqueueOptions, Error, ERROR_DOMAIN};
+use jobwire::proto::v1::admin_service_client::AdminServiceClient;
+use jobwire::proto::v1::{
+    CompleteRequest, DeleteQueueRequest, GetQueueRequest, LeaseRequest, PromoteJobsRequest,
+};
+use jobwire::{code_name, Client, EnqueueOptions, Error, CONNECT_TIMEOUT, ERROR_DOMAIN};
 use serde_json::{json, Value};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -85,9 +90,79 @@ fn built(
     )))
 }
 
+/// The AdminService's own reasons, each from the call that sends it.
+async fn admin_errors(
+    client: &Client,
+    channel: Channel,
+    queue: &str,
+    lines: &mut Vec<Value>,
+) -> Result<(), Error> {
+    let mut admin = AdminServiceClient::new(channel);
+    lines.push(describe(
+        "QUEUE_NOT_FOUND",
+        admin
+            .get_queue(GetQueueRequest {
+                queue: format!("{queue}-never"),
+            })
+            .await
+            .map_err(Error::from),
+    ));
+
+    let ready = format!("{queue}-ready");
+    let job = client
+        .enqueue(&ready, b"x".to_vec(), EnqueueOptions::new())
+        .await?;
+    // PromoteJobs by ids applies only to scheduled jobs; this one is ready.
+    lines.push(describe(
+        "WRONG_STATE",
+        admin
+            .promote_jobs(PromoteJobsRequest {
+                queue: ready,
+                job_ids: vec![job.job_id],
+            })
+            .await
+            .map_err(Error::from),
+    ));
+
+    let busy = format!("{queue}-busy");
+    client
+        .enqueue(&busy, b"x".to_vec(), EnqueueOptions::new())
+        .await?;
+    let leased = client
+        .raw()
+        .lease(LeaseRequest {
+            queue: busy.clone(),
+            wait: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(Error::from)?
+        .into_inner()
+        .jobs;
+    assert_eq!(leased.len(), 1, "could not lease the job of {busy}");
+    lines.push(describe(
+        "QUEUE_BUSY",
+        admin
+            .delete_queue(DeleteQueueRequest {
+                queue: busy,
+                force: false,
+            })
+            .await
+            .map_err(Error::from),
+    ));
+    Ok(())
+}
+
 async fn run(target: String, dead: Option<String>, queue: String) -> Result<Vec<Value>, Error> {
     let mut lines = Vec::new();
-    let client = Client::builder(target).connect_lazy()?;
+    // One channel for both services, as a user of both would share it.
+    let channel = Endpoint::from_shared(format!("http://{target}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_lazy();
+    let client = Client::builder(target).with_channel(channel.clone());
     let mut raw = client.raw();
     lines.push(describe(
         "INVALID_ARGUMENT",
@@ -157,6 +232,7 @@ async fn run(target: String, dead: Option<String>, queue: String) -> Result<Vec<
         .await
         .map_err(Error::from),
     ));
+    admin_errors(&client, channel, &queue, &mut lines).await?;
 
     if let Some(dead) = dead {
         let down = Client::builder(dead).connect_lazy()?;
@@ -187,28 +263,6 @@ async fn run(target: String, dead: Option<String>, queue: String) -> Result<Vec<
             "PERMISSION_DENIED",
             Code::PermissionDenied,
             Some("PERMISSION_DENIED"),
-            d,
-            None,
-        ),
-        // The AdminService that sends these is not served yet.
-        (
-            "QUEUE_NOT_FOUND",
-            Code::NotFound,
-            Some("QUEUE_NOT_FOUND"),
-            d,
-            None,
-        ),
-        (
-            "WRONG_STATE",
-            Code::FailedPrecondition,
-            Some("WRONG_STATE"),
-            d,
-            None,
-        ),
-        (
-            "QUEUE_BUSY",
-            Code::FailedPrecondition,
-            Some("QUEUE_BUSY"),
             d,
             None,
         ),

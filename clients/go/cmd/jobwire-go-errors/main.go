@@ -4,11 +4,11 @@
 //
 //	jobwire-go-errors --target HOST:PORT --dead-target HOST:PORT --queue PREFIX
 //
-// --target is a working broker, --dead-target a broker whose Redis is down. Reasons the
-// broker sends today are triggered for real; the others (SHUTTING_DOWN, INTERNAL,
-// UNAUTHENTICATED, PERMISSION_DENIED, and the AdminService's QUEUE_NOT_FOUND, WRONG_STATE
-// and QUEUE_BUSY while that service is not served) and a few fallbacks are statuses built
-// here and mapped with jobwire.FromStatus, as a call's error is. Each line:
+// --target is a working broker, --dead-target a broker whose Redis is down. Every reason
+// the broker can send is triggered for real, the AdminService's QUEUE_NOT_FOUND,
+// WRONG_STATE and QUEUE_BUSY through jobwire.Admin; the others (SHUTTING_DOWN, INTERNAL,
+// UNAUTHENTICATED, PERMISSION_DENIED) and a few fallbacks are statuses built here and
+// mapped with jobwire.FromStatus, as a call's error is. Each line:
 //
 //	{"case", "code" (gRPC code name), "reason" (the error's ErrorReason name), "class"
 //	 (the most specific class), "is" (every class it belongs to, sorted),
@@ -169,18 +169,45 @@ func run(target, dead, queue string) error {
 		down.Close()
 	}
 
+	if err := adminErrors(ctx, client, queue, emit); err != nil {
+		return err
+	}
+
 	second := &errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)}
 	emit("SHUTTING_DOWN", built(codes.Unavailable, "SHUTTING_DOWN", jobwire.ErrorDomain, second))
 	emit("INTERNAL", built(codes.Internal, "INTERNAL", jobwire.ErrorDomain))
 	emit("UNAUTHENTICATED", built(codes.Unauthenticated, "UNAUTHENTICATED", jobwire.ErrorDomain))
 	emit("PERMISSION_DENIED", built(codes.PermissionDenied, "PERMISSION_DENIED", jobwire.ErrorDomain))
-	// The AdminService that sends these is not served yet.
-	emit("QUEUE_NOT_FOUND", built(codes.NotFound, "QUEUE_NOT_FOUND", jobwire.ErrorDomain))
-	emit("WRONG_STATE", built(codes.FailedPrecondition, "WRONG_STATE", jobwire.ErrorDomain))
-	emit("QUEUE_BUSY", built(codes.FailedPrecondition, "QUEUE_BUSY", jobwire.ErrorDomain))
 	emit("NO_DETAILS", built(codes.FailedPrecondition, "", ""))
 	emit("UNKNOWN_REASON", built(codes.NotFound, "SOMETHING_NEW", jobwire.ErrorDomain))
 	emit("FOREIGN_DOMAIN", built(codes.FailedPrecondition, "LEASE_LOST", "example.com"))
 	emit("REASON_OVER_CODE", built(codes.Unknown, "JOB_FINISHED", jobwire.ErrorDomain))
 	return emit("ABORTED", built(codes.Aborted, "", ""))
+}
+
+// adminErrors triggers the AdminService's own reasons, each with the call that sends it.
+func adminErrors(ctx context.Context, client *jobwire.Client, queue string, emit func(string, error) error) error {
+	admin := client.Admin()
+	_, err := admin.GetQueue(ctx, queue+"-never")
+	emit("QUEUE_NOT_FOUND", err)
+
+	ready := queue + "-ready"
+	job, err := client.Enqueue(ctx, ready, []byte("x"))
+	if err != nil {
+		return err
+	}
+	// PromoteJobs by ids applies only to scheduled jobs; this one is ready.
+	_, err = admin.PromoteJobs(ctx, ready, job.JobID)
+	emit("WRONG_STATE", err)
+
+	busy := queue + "-busy"
+	if _, err := client.Enqueue(ctx, busy, []byte("x")); err != nil {
+		return err
+	}
+	leased, err := client.Service().Lease(ctx, &jobwirev1.LeaseRequest{Queue: busy, Wait: durationpb.New(5 * time.Second)})
+	if err != nil || len(leased.GetJobs()) != 1 {
+		return fmt.Errorf("lease from %s: %v %v", busy, leased, err)
+	}
+	_, err = admin.DeleteQueue(ctx, busy, false)
+	return emit("QUEUE_BUSY", err)
 }

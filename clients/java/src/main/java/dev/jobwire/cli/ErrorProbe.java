@@ -21,11 +21,16 @@ import dev.jobwire.client.LeaseLostException;
 import dev.jobwire.client.PermissionDeniedException;
 import dev.jobwire.client.ResourceExhaustedException;
 import dev.jobwire.client.UnauthenticatedException;
+import dev.jobwire.v1.AdminServiceGrpc;
+import dev.jobwire.v1.AdminServiceGrpc.AdminServiceBlockingStub;
 import dev.jobwire.v1.BrokerServiceGrpc;
 import dev.jobwire.v1.BrokerServiceGrpc.BrokerServiceBlockingStub;
 import dev.jobwire.v1.CompleteRequest;
+import dev.jobwire.v1.DeleteQueueRequest;
+import dev.jobwire.v1.GetQueueRequest;
 import dev.jobwire.v1.LeaseRequest;
 import dev.jobwire.v1.LeasedJob;
+import dev.jobwire.v1.PromoteJobsRequest;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.protobuf.StatusProto;
@@ -45,10 +50,11 @@ import java.util.concurrent.TimeUnit;
  * java -cp ... dev.jobwire.cli.ErrorProbe --target HOST:PORT [--dead-target HOST:PORT] [--queue PREFIX]
  * </pre>
  *
- * <p>Reasons the broker sends today are triggered for real (--dead-target: a broker whose
- * Redis is down); the others (among them the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and
- * QUEUE_BUSY, while that service is not served), and a few fallbacks, are statuses built here
- * and mapped with {@link Errors#map}, as a call's error is. Each line: {@code {"case", "code",
+ * <p>Every reason the broker can send is triggered for real (--dead-target: a broker whose
+ * Redis is down), the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY through the
+ * generated {@link AdminServiceGrpc} stub, since the client has no admin class; the ones it
+ * cannot be made to send, and a few fallbacks, are statuses built here. Every status is mapped
+ * with {@link Errors#map}, as a call's error is. Each line: {@code {"case", "code",
  * "reason", "class" (the most specific), "is" (every class it belongs to, sorted),
  * "retry_delay_ms" (null when none), "fields"}}.
  */
@@ -123,6 +129,41 @@ public final class ErrorProbe {
     return Errors.map(StatusProto.toStatusRuntimeException(rich.build()));
   }
 
+  /** The AdminService's own reasons, each from the call that sends it. */
+  private static void adminErrors(
+      JobwireClient client,
+      BrokerServiceBlockingStub raw,
+      String q,
+      List<Map<String, Object>> lines) {
+    AdminServiceBlockingStub admin =
+        AdminServiceGrpc.newBlockingStub(client.channel()).withDeadlineAfter(15, TimeUnit.SECONDS);
+    GetQueueRequest never = GetQueueRequest.newBuilder().setQueue(q + "-never").build();
+    lines.add(describe("QUEUE_NOT_FOUND", failure(() -> admin.getQueue(never))));
+
+    String ready = q + "-ready";
+    EnqueueResult job = client.enqueue(ready, new byte[] {'x'});
+    // PromoteJobs by ids applies only to scheduled jobs; this one is ready.
+    PromoteJobsRequest promote =
+        PromoteJobsRequest.newBuilder().setQueue(ready).addJobIds(job.jobId()).build();
+    lines.add(describe("WRONG_STATE", failure(() -> admin.promoteJobs(promote))));
+
+    String busy = q + "-busy";
+    client.enqueue(busy, new byte[] {'x'});
+    int leased =
+        raw.withDeadlineAfter(15, TimeUnit.SECONDS)
+            .lease(
+                LeaseRequest.newBuilder()
+                    .setQueue(busy)
+                    .setWait(com.google.protobuf.Duration.newBuilder().setSeconds(5))
+                    .build())
+            .getJobsCount();
+    if (leased != 1) {
+      throw new IllegalStateException("could not lease the job of " + busy);
+    }
+    DeleteQueueRequest delete = DeleteQueueRequest.newBuilder().setQueue(busy).build();
+    lines.add(describe("QUEUE_BUSY", failure(() -> admin.deleteQueue(delete))));
+  }
+
   public static void main(String[] args) {
     String target = "127.0.0.1:50051";
     String dead = null;
@@ -174,6 +215,7 @@ public final class ErrorProbe {
                   () ->
                       raw.lease(
                           LeaseRequest.newBuilder().setQueue(big).setMaxResponseBytes(1).build()))));
+      adminErrors(client, raw, q, lines);
     }
     if (dead != null) {
       try (JobwireClient down = JobwireClient.builder(dead).build()) {
@@ -191,10 +233,6 @@ public final class ErrorProbe {
     lines.add(describe("UNAUTHENTICATED", built(Status.Code.UNAUTHENTICATED, "UNAUTHENTICATED", d)));
     lines.add(
         describe("PERMISSION_DENIED", built(Status.Code.PERMISSION_DENIED, "PERMISSION_DENIED", d)));
-    // The AdminService that sends these is not served yet.
-    lines.add(describe("QUEUE_NOT_FOUND", built(Status.Code.NOT_FOUND, "QUEUE_NOT_FOUND", d)));
-    lines.add(describe("WRONG_STATE", built(Status.Code.FAILED_PRECONDITION, "WRONG_STATE", d)));
-    lines.add(describe("QUEUE_BUSY", built(Status.Code.FAILED_PRECONDITION, "QUEUE_BUSY", d)));
     lines.add(describe("NO_DETAILS", built(Status.Code.FAILED_PRECONDITION, null, d)));
     lines.add(describe("UNKNOWN_REASON", built(Status.Code.NOT_FOUND, "SOMETHING_NEW", d)));
     lines.add(
