@@ -30,15 +30,11 @@ type Admin struct {
 	closer      io.Closer // the Client DialAdmin made; nil when the connection is shared
 }
 
-// Admin returns an Admin on the connection Dial made for c, with c's call timeout
-// (WithCallTimeout). Closing c closes that connection; the Admin's own Close does
-// nothing. A Client made by New does not know its connection: Admin panics then; pass
-// that connection to NewAdmin instead.
+// Admin returns an Admin on c's connection (the one Dial made, or the one given to New),
+// with c's call timeout (WithCallTimeout). The Admin's own Close does nothing: the
+// connection stays c's (or the caller's) to close.
 func (c *Client) Admin() *Admin {
-	if c.conn == nil {
-		panic("jobwire: Client.Admin needs a Client made by Dial; use NewAdmin(conn) with New's connection")
-	}
-	return &Admin{rpc: jobwirev1.NewAdminServiceClient(c.conn), callTimeout: c.callTimeout}
+	return &Admin{rpc: jobwirev1.NewAdminServiceClient(c.cc), callTimeout: c.callTimeout}
 }
 
 // DialAdmin makes an Admin with a connection of its own to target, dialled exactly as

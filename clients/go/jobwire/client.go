@@ -57,7 +57,8 @@ func Terminal(s State) bool {
 // Client talks to a Jobwire broker. It is safe for concurrent use; make one per
 // process and share it (a Worker uses one too).
 type Client struct {
-	conn        *grpc.ClientConn // nil when the caller owns the connection
+	conn        *grpc.ClientConn         // nil when the caller owns the connection
+	cc          grpc.ClientConnInterface // the connection the calls go through, owned or not
 	rpc         jobwirev1.BrokerServiceClient
 	callTimeout time.Duration
 	config      *serviceConfig
@@ -148,6 +149,7 @@ func Dial(target string, opts ...ClientOption) (*Client, error) {
 	}
 	c := newClient(jobwirev1.NewBrokerServiceClient(conn), cfg, sc)
 	c.conn = conn
+	c.cc = conn
 	return c, nil
 }
 
@@ -161,7 +163,9 @@ func New(conn grpc.ClientConnInterface, opts ...ClientOption) *Client {
 	if err != nil {
 		panic(err)
 	}
-	return newClient(jobwirev1.NewBrokerServiceClient(conn), cfg, sc)
+	c := newClient(jobwirev1.NewBrokerServiceClient(conn), cfg, sc)
+	c.cc = conn
+	return c
 }
 
 func newClientConfig(opts []ClientOption) *clientConfig {
