@@ -15,7 +15,7 @@ from ..domain.queue_watch import FROM_OLDEST, WatchedEvent, watch_queue
 from ..domain.workers import Worker, WorkerState, list_workers
 from . import responses as out
 from .errors import streaming, unary
-from .requests import EVENT_ID_RE, Parser
+from .requests import Parser, valid_event_id
 
 Context = grpc.aio.ServicerContext[Any, Any]
 PREFIX = "QUEUE_EVENT_KIND_"
@@ -64,12 +64,6 @@ class WatchRpcs:
         p.done()
         workers = await list_workers(self.ctx, request.queue, request.include_gone)
         return pb.ListWorkersResponse(workers=[worker(w) for w in workers])
-
-
-def valid_event_id(event_id: str) -> bool:
-    """A stream entry id as WatchQueue hands them out: <ms>-<seq>, both uint64."""
-    parts = EVENT_ID_RE.fullmatch(event_id)
-    return parts is not None and all(int(n) < 2**64 for n in parts.groups())
 
 
 def queue_event(queue: str, watched: WatchedEvent) -> pb.WatchQueueResponse:

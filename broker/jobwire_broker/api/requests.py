@@ -30,6 +30,9 @@ from ..domain.model import (
 
 T = TypeVar("T", int, None)
 EVENT_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})", re.ASCII)
+UINT64_MAX = 2**64 - 1
+# Integral numbers below this print exactly as integers; larger ones in exponent form.
+EXACT_INT = 2**53
 MAX_TOKEN_BYTES = 128
 MAX_TRACEPARENT_BYTES = 256
 MAX_TRACESTATE_BYTES = 512
@@ -47,6 +50,16 @@ TRACEPARENT_FORMAT = (
     "must be a W3C traceparent: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>,"
     " lowercase, ids not all zeros"
 )
+
+
+def valid_event_id(event_id: str) -> bool:
+    """A stream entry id as this API hands them out: <ms>-<seq>, both uint64. The largest
+    id is refused too: no entry can follow it, and Redis refuses to read after it."""
+    parts = EVENT_ID_RE.fullmatch(event_id)
+    if parts is None:
+        return False
+    ms, seq = (int(n) for n in parts.groups())
+    return ms <= UINT64_MAX and seq <= UINT64_MAX and (ms, seq) != (UINT64_MAX, UINT64_MAX)
 
 
 def valid_traceparent(value: str) -> bool:
@@ -93,9 +106,8 @@ class Parser:
             )
 
     def event_id(self, field: str, event_id: str) -> str:
-        """Empty, or a stream entry id as this API hands out: <ms>-<seq>, both uint64."""
-        parts = EVENT_ID_RE.fullmatch(event_id)
-        if event_id and not (parts and all(int(p) < 2**64 for p in parts.groups())):
+        """Empty, or a stream entry id as valid_event_id() takes."""
+        if event_id and not valid_event_id(event_id):
             self.bad(field, "must be an event_id received from StreamProgress")
         return event_id
 
@@ -105,17 +117,18 @@ class Parser:
 
     def in_range(self, field: str, value: float, low: float, high: float) -> None:
         if math.isnan(value) or not low <= value <= high:
-            self.bad(field, f"must be in [{low:g}, {high:g}], got {value:g}")
+            self.bad(field, f"must be in [{_number(low)}, {_number(high)}], got {_number(value)}")
 
     def duration_ms(self, field: str, d: Duration, low_ms: int, high_ms: int) -> int:
         """A set Duration in ms; violations for negative, malformed or out-of-range."""
         if d.seconds < 0 or d.nanos < 0 or d.nanos > 999_999_999:
             self.bad(field, "must be a non-negative duration")
             return 0
-        ms = d.seconds * 1_000 + d.nanos // 1_000_000
-        if not low_ms <= ms <= high_ms:
+        # Checked in whole nanoseconds, so 12 h + 1 ns is past 12 h, not rounded to it.
+        ns = d.seconds * 1_000_000_000 + d.nanos
+        if not low_ms * 1_000_000 <= ns <= high_ms * 1_000_000:
             self.bad(field, f"must be in [{_human(low_ms)}, {_human(high_ms)}]")
-        return ms
+        return ns // 1_000_000
 
     def option_ms(self, field: str, d: Duration, low_ms: int, high_ms: int, default: T) -> int | T:
         """An optional Duration of a job's options: unset and zero both mean `default`
@@ -322,6 +335,13 @@ class Parser:
             )
         error = JobError(r.error.type, r.error.message, r.error.non_retryable)
         return queue, FailItem(seq, token, error, delay)
+
+
+def _number(x: float) -> str:
+    """A number as people write it: 100000000, not 1e+08; else every digit repr gives."""
+    if isinstance(x, int) or (x.is_integer() and abs(x) < EXACT_INT):
+        return str(int(x))
+    return repr(x)
 
 
 def _human(ms: int) -> str:

@@ -3,11 +3,14 @@
 -- fencing, and `releases` catches up with it, so attempt - releases starts again at 0.
 -- KEYS: the queue key set (lib.lua); uses ready, dead, cancelled, waiting, job:,
 --       events:, qevents, dlgroups, dlg:, dlgmeta:.
--- ARGS: {seqs = list of seq: all or nothing, each must be dead or cancelled; or
---        state = 'dead' or 'cancelled' with positions = list of {seq, score} that scan.lua
---        found there: each job goes only while still at that position (else skipped)}
--- Returns: {done = jobs sent back, refused_seq = the first job refused (0: none; then
---           nothing changed), refused_state = its state ('' when it does not exist)}
+-- ARGS: {seqs = list of seq, as decimal strings (numbers would reach Lua as doubles):
+--        all or nothing, each must be dead or cancelled; or
+--        state = 'dead' or 'cancelled' with positions = list of {seq, score}, strings,
+--        that scan.lua found there: each job goes only while still at that position
+--        (else skipped)}
+-- Returns: {done = jobs sent back, refused_seq = the first job refused, a seq string
+--           ('': none; then nothing changed), refused_state = its state ('' when it
+--           does not exist)}
 -- Codes: 0 OK
 
 local now = now_ms()
@@ -15,17 +18,16 @@ local ALLOWED = {dead = true, cancelled = true}
 
 local todo = {}
 if ARGS.seqs then
-  for _, s in ipairs(ARGS.seqs) do
-    local seq = tostring(s)
+  for _, seq in ipairs(ARGS.seqs) do
     local state = redis.call('HGET', K.job .. seq, J.state)
     if not state or not ALLOWED[state] then
-      return finish({done = 0, refused_seq = s, refused_state = state or ''}, now)
+      return finish({done = 0, refused_seq = seq, refused_state = state or ''}, now)
     end
     todo[#todo + 1] = {seq, state}
   end
 elseif ALLOWED[ARGS.state] then
   for _, p in ipairs(ARGS.positions) do
-    local seq = tostring(p.seq)
+    local seq = p.seq
     local at = redis.call('ZSCORE', K[ARGS.state], seq)
     if at and tonumber(at) == tonumber(p.score) then todo[#todo + 1] = {seq, ARGS.state} end
   end
@@ -46,4 +48,4 @@ for _, job in ipairs(todo) do
   job_event('ready', seq, 'ready', attempt)
 end
 if #todo > 0 then wake() end
-return finish({done = #todo, refused_seq = 0, refused_state = ''}, now)
+return finish({done = #todo, refused_seq = '', refused_state = ''}, now)
