@@ -54,6 +54,7 @@ RECHECK_S = 2.0  # long-poll re-check in case a wake-up was missed
 OFFLINE_RECHECK_S = 0.25  # faster while pub/sub is down, to recover quickly
 WATCH_RECHECK_S = 5.0
 EVENT_PAGE = 100
+DELETED = "deleted"  # the last event of a watched job that was deleted (lib.lua remove_job)
 
 
 def store_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -318,7 +319,7 @@ class Broker:
 
     async def watch(self, queue: str, seq: int, after_id: str) -> AsyncIterator[WatchEvent]:
         """A job's events: a snapshot first (unless resuming), then each change, until a
-        terminal state."""
+        terminal state; NOT_FOUND when the job is deleted meanwhile."""
         changed = asyncio.Event()
         channel = self.store.keys(queue).events_channel
         wanted = str(seq).encode()
@@ -354,6 +355,8 @@ class Broker:
             events = await self.store.events_after(queue, seq, cursor, EVENT_PAGE)
             for event in events:
                 cursor = event.id
+                if event.kind == DELETED:
+                    raise not_found(job_id(queue, seq))
                 if event.kind == "state" and event.state.terminal:
                     yield WatchEvent(event.id, await self.store.get(queue, seq), event)
                     return

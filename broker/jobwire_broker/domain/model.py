@@ -244,7 +244,7 @@ class Event:
 
     id: str
     time_ms: int
-    kind: str  # "state", "progress" or "cancel"
+    kind: str  # "state", "progress", "cancel" or "deleted" (the job was deleted: the last)
     state: JobState
     attempt: int = 0
     progress: Progress | None = None

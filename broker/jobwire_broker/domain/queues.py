@@ -8,7 +8,7 @@ from ..store import queues as store_queues
 from .admin import AdminContext
 from .broker import store_errors
 from .errors import queue_busy
-from .model import Backoff, BackoffKind, JobState, QueueInfo, QueueSettings
+from .model import Backoff, BackoffKind, QueueInfo, QueueSettings
 from .workers import list_workers
 
 DEFAULT_EVENT_HISTORY = 10_000  # lib.lua DEFAULT_EVENT_HISTORY (a test holds them equal)
@@ -78,16 +78,16 @@ async def set_paused(ctx: AdminContext, queue: str, paused: bool) -> None:
 @store_errors
 async def drain_queue(ctx: AdminContext, queue: str) -> int:
     await ctx.require_queue(queue)
-    return await store_queues.delete_jobs(ctx.store, queue, store_queues.PENDING, False)
+    return await store_queues.delete_jobs(ctx.store, queue, store_queues.PENDING)
 
 
 @store_errors
 async def delete_queue(ctx: AdminContext, queue: str, force: bool) -> int:
+    """Without force, refused (QUEUE_BUSY) once any job is active, checked atomically in
+    every batch: a job leased after one batch is never deleted by the next."""
     await ctx.require_queue(queue)
-    if not force:
-        active = (await store_queues.info(ctx.store, queue, 0)).counts[JobState.ACTIVE]
-        if active:
-            raise queue_busy(queue, active)
-    deleted = await store_queues.delete_jobs(ctx.store, queue, store_queues.ALL_STATES, True)
+    deleted, active = await store_queues.delete_queue(ctx.store, queue, force)
+    if active:
+        raise queue_busy(queue, active)
     await ctx.store.unregister(queue)
     return deleted

@@ -2,13 +2,41 @@
 -- for DrainQueue; every state for DeleteQueue), with their events, dead-letter entries
 -- and idempotency keys. Called again until it deletes nothing.
 -- KEYS: the queue key set (lib.lua); uses the state sets, job:, events:, idem:,
---       dlgroups, dlg:, dlgmeta:, qevents, workers, worker:.
+--       dlgroups, dlg:, dlgmeta:, qevents, workers, worker:, settings, paused, waiting,
+--       stats:.
 -- ARGS: {states = list of state names, limit, all_keys (true: once the states are
---        empty, also delete the queue's other keys: settings, paused, events, workers)}
--- Returns: {deleted = jobs deleted in this call}
+--        empty, also delete the queue's other keys: settings, paused, events, workers,
+--        throughput), idle (true: delete only while no job is active; the first call
+--        pauses the queue so that none is leased meanwhile), was_paused (with idle,
+--        from the first call's reply; absent in the first call)}
+-- Returns: {deleted = jobs deleted in this call, done = true when nothing is left,
+--           active = with idle, the active jobs when there are any (then nothing was
+--           deleted, and the pause of the first call is undone),
+--           was_paused = with idle, whether the queue was paused before the first call}
 -- Codes: 0 OK
 
 local now = now_ms()
+
+-- Without force, a job leased between two batches must not be deleted under its worker:
+-- every batch checks for active jobs in the same script that deletes. The first batch
+-- pauses the queue, so only a ResumeQueue meanwhile lets a job be leased; refused, a
+-- batch undoes that pause (and only that one).
+if ARGS.idle then
+  local first = ARGS.was_paused == nil
+  local was_paused = ARGS.was_paused
+  if first then was_paused = redis.call('EXISTS', K.paused) == 1 end
+  local active = redis.call('ZCARD', K.active)
+  if active > 0 then
+    if not was_paused and redis.call('DEL', K.paused) == 1 then
+      redis.call('DEL', K.waiting)
+      redis.call('PUBLISH', K.wake_channel, '1')  -- as a resume does
+    end
+    return finish({deleted = 0, done = true, active = active, was_paused = was_paused}, now)
+  end
+  if first then redis.call('SET', K.paused, '1') end
+  ARGS.was_paused = was_paused
+end
+
 local deleted = 0
 for _, state in ipairs(ARGS.states) do
   local room = ARGS.limit - deleted
@@ -29,7 +57,10 @@ if ARGS.all_keys and deleted < ARGS.limit then
   end
   if #workers < ARGS.limit then
     redis.call('DEL', K.settings, K.paused, K.waiting, K.qevents)
+    redis.call('DEL', unpack(stats_keys(now)))
   end
-  return cmsgpack.pack({deleted = deleted, done = #workers < ARGS.limit})
+  return cmsgpack.pack({deleted = deleted, done = #workers < ARGS.limit,
+    was_paused = ARGS.was_paused})
 end
-return finish({deleted = deleted, done = deleted < ARGS.limit}, now)
+return finish({deleted = deleted, done = deleted < ARGS.limit, was_paused = ARGS.was_paused},
+  now)

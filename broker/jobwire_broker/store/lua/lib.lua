@@ -220,6 +220,17 @@ local function tally(name, n)
   TALLY[name] = (TALLY[name] or 0) + (n or 1)
 end
 
+-- Every throughput bucket that may still exist at `now`: a bucket expires STATS_TTL_S
+-- after its last write, so none older than that survives. Named, never scanned for.
+local function stats_keys(now)
+  local last = math.floor(now / STATS_BUCKET_MS)
+  local keys = {}
+  for b = last - math.ceil(STATS_TTL_S * 1000 / STATS_BUCKET_MS), last do
+    keys[#keys + 1] = K.stats .. b
+  end
+  return keys
+end
+
 -- Worker registry ---------------------------------------------------------------------
 
 -- Worker `id` leased `n` jobs now.
@@ -304,16 +315,27 @@ local function dead_remove(seq)
   end
 end
 
+-- How long a deleted job's event stream outlives it: long enough for its watchers to
+-- read the 'deleted' event and end, not so long that deleted jobs pile up.
+local DELETED_EVENTS_TTL_S = 60
+
 -- Deletes job `seq` (in set `state`) with its events, its dead-letter entry and its
--- idempotency key (when that still names it).
+-- idempotency key (when that still names it). A watched job's stream instead gets a
+-- last 'deleted' event (with the state it was deleted from) and expires soon after.
 local function remove_job(seq, state)
   redis.call('ZREM', K[state], seq)
   if state == 'dead' then dead_remove(seq) end
-  local idem = redis.call('HGET', K.job .. seq, J.idempotency_key)
-  if idem and redis.call('GET', K.idem .. idem) == tostring(seq) then
-    redis.call('DEL', K.idem .. idem)
+  local f = fields(seq, {'idempotency_key', 'watched', 'attempt'})
+  if f.idempotency_key and redis.call('GET', K.idem .. f.idempotency_key) == tostring(seq) then
+    redis.call('DEL', K.idem .. f.idempotency_key)
   end
-  redis.call('DEL', K.job .. seq, K.events .. seq)
+  if f.watched == '1' then
+    emit(seq, {[E.kind] = 'deleted', [E.state] = state, [E.attempt] = f.attempt or '0'})
+    redis.call('EXPIRE', K.events .. seq, DELETED_EVENTS_TTL_S)
+    redis.call('DEL', K.job .. seq)
+  else
+    redis.call('DEL', K.job .. seq, K.events .. seq)
+  end
 end
 
 local function make_ready(seq, priority)
