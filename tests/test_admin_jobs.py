@@ -19,6 +19,7 @@ from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
 from jobwire_broker.domain.fingerprint import fingerprint
 from jobwire_broker.server import BrokerApp
+from jobwire_broker.store.batches import JOBS_PER_CALL
 from redis.asyncio import Redis
 from test_bad_input import INVALID, World, assert_unchanged, rejected, snapshot
 
@@ -295,13 +296,13 @@ async def test_a_filtered_page_examines_at_most_5000_jobs(
 async def test_a_page_boundary_holds_when_its_job_leaves_among_ties(
     admin: arpc.AdminServiceStub, stub: rpc.BrokerServiceStub, redis: Redis, prefix: str
 ) -> None:
-    """300 jobs dead at the same millisecond (one SettleBatch), so their order is by
-    member alone. After each page, the page's last job (the cursor's own member) leaves,
-    and so do the job right after it and one further on, not listed yet: the rest is
-    still listed exactly once, in Redis order."""
-    await enqueue(stub, specs(300))
+    """JOBS_PER_CALL jobs dead at the same millisecond (a SettleBatch that size is one
+    script call), so their order is by member alone. After each page, the page's last
+    job (the cursor's own member) leaves, and so do the job right after it and one
+    further on, not listed yet: the rest is still listed exactly once, in Redis order."""
+    await enqueue(stub, specs(JOBS_PER_CALL))
     for order in (OLDEST, NEWEST):
-        dead = await fail_leased(stub, 300, fatal())
+        dead = await fail_leased(stub, JOBS_PER_CALL, fatal())
         scores = {s for _, s in await redis.zrange(key(prefix, "dead"), 0, -1, withscores=True)}
         assert len(scores) == 1, "one finish time: every page boundary falls among ties"
         redis_order = sorted(dead, key=seq, reverse=order == NEWEST)  # bytewise by member
@@ -319,7 +320,7 @@ async def test_a_page_boundary_holds_when_its_job_leaves_among_ties(
             assert reply.retried == len(leaving)
             gone.update(ahead)
 
-        seen = await list_ids(admin, order=order, page_size=25, between=churn)
+        seen = await list_ids(admin, order=order, page_size=8, between=churn)
         assert gone and seen == [j for j in redis_order if j not in gone]
         await admin.RetryJobs(apb.RetryJobsRequest(queue=Q, state=DEAD))  # all ready again
 
@@ -354,7 +355,7 @@ async def test_list_jobs_pages_through_10000_dead_jobs_while_others_come_and_go(
                 )
                 assert set(failed) <= churners
                 if cycles % 2:
-                    await other.RetryJobs(apb.RetryJobsRequest(queue=Q, job_ids=failed[:150]))
+                    await other.RetryJobs(apb.RetryJobsRequest(queue=Q, job_ids=failed[:100]))
                     rest = apb.RetryJobsRequest(
                         queue=Q, state=DEAD, filter=apb.JobFilter(error_type="Churn")
                     )
@@ -721,7 +722,7 @@ def ids_cases(
         ),
         ("refused_state", {"state": refused_state}, ["state"]),
         ("unknown_state", {"state": 42}, ["state"]),
-        ("1001_ids", {"job_ids": [f"{Q}:{i}" for i in range(1, 1002)]}, ["job_ids"]),
+        ("101_ids", {"job_ids": [f"{Q}:{i}" for i in range(1, 102)]}, ["job_ids"]),
         ("malformed_id", {"job_ids": [f"{Q}:1", "nope"]}, ["job_ids[1]"]),
         ("id_of_another_queue", {"job_ids": [f"{Q}:1", "other:2"]}, ["job_ids[1]"]),
         (
@@ -766,7 +767,7 @@ async def test_delete_jobs_rejects(
 
 PROMOTE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("no_queue", {"queue": ""}, ["queue"]),
-    ("1001_ids", {"job_ids": [f"{Q}:{i}" for i in range(1, 1002)]}, ["job_ids"]),
+    ("101_ids", {"job_ids": [f"{Q}:{i}" for i in range(1, 102)]}, ["job_ids"]),
     ("malformed_id", {"job_ids": ["q:0"]}, ["job_ids[0]"]),
     ("id_of_another_queue", {"job_ids": ["other:2"]}, ["job_ids[0]"]),
 ]

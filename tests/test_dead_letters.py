@@ -20,6 +20,7 @@ from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
 from jobwire_broker.domain.fingerprint import fingerprint
 from jobwire_broker.server import BrokerApp
+from jobwire_broker.store.batches import JOBS_PER_CALL
 from redis.asyncio import Redis
 from test_admin_jobs import enqueue, fail_leased, fatal, key, queue_events, seq, specs
 from test_bad_input import INVALID, World, assert_unchanged, drain, rejected, snapshot
@@ -213,14 +214,16 @@ async def test_redrive_takes_the_oldest_first_up_to_its_limit_and_honours_filter
 ) -> None:
     await enqueue(stub, specs(1_500, headers={"tenant": "a"}))
     await enqueue(stub, specs(500, headers={"tenant": "b"}))
-    dead = await fail_leased(stub, 2_000, fatal())
+    await fail_leased(stub, 2_000, fatal())
+    # The oldest: the dead set's order (finish time, then member among ties).
+    oldest = {m.decode() for m in await redis.zrange(key(prefix, "dead"), 0, 1_099)}
     messages = await redrive(admin, limit=1_100)
     assert (messages[0].matched, messages[-1].redriven, messages[-1].done) == (1_100, 1_100, True)
-    assert [m.redriven for m in messages[1:-1]] == [1_000, 1_100]  # unpaced: batches of 1000
+    # Unpaced: batches of JOBS_PER_CALL back to back.
+    batches = range(JOBS_PER_CALL, 1_100 + JOBS_PER_CALL, JOBS_PER_CALL)
+    assert [m.redriven for m in messages[1:-1]] == [min(n, 1_100) for n in batches]
     ready = {m.decode() for m in await redis.zrange(key(prefix, "ready"), 0, -1)}
-    # The oldest: the first SettleBatch's 1000, then by member among the second's ties.
-    oldest = sorted(dead[:1_000], key=seq) + sorted(dead[1_000:], key=seq)[:100]
-    assert ready == {seq(j) for j in oldest}
+    assert ready == oldest
     tenant_b = apb.JobFilter(header_key="tenant", header_value="b")
     messages = await redrive(admin, filter=tenant_b)
     assert messages[-1] == apb.RedriveDeadLettersResponse(matched=500, redriven=500, done=True)

@@ -34,6 +34,8 @@ JOB_STATES: dict[int, JobState] = {int(number): state for state, number in STATE
 LIST_PAGE_SIZE = 50
 GROUP_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
+# By ids a change is one script call, all or none: small enough to hold Redis briefly.
+MAX_JOB_IDS = 100
 MAX_RATE = 100_000
 MAX_LIMIT = 1 << 53
 MAX_OLDER_THAN_MS = 100 * 365 * DAY_MS
@@ -94,8 +96,8 @@ def _token(
 
 def _job_ids(p: Parser, queue: str, ids: Collection[str]) -> list[int]:
     """The sequence numbers of job ids that must all be of `queue`."""
-    if len(ids) > p.limits.max_batch:
-        p.bad("job_ids", f"must hold at most {p.limits.max_batch} ids, got {len(ids)}")
+    if len(ids) > MAX_JOB_IDS:
+        p.bad("job_ids", f"must hold at most {MAX_JOB_IDS} ids, got {len(ids)}")
         return []
     seqs = []
     for i, raw in enumerate(ids):

@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..store import StoreUnavailable
 from ..store.jobs_admin import (
@@ -56,6 +57,9 @@ __all__ = [
 
 # Counting without a filter reads no member, only ranks: no need to cut it in pieces.
 UNBOUNDED = 1 << 50
+# A ListJobs call looks at most at this many jobs (the proto's promise), over several
+# script calls of BULK_BATCH read and SCAN_LIMIT examined each.
+PAGE_EXAMINE = 5_000
 
 RETRYABLE = (JobState.DEAD, JobState.CANCELLED)
 DELETABLE = tuple(s for s in JobState if s is not JobState.ACTIVE)
@@ -169,22 +173,22 @@ class JobsAdmin:
         payloads: bool,
         max_bytes: int,
     ) -> JobPage:
-        """One page: up to page_size jobs after `after`, looking at SCAN_LIMIT at most."""
+        """One page: up to page_size jobs after `after`, looking at PAGE_EXAMINE at most."""
         await self.ctx.require_queue(queue)
         source, rest = _source(state, job_filter)
-        scan = await self.jobs.scan(
+        items, positions, after = await self._page(
             queue,
             source,
             "jobs",
-            after=after,
+            after,
             reverse=reverse,
             job_filter=rest,
-            want=page_size,
-            examine=SCAN_LIMIT,
+            page_size=page_size,
+            examine=PAGE_EXAMINE,
             payloads=payloads,
             max_bytes=max_bytes,
         )
-        return JobPage(list(zip(scan.items, scan.positions, strict=True)), scan.next)
+        return JobPage(list(zip(items, positions, strict=True)), after)
 
     @store_errors
     async def dead_groups(
@@ -192,17 +196,59 @@ class JobsAdmin:
     ) -> GroupPage:
         """Dead-letter groups, most recently seen first."""
         await self.ctx.require_queue(queue)
-        scan = await self.jobs.scan(
+        items, positions, after = await self._page(
             queue,
             GROUPS,
             "groups",
-            after=after,
+            after,
             reverse=True,
-            want=page_size,
+            page_size=page_size,
             examine=page_size,
             max_bytes=max_bytes,
         )
-        return GroupPage(list(zip(scan.items, scan.positions, strict=True)), scan.next)
+        return GroupPage(list(zip(items, positions, strict=True)), after)
+
+    async def _page(
+        self,
+        queue: str,
+        source: Source | str,
+        mode: str,
+        after: Position | None,
+        *,
+        page_size: int,
+        examine: int,
+        max_bytes: int,
+        **scan_args: Any,
+    ) -> tuple[list[Any], list[Position], Position | None]:
+        """A page read in scans of at most BULK_BATCH items and SCAN_LIMIT members each,
+        so no script call holds Redis for long: each goes on strictly after the last,
+        as the next page would. Ends at page_size items, `examine` members looked at, the
+        reply's max_bytes, or the end of the set (then the position is None)."""
+        items: list[Any] = []
+        positions: list[Position] = []
+        examined = used = 0
+        while True:
+            want = min(BULK_BATCH, page_size - len(items))
+            look = min(SCAN_LIMIT, examine - examined)
+            scan = await self.jobs.scan(
+                queue,
+                source,
+                mode,
+                after=after,
+                want=want,
+                examine=look,
+                max_bytes=max_bytes - used,
+                may_be_empty=bool(items),
+                **scan_args,
+            )
+            items += scan.items
+            positions += scan.positions
+            examined, used, after = examined + scan.examined, used + scan.bytes, scan.next
+            out_of_bytes = len(scan.items) < want and scan.examined < look
+            if after is None or out_of_bytes or len(items) >= page_size:
+                return items, positions, after
+            if examined >= examine or (max_bytes and used >= max_bytes):
+                return items, positions, after
 
     # -- changes by id: all or nothing ----------------------------------------------
 

@@ -9,11 +9,14 @@ import time
 from dataclasses import dataclass, field
 
 from ..store import Store, StoreUnavailable
+from ..store.batches import JOBS_PER_CALL
 from .hooks import Hooks, NoHooks
 from .model import Retention
 from .workers import forget_old_workers
 
 log = logging.getLogger(__name__)
+# Script calls per step and queue in one tick: up to 1000 jobs moved per tick and step.
+ROUNDS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +56,22 @@ class Maintenance:
             self._last_prune = time.monotonic()
 
     async def _queue(self, queue: str, prune: bool) -> None:
-        start = time.time_ns()
-        reclaimed = await self.store.reclaim(queue)
-        if reclaimed:
-            log.info("took back %d expired leases in %s", len(reclaimed), queue)
-            self.hooks.expired(queue, reclaimed, start)
-        await self.store.promote(queue)
+        # Each script call moves at most JOBS_PER_CALL jobs (so none blocks Redis for
+        # long); a backlog gets up to ROUNDS calls per tick, one after another.
+        for _ in range(ROUNDS):
+            start = time.time_ns()
+            reclaimed = await self.store.reclaim(queue, JOBS_PER_CALL)
+            if reclaimed:
+                log.info("took back %d expired leases in %s", len(reclaimed), queue)
+                self.hooks.expired(queue, reclaimed, start)
+            if len(reclaimed) < JOBS_PER_CALL:
+                break
+        for _ in range(ROUNDS):
+            if await self.store.promote(queue, JOBS_PER_CALL) < JOBS_PER_CALL:
+                break
         if prune:
-            await self.store.prune(queue, self.settings.retention)
+            for _ in range(ROUNDS):
+                deleted = await self.store.prune(queue, self.settings.retention, JOBS_PER_CALL)
+                if deleted < JOBS_PER_CALL:
+                    break
             await forget_old_workers(self.store, queue)

@@ -5,6 +5,8 @@ or at the positions a scan found (each only while still there).
 
 A position is a (score, member) pair of a set's order, kept as the strings Redis gave:
 scores are doubles that must go back to Redis unchanged (ready scores need all 53 bits).
+Seqs go to the scripts and come back as decimal strings too: as MessagePack numbers they
+would reach Lua as doubles, which hold no more than 15 digits exactly.
 """
 
 from collections.abc import Sequence
@@ -13,12 +15,13 @@ from typing import Any
 
 from ..domain.model import JobRecord, JobState
 from . import schema
+from .batches import EXAMINE_PER_CALL, JOBS_PER_CALL
 from .store import Store
 
-# Every bulk operation changes at most this many jobs per script call.
-BULK_BATCH = 1_000
-# A scan looks at most at this many members per call (ListJobs' promise).
-SCAN_LIMIT = 5_000
+# Every bulk operation changes, and a scan reads, at most this many jobs per script call.
+BULK_BATCH = JOBS_PER_CALL
+# A filtered scan looks at most at this many members per call.
+SCAN_LIMIT = EXAMINE_PER_CALL
 GROUPS = "dlgroups"
 
 
@@ -80,6 +83,7 @@ class Scan:
     items: list[Any]
     matched: int
     examined: int
+    bytes: int  # about what the items take in a reply (scan.lua's measure)
     next: Position | None
     last: Position | None  # the set's last member now
     now_ms: int
@@ -114,6 +118,7 @@ class JobsAdminStore:
         examine: int = SCAN_LIMIT,
         payloads: bool = False,
         max_bytes: int = 0,
+        may_be_empty: bool = False,
     ) -> Scan:
         """One scan.lua call over `source` (a Source, or GROUPS for the dead-letter
         groups) in `mode`: 'jobs' (items are JobRecords), 'positions' (items are seqs),
@@ -125,6 +130,7 @@ class JobsAdminStore:
             "examine": examine,
             "payloads": payloads,
             "max_bytes": max_bytes,
+            "may_be_empty": may_be_empty,
         }
         if isinstance(source, Source):
             args["set"], args["group"] = source.state.value, source.group
@@ -149,6 +155,7 @@ class JobsAdminStore:
             items=[_item(queue, mode, row) for row in rows],
             matched=int(out["matched"]),
             examined=int(out["examined"]),
+            bytes=int(out["bytes"]),
             next=_position(out["next"]),
             last=_position(out["last"]),
             now_ms=int(out["now"]),
@@ -189,19 +196,19 @@ class JobsAdminStore:
         """By id (`seqs`, all or nothing), or at positions a scan found in a state's set."""
         args: dict[str, Any]
         if at is None:
-            args = {"seqs": list(seqs)}
+            args = {"seqs": [str(seq) for seq in seqs]}
         else:
             state, positions = at
             args = {
                 "state": state.value,
-                "positions": [{"seq": int(p.member), "score": p.score} for p in positions],
+                "positions": [{"seq": p.member, "score": p.score} for p in positions],
             }
         out = await self.store.run(script, queue, args)
-        refused = int(out["refused_seq"])
+        raw_seq: bytes = out["refused_seq"]
         raw_state = out["refused_state"]
         return Change(
             done=int(out["done"]),
-            refused_seq=refused,
+            refused_seq=int(raw_seq.decode()) if raw_seq else 0,
             refused_state=schema.STATES[raw_state] if raw_state else None,
         )
 

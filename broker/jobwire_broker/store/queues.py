@@ -9,10 +9,10 @@ from typing import Any
 
 from ..domain.model import Backoff, BackoffKind, JobState, QueueInfo, QueueMinute, QueueSettings
 from . import schema
+from .batches import JOBS_PER_CALL
 from .keys import queue_key
 from .store import Store
 
-BULK_BATCH = 1_000
 STATS_BUCKET_MS = 10_000  # lib.lua STATS_BUCKET_MS
 PENDING = (JobState.READY.value, JobState.SCHEDULED.value)
 ALL_STATES = tuple(s.value for s in JobState)
@@ -63,16 +63,31 @@ async def set_paused(store: Store, queue: str, paused: bool) -> bool:
     return bool((await store.run("pause_queue", queue, {"paused": paused}))["changed"])
 
 
-async def delete_jobs(store: Store, queue: str, states: Sequence[str], all_keys: bool) -> int:
-    """Deletes every job in `states`, BULK_BATCH per script call; with all_keys, then the
-    queue's other keys too."""
-    total = 0
+async def delete_jobs(store: Store, queue: str, states: Sequence[str]) -> int:
+    """Deletes every job in `states`, JOBS_PER_CALL per script call."""
+    deleted, _ = await _drain(store, queue, {"states": list(states), "all_keys": False})
+    return deleted
+
+
+async def delete_queue(store: Store, queue: str, force: bool) -> tuple[int, int]:
+    """Deletes every job, then the queue's other keys, JOBS_PER_CALL per script call.
+    Without force, each call first checks that no job is active, and the first pauses
+    the queue so none is leased meanwhile; at an active job it stops and undoes that
+    pause. Returns the jobs deleted and the active jobs it stopped at (0: the queue is
+    gone)."""
+    args = {"states": list(ALL_STATES), "all_keys": True, "idle": not force}
+    return await _drain(store, queue, args)
+
+
+async def _drain(store: Store, queue: str, args: dict[str, Any]) -> tuple[int, int]:
+    total, args = 0, {**args, "limit": JOBS_PER_CALL}
     while True:
-        args = {"states": list(states), "limit": BULK_BATCH, "all_keys": all_keys}
         r = await store.run("drain_queue", queue, args)
         total += int(r["deleted"])
-        if r["done"]:
-            return total
+        if r.get("active") or r["done"]:
+            return total, int(r.get("active") or 0)
+        if "was_paused" in r:
+            args["was_paused"] = r["was_paused"]
 
 
 async def info(store: Store, queue: str, minutes: int) -> QueueInfo:

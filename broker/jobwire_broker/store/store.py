@@ -7,7 +7,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import msgpack
 from redis.asyncio import Redis
@@ -36,6 +36,7 @@ from ..domain.model import (
     TraceContext,
 )
 from . import schema
+from .batches import JOBS_PER_CALL, chunks
 from .keys import (
     QueueKeys,
     events_key,
@@ -52,6 +53,19 @@ T = TypeVar("T")
 Row = dict[str, Any]
 CONNECTION_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
 REGISTRY_REFRESH_S = 60.0
+
+
+class _LeaseCall(NamedTuple):
+    """One lease.lua call: its jobs, whether it leased all it was asked for (more may be
+    ready), and what is left of the reply's byte budget."""
+
+    batch: LeaseBatch
+    full: bool
+    bytes_left: int
+
+    @property
+    def jobs(self) -> list[JobRecord]:
+        return self.batch.jobs
 
 
 class StoreUnavailable(Exception):
@@ -114,6 +128,14 @@ class Store:
         with unavailable_on_connection_errors():
             raw = await self._scripts[script](keys=keys.keys, args=[*head, _pack(args)])
         return _unpack(raw)
+
+    async def _run_chunked(self, script: str, queue: str, items: list[Any]) -> list[Any]:
+        """A script that takes a list of independent items, JOBS_PER_CALL per call: each
+        item's outcome is its own, so splitting the list changes no answer."""
+        rows: list[Any] = []
+        for part in chunks(items):
+            rows.extend(await self._run(script, queue, part))
+        return rows
 
     async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
         """Runs a read (or SADD to the queue registry, which changes nothing when
@@ -199,26 +221,52 @@ class Store:
         worker_id: str = "",
     ) -> LeaseBatch:
         """Leases up to max_jobs, no more than fit in max_bytes of reply (lease.lua's
-        estimate). With none ready, sets the queue's waiting flag for waiting_flag_ms so
-        the next Enqueue publishes a wake-up."""
+        estimate), JOBS_PER_CALL per script call. With none ready, sets the queue's
+        waiting flag for waiting_flag_ms so the next Enqueue publishes a wake-up."""
+        first = await self._lease_call(queue, max_jobs, waiting_flag_ms, max_bytes, worker_id)
+        jobs, out = list(first.jobs), first
+        while out.full and len(jobs) < max_jobs and out.bytes_left > 0:
+            # More may be ready: the next call neither sets the waiting flag nor reports
+            # a job too large for what is left of the reply (this reply is not empty).
+            try:
+                out = await self._lease_call(
+                    queue, max_jobs - len(jobs), 0, out.bytes_left, worker_id
+                )
+            except StoreUnavailable:
+                break  # the jobs already leased go out: losing the reply would strand them
+            jobs.extend(out.jobs)
+        return LeaseBatch(
+            jobs=jobs,
+            next_due_in_ms=first.batch.next_due_in_ms,
+            too_large=first.batch.too_large,
+            paused=first.batch.paused,
+        )
+
+    async def _lease_call(
+        self, queue: str, max_jobs: int, waiting_flag_ms: int, max_bytes: int, worker_id: str
+    ) -> _LeaseCall:
+        asked = min(max_jobs, JOBS_PER_CALL)
         out = await self._run(
             "lease",
             queue,
             {
-                "max_jobs": max_jobs,
+                "max_jobs": asked,
                 "token_prefix": secrets.token_hex(12) + ".",
                 "waiting_flag_ms": waiting_flag_ms,
                 "max_bytes": max_bytes,
                 "worker_id": worker_id,
+                "promote_limit": JOBS_PER_CALL,
             },
         )
         too_large = out.get("too_large")
-        return LeaseBatch(
-            jobs=[schema.job(queue, _pairs(flat)) for flat in out["jobs"]],
+        jobs = [schema.job(queue, _pairs(flat)) for flat in out["jobs"]]
+        batch = LeaseBatch(
+            jobs=jobs,
             next_due_in_ms=None if out["next_due_ms"] < 0 else out["next_due_ms"],
             too_large=TooLarge(too_large["seq"], too_large["bytes"]) if too_large else None,
             paused=bool(out.get("paused")),
         )
+        return _LeaseCall(batch, len(jobs) == asked, int(out["bytes_left"]))
 
     async def heartbeat(self, queue: str, items: Sequence[HeartbeatItem]) -> list[HeartbeatResult]:
         args = [
@@ -230,7 +278,7 @@ class Store:
             }
             for item in items
         ]
-        rows = await self._run("heartbeat", queue, args)
+        rows = await self._run_chunked("heartbeat", queue, args)
         return [
             HeartbeatResult(
                 Code(r["code"]).outcome,
@@ -251,7 +299,7 @@ class Store:
             }
             for item in items
         ]
-        rows = await self._run("complete", queue, args)
+        rows = await self._run_chunked("complete", queue, args)
         return [
             ItemResult(Code(r["code"]).outcome, r["reason"].decode(), _trace(r["trace"]))
             for r in rows
@@ -268,12 +316,12 @@ class Store:
             }
             for item in items
         ]
-        return _fail_results(await self._run("fail", queue, args))
+        return _fail_results(await self._run_chunked("fail", queue, args))
 
     async def release(self, queue: str, items: Sequence[ReleaseItem]) -> list[FailResult]:
         """Hands leases back uncounted (release.lua)."""
         args = [{"seq": i.seq, "token": i.token, "delay_ms": i.delay_ms} for i in items]
-        return _fail_results(await self._run("release", queue, args))
+        return _fail_results(await self._run_chunked("release", queue, args))
 
     # -- anyone ---------------------------------------------------------------------
 
@@ -322,7 +370,7 @@ class Store:
 
     # -- maintenance ----------------------------------------------------------------
 
-    async def reclaim(self, queue: str, limit: int = 1000) -> list[Reclaimed]:
+    async def reclaim(self, queue: str, limit: int = JOBS_PER_CALL) -> list[Reclaimed]:
         args = {"limit": limit, "rand": random.random(), "errors": RECLAIM_ERRORS}
         rows = await self._run("reclaim", queue, args)
         return [
@@ -336,10 +384,10 @@ class Store:
             for r in rows
         ]
 
-    async def promote(self, queue: str, limit: int = 1000) -> int:
+    async def promote(self, queue: str, limit: int = JOBS_PER_CALL) -> int:
         return int((await self._run("promote", queue, {"limit": limit}))["moved"])
 
-    async def prune(self, queue: str, retention: Retention, limit: int = 1000) -> int:
+    async def prune(self, queue: str, retention: Retention, limit: int = JOBS_PER_CALL) -> int:
         r = retention
         args = {
             "completed_age_ms": r.completed_age_ms,

@@ -9,11 +9,13 @@
 --        worker_id (the caller's, or ''),
 --        waiting_flag_ms (when no job is ready: how long to keep the waiting flag set;
 --        0: do not set it), max_bytes (the most bytes of jobs the reply may carry,
---        as reply_bytes estimates them)}
+--        as reply_bytes estimates them), promote_limit (the most due scheduled jobs to
+--        make ready first)}
 -- Returns: {next_due_ms = ms until the next scheduled job is due, or -1,
 --           paused = true when the queue is paused (nothing is leased then), or absent,
 --           too_large = {seq, bytes} when the first ready job alone exceeds max_bytes
 --           (nothing is leased then), or absent,
+--           bytes_left = max_bytes less the estimates of the jobs leased,
 --           jobs = list of job hashes, each a flat field/value list (HGETALL)}
 -- Codes: 0 OK
 
@@ -39,9 +41,10 @@ if redis.call('EXISTS', K.paused) == 1 then
     redis.call('SET', K.waiting, '1', 'PX', ARGS.waiting_flag_ms)
   end
   worker_leased(ARGS.worker_id, 0, now)
-  return finish({next_due_ms = -1, paused = true, jobs = {}}, now)
+  return finish({next_due_ms = -1, paused = true, bytes_left = ARGS.max_bytes,
+    jobs = {}}, now)
 end
-promote_due(now, 1000)
+promote_due(now, ARGS.promote_limit)
 local seqs = redis.call('ZRANGE', K.ready, 0, ARGS.max_jobs - 1)
 local budget = ARGS.max_bytes
 local out = {next_due_ms = -1, jobs = {}}
@@ -81,5 +84,6 @@ if #seqs == 0 then
   local first = redis.call('ZRANGE', K.scheduled, 0, 0, 'WITHSCORES')
   if first[2] then out.next_due_ms = math.max(0, tonumber(first[2]) - now) end
 end
+out.bytes_left = budget
 worker_leased(ARGS.worker_id, #out.jobs, now)
 return finish(out, now)

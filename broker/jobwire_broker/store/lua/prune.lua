@@ -5,27 +5,29 @@
 -- KEYS: the queue key set (lib.lua); uses completed, dead, cancelled, job:, events:,
 --       idem:, settings, dlgroups, dlg:, dlgmeta:.
 -- ARGS: {completed_age_ms, completed_count (completed and cancelled jobs: the most age
---        and count kept), dead_age_ms, dead_count, limit (the most jobs to delete per
---        set in this call)}
+--        and count kept), dead_age_ms, dead_count, limit (the most jobs to delete in
+--        this call, all sets together)}
 -- Returns: {deleted = the number of jobs deleted}
 -- Codes: 0 OK
 
 local now = now_ms()
-local limit = ARGS.limit
+local left = ARGS.limit
 
 local function setting(name, default)
   return tonumber(redis.call('HGET', K.settings, name) or default)
 end
 
 local function prune(state, max_age, max_count)
+  if left <= 0 then return 0 end
   local set = K[state]
-  local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - max_age, 'LIMIT', 0, limit)
+  local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - max_age, 'LIMIT', 0, left)
   local excess = redis.call('ZCARD', set) - #old - max_count
-  if excess > 0 then
-    local extra = redis.call('ZRANGE', set, #old, #old + math.min(excess, limit) - 1)
+  if excess > 0 and #old < left then
+    local extra = redis.call('ZRANGE', set, #old, #old + math.min(excess, left - #old) - 1)
     for _, seq in ipairs(extra) do old[#old + 1] = seq end
   end
   for _, seq in ipairs(old) do remove_job(seq, state) end
+  left = left - #old
   return #old
 end
 

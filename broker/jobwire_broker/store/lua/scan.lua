@@ -21,11 +21,14 @@
 --               or 'count' (how many match),
 --        payloads (bool: with mode 'jobs', keep payload and result),
 --        max_bytes = with mode 'jobs' or 'groups', end before the answer would pass
---                    about this many bytes (always one at least)}
+--                    about this many bytes (always one at least, unless may_be_empty),
+--        may_be_empty (bool: with max_bytes, return no item rather than one past it;
+--                      for the second and later reads of one page)}
 -- Returns: {items = list of {score, fields = flat field/value list} ('jobs'),
 --           {score, seq} ('positions') or {score, fingerprint, error_type, template,
 --           count, first_ms, last_ms, sample_seq, sample_message} ('groups'),
 --           matched = matches found (all modes), examined = members looked at,
+--           bytes = about how many bytes the items take (max_bytes' measure),
 --           next = {score, member} of the last member looked at when more follow (the
 --                  next call's `after`), or {} when this call reached the end,
 --           last = {score, member} of the set's last member, or {} when empty,
@@ -194,7 +197,7 @@ else
           matched = matched + 1
         end
         if item then
-          if #items > 0 and budget > 0 and bytes + size > budget then
+          if (#items > 0 or ARGS.may_be_empty) and budget > 0 and bytes + size > budget then
             full = true
             break
           end
@@ -219,5 +222,5 @@ if last_member and from + examined < to then
 elseif not last_member and ARGS.after and from < to then
   next_position = ARGS.after  -- looked at nothing (want 0): still there
 end
-return finish({items = items, matched = matched, examined = examined,
+return finish({items = items, matched = matched, examined = examined, bytes = bytes,
   next = next_position, last = last, now = now}, now)

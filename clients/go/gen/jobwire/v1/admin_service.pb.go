@@ -236,7 +236,12 @@ func (WorkerState) EnumDescriptor() ([]byte, []int) {
 // `Queue.effective_settings`). The job defaults apply to jobs that leave the option
 // unset (`max_attempts` 0, no `backoff`, no `lease_duration` or
 // `execution_timeout`, `priority` 0); a job's own value always wins. `Job.spec` shows
-// the values applied.
+// the values applied. Ranges are inclusive. A Duration setting is stored in whole
+// milliseconds (any rest dropped); one that is set must be in range (0 is not unset).
+//
+// Retention (`keep_completed`, `completed_max_age`, `keep_dead`, `dead_max_age`) is
+// applied by every replica's maintenance loop, about every 5 s, in bounded batches: a
+// finished job is deleted once its age or its count says so, whichever comes first.
 type QueueSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Default `max_attempts`, in [1, 1000]. Broker default: 3.
@@ -250,14 +255,18 @@ type QueueSettings struct {
 	ExecutionTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=execution_timeout,json=executionTimeout,proto3" json:"execution_timeout,omitempty"`
 	// Default priority, in [-1000, 1000]. Broker default: 0.
 	Priority *int32 `protobuf:"varint,5,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
-	// Completed and cancelled jobs kept, newest first; older ones are deleted. 0 keeps
+	// Completed jobs kept, and apart from them as many cancelled jobs: the most recently
+	// finished; the older ones beyond this count are deleted. In [0, 100,000,000]; 0 keeps
 	// none. Broker default: 10,000.
 	KeepCompleted *int32 `protobuf:"varint,6,opt,name=keep_completed,json=keepCompleted,proto3,oneof" json:"keep_completed,omitempty"`
-	// Completed and cancelled jobs older than this are deleted. Broker default: 1 hour.
+	// Completed and cancelled jobs that finished this long ago or longer are deleted. In
+	// [1 s, 3650 d]. Broker default: 1 h.
 	CompletedMaxAge *durationpb.Duration `protobuf:"bytes,7,opt,name=completed_max_age,json=completedMaxAge,proto3" json:"completed_max_age,omitempty"`
-	// Dead jobs kept, newest first. 0 keeps none. Broker default: 100,000.
+	// Dead jobs kept: the most recently dead; the older ones beyond this count are
+	// deleted. In [0, 100,000,000]; 0 keeps none. Broker default: 100,000.
 	KeepDead *int32 `protobuf:"varint,8,opt,name=keep_dead,json=keepDead,proto3,oneof" json:"keep_dead,omitempty"`
-	// Dead jobs older than this are deleted. Broker default: 7 days.
+	// Dead jobs that died this long ago or longer are deleted. In [1 s, 3650 d]. Broker
+	// default: 7 d.
 	DeadMaxAge *durationpb.Duration `protobuf:"bytes,9,opt,name=dead_max_age,json=deadMaxAge,proto3" json:"dead_max_age,omitempty"`
 	// Queue events kept for `WatchQueue` (approximately; trimmed in blocks), in
 	// [0, 1,000,000]. 0 records none. Broker default: 10,000.
@@ -451,7 +460,9 @@ func (x *QueueCounts) GetCancelled() int64 {
 	return 0
 }
 
-// Jobs finished in one minute of a queue's last hour.
+// Jobs finished in one minute of a queue's last hour. The broker counts in buckets of
+// 10 s of Redis time (starting at multiples of 10 s since the epoch); a minute is six of
+// them, so it starts at a multiple of 10 s, not necessarily of 60 s.
 type QueueMinute struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The minute's start.
@@ -540,13 +551,17 @@ type Queue struct {
 	// How long the longest-waiting ready job has been ready (looking at the job next in
 	// line in each of the first 32 priorities present). Unset when none is ready.
 	OldestReadyAge *durationpb.Duration `protobuf:"bytes,6,opt,name=oldest_ready_age,json=oldestReadyAge,proto3" json:"oldest_ready_age,omitempty"`
-	// Jobs completed in the last 60 seconds.
+	// Jobs completed in the last 50 to 60 s: the current 10 s bucket (see `QueueMinute`),
+	// as far as it has run, and the 5 before it. The same window as the last entry of
+	// `last_hour`.
 	CompletedLastMinute int64 `protobuf:"varint,7,opt,name=completed_last_minute,json=completedLastMinute,proto3" json:"completed_last_minute,omitempty"`
-	// Failed attempts in the last 60 seconds.
+	// Failed attempts (as `QueueMinute.failed`) in the window of `completed_last_minute`.
 	FailedLastMinute int64 `protobuf:"varint,8,opt,name=failed_last_minute,json=failedLastMinute,proto3" json:"failed_last_minute,omitempty"`
 	// The ids of workers seen on the queue in the last hour that are not gone.
 	Workers []string `protobuf:"bytes,9,rep,name=workers,proto3" json:"workers,omitempty"`
-	// The last 60 minutes, oldest first; only in GetQueue (empty in ListQueues).
+	// The last 60 minutes, oldest first, back to back; the last one ends with the current
+	// 10 s bucket (the window of `completed_last_minute`). Only in GetQueue (empty in
+	// ListQueues).
 	LastHour      []*QueueMinute `protobuf:"bytes,10,rep,name=last_hour,json=lastHour,proto3" json:"last_hour,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -826,10 +841,13 @@ type UpdateQueueRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The queue's name (created if new).
 	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	// The new values of the fields to change.
+	// The new values of the fields to change. Every field set here is range-checked,
+	// even one that `update_mask` leaves out (and so does not change).
 	Settings *QueueSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
-	// `QueueSettings` field names to change, e.g. `max_attempts`, `backoff`. Empty:
-	// every field set in `settings`.
+	// `QueueSettings` field names to change, e.g. `max_attempts`, `backoff`; a name given
+	// twice counts once. Any other path (`backoff.kind`, `settings.priority`, `Priority`)
+	// is `INVALID_ARGUMENT` naming `update_mask.paths[<i>]`. Empty: every field set in
+	// `settings`.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1287,7 +1305,11 @@ type JobFilter struct {
 	HeaderKey string `protobuf:"bytes,2,opt,name=header_key,json=headerKey,proto3" json:"header_key,omitempty"`
 	// ...with exactly this value (with `header_key`; empty: any value).
 	HeaderValue string `protobuf:"bytes,3,opt,name=header_value,json=headerValue,proto3" json:"header_value,omitempty"`
-	// The dead job's error fingerprint (`DeadLetterGroup.fingerprint`).
+	// The last error's fingerprint equals this (16 lowercase hex digits, as
+	// `DeadLetterGroup.fingerprint`; else `INVALID_ARGUMENT`). Every failed attempt's error
+	// is fingerprinted, and a job keeps its last error (`Job.last_error`) through retries,
+	// completion and cancellation, so this matches jobs in any state whose last failed
+	// attempt had that fingerprint, not only dead ones.
 	ErrorFingerprint string `protobuf:"bytes,4,opt,name=error_fingerprint,json=errorFingerprint,proto3" json:"error_fingerprint,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
@@ -1505,7 +1527,7 @@ func (x *ListJobsResponse) GetNextPageToken() string {
 type RetryJobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	// The jobs, at most 1000, all of `queue`. Or, instead:
+	// The jobs, at most 100, all of `queue`. Or, instead:
 	JobIds []string `protobuf:"bytes,2,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
 	// every job in this state (`JOB_STATE_DEAD` or `JOB_STATE_CANCELLED`)...
 	State JobState `protobuf:"varint,3,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
@@ -1621,7 +1643,7 @@ func (x *RetryJobsResponse) GetRetried() int64 {
 type DeleteJobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	// The jobs, at most 1000, all of `queue`. Or, instead:
+	// The jobs, at most 100, all of `queue`. Or, instead:
 	JobIds []string `protobuf:"bytes,2,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
 	// every job in this state (not `JOB_STATE_ACTIVE`)...
 	State JobState `protobuf:"varint,3,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
@@ -1736,7 +1758,7 @@ func (x *DeleteJobsResponse) GetDeleted() int64 {
 type PromoteJobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	// The jobs, at most 1000, all of `queue`. Empty: every scheduled job of the queue.
+	// The jobs, at most 100, all of `queue`. Empty: every scheduled job of the queue.
 	JobIds        []string `protobuf:"bytes,2,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2062,7 +2084,8 @@ type RedriveDeadLettersRequest struct {
 	Rate float64 `protobuf:"fixed64,4,opt,name=rate,proto3" json:"rate,omitempty"`
 	// Count the jobs that would be redriven; change nothing.
 	DryRun bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Redrive at most this many jobs (the oldest first); 0: all.
+	// Redrive at most this many jobs (the oldest first), in [0, 2^53]
+	// (9,007,199,254,740,992); 0: all.
 	Limit         int64 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2208,9 +2231,11 @@ type PurgeDeadLettersRequest struct {
 	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
 	// Only this group's jobs.
 	Fingerprint string `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
-	// Only jobs dead for longer than this.
+	// Only jobs dead for longer than this (by Redis time), in [1 ms, 36500 d], counted in
+	// whole milliseconds; unset or 0: no age condition.
 	OlderThan *durationpb.Duration `protobuf:"bytes,3,opt,name=older_than,json=olderThan,proto3" json:"older_than,omitempty"`
-	// Every dead job: required when neither `fingerprint` nor `older_than` is given.
+	// Every dead job: required when neither `fingerprint` nor `older_than` is given, and
+	// refused with either (`INVALID_ARGUMENT` naming `all`).
 	All bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
 	// Count; delete nothing.
 	DryRun        bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`

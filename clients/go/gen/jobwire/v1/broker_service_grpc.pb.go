@@ -60,6 +60,8 @@ type BrokerServiceClient interface {
 	// Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
 	// priority. With `wait` set, an empty queue holds the call until a job arrives (through
 	// any broker replica) or the wait ends, then returns what it has, possibly nothing.
+	// Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+	// holds Redis for long; every job's lease is atomic on its own.
 	Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error)
 	// Extends one lease and records progress. `FAILED_PRECONDITION` (reason `LEASE_LOST`)
 	// means the lease expired or was taken over: stop working on the job and drop its
@@ -84,10 +86,16 @@ type BrokerServiceClient interface {
 	ReleaseLease(ctx context.Context, in *ReleaseLeaseRequest, opts ...grpc.CallOption) (*ReleaseLeaseResponse, error)
 	// Completes, fails and releases many leased jobs (of any queues) in one call. Each
 	// item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+	// The broker settles them in script calls of at most 50 items (so Redis is never held
+	// for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+	// already settled stay settled.
 	SettleBatch(ctx context.Context, in *SettleBatchRequest, opts ...grpc.CallOption) (*SettleBatchResponse, error)
 	// Streams a job's events: first its current state, then every progress update and
 	// state change in order, ending after a terminal state. Resume after a dropped stream
-	// by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+	// by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+	// job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+	// `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+	// `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
 	StreamProgress(ctx context.Context, in *StreamProgressRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamProgressResponse], error)
 	// Returns a job. `NOT_FOUND` if it never existed or was removed by retention.
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
@@ -262,6 +270,8 @@ type BrokerServiceServer interface {
 	// Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
 	// priority. With `wait` set, an empty queue holds the call until a job arrives (through
 	// any broker replica) or the wait ends, then returns what it has, possibly nothing.
+	// Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+	// holds Redis for long; every job's lease is atomic on its own.
 	Lease(context.Context, *LeaseRequest) (*LeaseResponse, error)
 	// Extends one lease and records progress. `FAILED_PRECONDITION` (reason `LEASE_LOST`)
 	// means the lease expired or was taken over: stop working on the job and drop its
@@ -286,10 +296,16 @@ type BrokerServiceServer interface {
 	ReleaseLease(context.Context, *ReleaseLeaseRequest) (*ReleaseLeaseResponse, error)
 	// Completes, fails and releases many leased jobs (of any queues) in one call. Each
 	// item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+	// The broker settles them in script calls of at most 50 items (so Redis is never held
+	// for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+	// already settled stay settled.
 	SettleBatch(context.Context, *SettleBatchRequest) (*SettleBatchResponse, error)
 	// Streams a job's events: first its current state, then every progress update and
 	// state change in order, ending after a terminal state. Resume after a dropped stream
-	// by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+	// by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+	// job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+	// `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+	// `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
 	StreamProgress(*StreamProgressRequest, grpc.ServerStreamingServer[StreamProgressResponse]) error
 	// Returns a job. `NOT_FOUND` if it never existed or was removed by retention.
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)

@@ -157,7 +157,12 @@ class QueueSettings(_message.Message):
     `Queue.effective_settings`). The job defaults apply to jobs that leave the option
     unset (`max_attempts` 0, no `backoff`, no `lease_duration` or
     `execution_timeout`, `priority` 0); a job's own value always wins. `Job.spec` shows
-    the values applied.
+    the values applied. Ranges are inclusive. A Duration setting is stored in whole
+    milliseconds (any rest dropped); one that is set must be in range (0 is not unset).
+
+    Retention (`keep_completed`, `completed_max_age`, `keep_dead`, `dead_max_age`) is
+    applied by every replica's maintenance loop, about every 5 s, in bounded batches: a
+    finished job is deleted once its age or its count says so, whichever comes first.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -177,11 +182,14 @@ class QueueSettings(_message.Message):
     priority: _builtins.int
     """Default priority, in [-1000, 1000]. Broker default: 0."""
     keep_completed: _builtins.int
-    """Completed and cancelled jobs kept, newest first; older ones are deleted. 0 keeps
+    """Completed jobs kept, and apart from them as many cancelled jobs: the most recently
+    finished; the older ones beyond this count are deleted. In [0, 100,000,000]; 0 keeps
     none. Broker default: 10,000.
     """
     keep_dead: _builtins.int
-    """Dead jobs kept, newest first. 0 keeps none. Broker default: 100,000."""
+    """Dead jobs kept: the most recently dead; the older ones beyond this count are
+    deleted. In [0, 100,000,000]; 0 keeps none. Broker default: 100,000.
+    """
     event_history: _builtins.int
     """Queue events kept for `WatchQueue` (approximately; trimmed in blocks), in
     [0, 1,000,000]. 0 records none. Broker default: 10,000.
@@ -202,11 +210,15 @@ class QueueSettings(_message.Message):
 
     @_builtins.property
     def completed_max_age(self) -> _duration_pb2.Duration:
-        """Completed and cancelled jobs older than this are deleted. Broker default: 1 hour."""
+        """Completed and cancelled jobs that finished this long ago or longer are deleted. In
+        [1 s, 3650 d]. Broker default: 1 h.
+        """
 
     @_builtins.property
     def dead_max_age(self) -> _duration_pb2.Duration:
-        """Dead jobs older than this are deleted. Broker default: 7 days."""
+        """Dead jobs that died this long ago or longer are deleted. In [1 s, 3650 d]. Broker
+        default: 7 d.
+        """
 
     def __init__(
         self,
@@ -287,7 +299,10 @@ Global___QueueCounts: _TypeAlias = QueueCounts  # noqa: Y015
 
 @_typing.final
 class QueueMinute(_message.Message):
-    """Jobs finished in one minute of a queue's last hour."""
+    """Jobs finished in one minute of a queue's last hour. The broker counts in buckets of
+    10 s of Redis time (starting at multiples of 10 s since the epoch); a minute is six of
+    them, so it starts at a multiple of 10 s, not necessarily of 60 s.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -342,9 +357,12 @@ class Queue(_message.Message):
     paused: _builtins.bool
     """True between PauseQueue and ResumeQueue."""
     completed_last_minute: _builtins.int
-    """Jobs completed in the last 60 seconds."""
+    """Jobs completed in the last 50 to 60 s: the current 10 s bucket (see `QueueMinute`),
+    as far as it has run, and the 5 before it. The same window as the last entry of
+    `last_hour`.
+    """
     failed_last_minute: _builtins.int
-    """Failed attempts in the last 60 seconds."""
+    """Failed attempts (as `QueueMinute.failed`) in the window of `completed_last_minute`."""
     @_builtins.property
     def settings(self) -> Global___QueueSettings:
         """The settings as stored: unset fields inherit the broker's defaults."""
@@ -369,7 +387,10 @@ class Queue(_message.Message):
 
     @_builtins.property
     def last_hour(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueMinute]:
-        """The last 60 minutes, oldest first; only in GetQueue (empty in ListQueues)."""
+        """The last 60 minutes, oldest first, back to back; the last one ends with the current
+        10 s bucket (the window of `completed_last_minute`). Only in GetQueue (empty in
+        ListQueues).
+        """
 
     def __init__(
         self,
@@ -481,12 +502,16 @@ class UpdateQueueRequest(_message.Message):
     """The queue's name (created if new)."""
     @_builtins.property
     def settings(self) -> Global___QueueSettings:
-        """The new values of the fields to change."""
+        """The new values of the fields to change. Every field set here is range-checked,
+        even one that `update_mask` leaves out (and so does not change).
+        """
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """`QueueSettings` field names to change, e.g. `max_attempts`, `backoff`. Empty:
-        every field set in `settings`.
+        """`QueueSettings` field names to change, e.g. `max_attempts`, `backoff`; a name given
+        twice counts once. Any other path (`backoff.kind`, `settings.priority`, `Priority`)
+        is `INVALID_ARGUMENT` naming `update_mask.paths[<i>]`. Empty: every field set in
+        `settings`.
         """
 
     def __init__(
@@ -693,7 +718,12 @@ class JobFilter(_message.Message):
     header_value: _builtins.str
     """...with exactly this value (with `header_key`; empty: any value)."""
     error_fingerprint: _builtins.str
-    """The dead job's error fingerprint (`DeadLetterGroup.fingerprint`)."""
+    """The last error's fingerprint equals this (16 lowercase hex digits, as
+    `DeadLetterGroup.fingerprint`; else `INVALID_ARGUMENT`). Every failed attempt's error
+    is fingerprinted, and a job keeps its last error (`Job.last_error`) through retries,
+    completion and cancellation, so this matches jobs in any state whose last failed
+    attempt had that fingerprint, not only dead ones.
+    """
     def __init__(
         self,
         *,
@@ -793,7 +823,7 @@ class RetryJobsRequest(_message.Message):
     """every job in this state (`JOB_STATE_DEAD` or `JOB_STATE_CANCELLED`)..."""
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The jobs, at most 1000, all of `queue`. Or, instead:"""
+        """The jobs, at most 100, all of `queue`. Or, instead:"""
 
     @_builtins.property
     def filter(self) -> Global___JobFilter:
@@ -848,7 +878,7 @@ class DeleteJobsRequest(_message.Message):
     """every job in this state (not `JOB_STATE_ACTIVE`)..."""
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The jobs, at most 1000, all of `queue`. Or, instead:"""
+        """The jobs, at most 100, all of `queue`. Or, instead:"""
 
     @_builtins.property
     def filter(self) -> Global___JobFilter:
@@ -898,7 +928,7 @@ class PromoteJobsRequest(_message.Message):
     queue: _builtins.str
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The jobs, at most 1000, all of `queue`. Empty: every scheduled job of the queue."""
+        """The jobs, at most 100, all of `queue`. Empty: every scheduled job of the queue."""
 
     def __init__(
         self,
@@ -1054,7 +1084,9 @@ class RedriveDeadLettersRequest(_message.Message):
     dry_run: _builtins.bool
     """Count the jobs that would be redriven; change nothing."""
     limit: _builtins.int
-    """Redrive at most this many jobs (the oldest first); 0: all."""
+    """Redrive at most this many jobs (the oldest first), in [0, 2^53]
+    (9,007,199,254,740,992); 0: all.
+    """
     @_builtins.property
     def filter(self) -> Global___JobFilter: ...
     def __init__(
@@ -1116,12 +1148,16 @@ class PurgeDeadLettersRequest(_message.Message):
     fingerprint: _builtins.str
     """Only this group's jobs."""
     all: _builtins.bool
-    """Every dead job: required when neither `fingerprint` nor `older_than` is given."""
+    """Every dead job: required when neither `fingerprint` nor `older_than` is given, and
+    refused with either (`INVALID_ARGUMENT` naming `all`).
+    """
     dry_run: _builtins.bool
     """Count; delete nothing."""
     @_builtins.property
     def older_than(self) -> _duration_pb2.Duration:
-        """Only jobs dead for longer than this."""
+        """Only jobs dead for longer than this (by Redis time), in [1 ms, 36500 d], counted in
+        whole milliseconds; unset or 0: no age condition.
+        """
 
     def __init__(
         self,

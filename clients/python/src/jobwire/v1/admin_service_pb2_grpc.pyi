@@ -32,17 +32,22 @@ class AdminServiceStub:
     a change at once, because all of it lives in Redis.
 
     A queue exists once a job was enqueued into it or `UpdateQueue` gave it settings, and
-    until `DeleteQueue`. Every bulk operation works in batches of at most 1000 jobs, each
-    batch one atomic Lua script; an operation over more jobs runs batch after batch, so
-    other clients' calls interleave with it and Redis is never blocked for long. Such an
-    operation is not atomic as a whole: if it fails midway (`UNAVAILABLE`), the batches
-    done stay done and running it again finishes the rest.
+    until `DeleteQueue` (see `ErrorReason.QUEUE_NOT_FOUND`). Every bulk operation works in
+    batches of at most 50 jobs, each batch one atomic Lua script (a filtered walk looks at
+    most at 500 jobs per script); an operation over more jobs runs batch after batch, so
+    other clients' calls interleave with it and Redis is never blocked for long (the
+    longest script call measured on a queue of 1,000,000 jobs: docs/bulk-operations.md).
+    Such an operation is not atomic as a whole: if it fails midway (`UNAVAILABLE`), the
+    batches done stay done and running it again finishes the rest. By ids (at most 100) a
+    change is one script call, all or nothing.
 
     Errors common to every RPC, as on `BrokerService` (each with a `google.rpc.ErrorInfo`
     whose `reason` is an `ErrorReason` name, domain `jobwire.dev`):
     - `INVALID_ARGUMENT` (reason `INVALID_ARGUMENT`): a field is malformed or out of range;
       `google.rpc.BadRequest` names each field. Nothing was written.
-    - `NOT_FOUND` (reason `QUEUE_NOT_FOUND`): the queue does not exist. Nothing was written.
+    - `NOT_FOUND` (reason `QUEUE_NOT_FOUND`): the queue does not exist; from every RPC that
+      names a queue except `UpdateQueue` (`ListWorkers` only with `queue` set). Nothing was
+      written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis. Batches
       already done stay done; retry with backoff.
     """
@@ -59,10 +64,14 @@ class AdminServiceStub:
     """
     UpdateQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateQueueRequest, _admin_service_pb2.UpdateQueueResponse]
     """Changes a queue's settings, creating the queue if it does not exist yet (so settings
-    can be declared before the first job). Only the fields named in `update_mask` change;
-    a field named there but unset in `settings` goes back to the broker's default. With
-    no mask, every field set in `settings` changes. Applies to jobs enqueued after the
-    call (through any replica); retention applies to every finished job.
+    can be declared before the first job), even when nothing changes. Only the fields
+    named in `update_mask` change: a field named there but unset in `settings` goes back
+    to the broker's default, and a field set in `settings` but not named there is left
+    as stored. Every field set in `settings` is range-checked all the same, named in the
+    mask or not: one out of range fails the call (`INVALID_ARGUMENT` naming
+    `settings.<field>`) and nothing is written. With no mask, every field set in
+    `settings` changes, an explicit 0 included. Applies to jobs enqueued after the call
+    (through any replica); retention applies to every finished job.
     """
     PauseQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PauseQueueRequest, _admin_service_pb2.PauseQueueResponse]
     """Pauses a queue: enqueues are still accepted, but `Lease` hands out nothing (a
@@ -76,16 +85,30 @@ class AdminServiceStub:
     DrainQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DrainQueueRequest, _admin_service_pb2.DrainQueueResponse]
     """Deletes every ready and scheduled job of a queue. Active and finished jobs stay."""
     DeleteQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteQueueRequest, _admin_service_pb2.DeleteQueueResponse]
-    """Deletes a queue: every job, its settings, events and worker records.
-    `FAILED_PRECONDITION` (reason `QUEUE_BUSY`) while the queue has active jobs, unless
-    `force` is set (their workers then get `NOT_FOUND` when they settle).
+    """Deletes a queue: every job, its settings, events, throughput history and worker
+    records; watchers of its jobs end with `NOT_FOUND`. `FAILED_PRECONDITION` (reason
+    `QUEUE_BUSY`) while the queue has active jobs, unless `force` is set (their workers
+    then get `NOT_FOUND` when they settle). Without `force` the queue is paused while the
+    delete runs, so no job is leased meanwhile, and every batch checks again: if a job
+    becomes active anyway (the queue was resumed), the delete stops with `QUEUE_BUSY`,
+    the jobs of earlier batches stay deleted, and the pause is undone unless the queue
+    was paused before. If it fails midway (`UNAVAILABLE`), the queue may be left paused.
+    Enqueues are not refused meanwhile, so they can create the queue again: a job
+    enqueued before the delete's last batch is deleted with the rest; one enqueued after
+    it survives, in a queue that holds only the jobs enqueued since and has no settings.
+    A job enqueued between that last batch and the moment each replica learns of the
+    delete (normally milliseconds) can land in a queue the broker has no record of:
+    calls naming the queue get `QUEUE_NOT_FOUND` and maintenance skips it (no promotion
+    of delayed jobs, no taking back of expired leases, no retention) until the next
+    enqueue into it.
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListJobsRequest, _admin_service_pb2.ListJobsResponse]
     """Lists the jobs of a queue in one state, a page at a time. The page token is a
     position in the state's order, not an offset: jobs that enter or leave the state
     between pages shift nothing, so a job that stays in the state is listed exactly once
     across the pages. With a filter, a page may hold fewer than `page_size` jobs (even
-    none) while `next_page_token` is set: each call examines at most 5000 jobs.
+    none) while `next_page_token` is set: each call examines at most 5000 jobs. A page is
+    read in script calls of at most 50 jobs, each going on where the last one stopped.
     """
     RetryJobs: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RetryJobsRequest, _admin_service_pb2.RetryJobsResponse]
     """Sends dead or cancelled jobs back to ready, with their attempts counted afresh
@@ -95,12 +118,14 @@ class AdminServiceStub:
     """
     DeleteJobs: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteJobsRequest, _admin_service_pb2.DeleteJobsResponse]
     """Deletes jobs that are not active. By ids: all or nothing, `FAILED_PRECONDITION`
-    (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` naming a
-    job that does not exist.
+    (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` (reason
+    `JOB_NOT_FOUND`) naming a job that does not exist.
     """
     PromoteJobs: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PromoteJobsRequest, _admin_service_pb2.PromoteJobsResponse]
-    """Makes scheduled jobs ready now. By ids: all or nothing, `FAILED_PRECONDITION`
-    (reason `WRONG_STATE`) naming a job that is not scheduled.
+    """Makes scheduled jobs ready now. By ids: all or nothing, the ids checked in the order
+    given and the first one refused named: `NOT_FOUND` (reason `JOB_NOT_FOUND`) for a
+    job that does not exist (never did, or was deleted), `FAILED_PRECONDITION` (reason
+    `WRONG_STATE`) for one that is not scheduled.
     """
     ListDeadLetterGroups: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListDeadLetterGroupsRequest, _admin_service_pb2.ListDeadLetterGroupsResponse]
     """Groups a queue's dead jobs by error fingerprint: the error type plus its message
@@ -137,17 +162,22 @@ class AdminServiceAsyncStub(AdminServiceStub):
     a change at once, because all of it lives in Redis.
 
     A queue exists once a job was enqueued into it or `UpdateQueue` gave it settings, and
-    until `DeleteQueue`. Every bulk operation works in batches of at most 1000 jobs, each
-    batch one atomic Lua script; an operation over more jobs runs batch after batch, so
-    other clients' calls interleave with it and Redis is never blocked for long. Such an
-    operation is not atomic as a whole: if it fails midway (`UNAVAILABLE`), the batches
-    done stay done and running it again finishes the rest.
+    until `DeleteQueue` (see `ErrorReason.QUEUE_NOT_FOUND`). Every bulk operation works in
+    batches of at most 50 jobs, each batch one atomic Lua script (a filtered walk looks at
+    most at 500 jobs per script); an operation over more jobs runs batch after batch, so
+    other clients' calls interleave with it and Redis is never blocked for long (the
+    longest script call measured on a queue of 1,000,000 jobs: docs/bulk-operations.md).
+    Such an operation is not atomic as a whole: if it fails midway (`UNAVAILABLE`), the
+    batches done stay done and running it again finishes the rest. By ids (at most 100) a
+    change is one script call, all or nothing.
 
     Errors common to every RPC, as on `BrokerService` (each with a `google.rpc.ErrorInfo`
     whose `reason` is an `ErrorReason` name, domain `jobwire.dev`):
     - `INVALID_ARGUMENT` (reason `INVALID_ARGUMENT`): a field is malformed or out of range;
       `google.rpc.BadRequest` names each field. Nothing was written.
-    - `NOT_FOUND` (reason `QUEUE_NOT_FOUND`): the queue does not exist. Nothing was written.
+    - `NOT_FOUND` (reason `QUEUE_NOT_FOUND`): the queue does not exist; from every RPC that
+      names a queue except `UpdateQueue` (`ListWorkers` only with `queue` set). Nothing was
+      written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis. Batches
       already done stay done; retry with backoff.
     """
@@ -161,10 +191,14 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     UpdateQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateQueueRequest, _admin_service_pb2.UpdateQueueResponse]  # type: ignore[assignment]
     """Changes a queue's settings, creating the queue if it does not exist yet (so settings
-    can be declared before the first job). Only the fields named in `update_mask` change;
-    a field named there but unset in `settings` goes back to the broker's default. With
-    no mask, every field set in `settings` changes. Applies to jobs enqueued after the
-    call (through any replica); retention applies to every finished job.
+    can be declared before the first job), even when nothing changes. Only the fields
+    named in `update_mask` change: a field named there but unset in `settings` goes back
+    to the broker's default, and a field set in `settings` but not named there is left
+    as stored. Every field set in `settings` is range-checked all the same, named in the
+    mask or not: one out of range fails the call (`INVALID_ARGUMENT` naming
+    `settings.<field>`) and nothing is written. With no mask, every field set in
+    `settings` changes, an explicit 0 included. Applies to jobs enqueued after the call
+    (through any replica); retention applies to every finished job.
     """
     PauseQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PauseQueueRequest, _admin_service_pb2.PauseQueueResponse]  # type: ignore[assignment]
     """Pauses a queue: enqueues are still accepted, but `Lease` hands out nothing (a
@@ -178,16 +212,30 @@ class AdminServiceAsyncStub(AdminServiceStub):
     DrainQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DrainQueueRequest, _admin_service_pb2.DrainQueueResponse]  # type: ignore[assignment]
     """Deletes every ready and scheduled job of a queue. Active and finished jobs stay."""
     DeleteQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteQueueRequest, _admin_service_pb2.DeleteQueueResponse]  # type: ignore[assignment]
-    """Deletes a queue: every job, its settings, events and worker records.
-    `FAILED_PRECONDITION` (reason `QUEUE_BUSY`) while the queue has active jobs, unless
-    `force` is set (their workers then get `NOT_FOUND` when they settle).
+    """Deletes a queue: every job, its settings, events, throughput history and worker
+    records; watchers of its jobs end with `NOT_FOUND`. `FAILED_PRECONDITION` (reason
+    `QUEUE_BUSY`) while the queue has active jobs, unless `force` is set (their workers
+    then get `NOT_FOUND` when they settle). Without `force` the queue is paused while the
+    delete runs, so no job is leased meanwhile, and every batch checks again: if a job
+    becomes active anyway (the queue was resumed), the delete stops with `QUEUE_BUSY`,
+    the jobs of earlier batches stay deleted, and the pause is undone unless the queue
+    was paused before. If it fails midway (`UNAVAILABLE`), the queue may be left paused.
+    Enqueues are not refused meanwhile, so they can create the queue again: a job
+    enqueued before the delete's last batch is deleted with the rest; one enqueued after
+    it survives, in a queue that holds only the jobs enqueued since and has no settings.
+    A job enqueued between that last batch and the moment each replica learns of the
+    delete (normally milliseconds) can land in a queue the broker has no record of:
+    calls naming the queue get `QUEUE_NOT_FOUND` and maintenance skips it (no promotion
+    of delayed jobs, no taking back of expired leases, no retention) until the next
+    enqueue into it.
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListJobsRequest, _admin_service_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Lists the jobs of a queue in one state, a page at a time. The page token is a
     position in the state's order, not an offset: jobs that enter or leave the state
     between pages shift nothing, so a job that stays in the state is listed exactly once
     across the pages. With a filter, a page may hold fewer than `page_size` jobs (even
-    none) while `next_page_token` is set: each call examines at most 5000 jobs.
+    none) while `next_page_token` is set: each call examines at most 5000 jobs. A page is
+    read in script calls of at most 50 jobs, each going on where the last one stopped.
     """
     RetryJobs: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RetryJobsRequest, _admin_service_pb2.RetryJobsResponse]  # type: ignore[assignment]
     """Sends dead or cancelled jobs back to ready, with their attempts counted afresh
@@ -197,12 +245,14 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     DeleteJobs: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteJobsRequest, _admin_service_pb2.DeleteJobsResponse]  # type: ignore[assignment]
     """Deletes jobs that are not active. By ids: all or nothing, `FAILED_PRECONDITION`
-    (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` naming a
-    job that does not exist.
+    (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` (reason
+    `JOB_NOT_FOUND`) naming a job that does not exist.
     """
     PromoteJobs: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PromoteJobsRequest, _admin_service_pb2.PromoteJobsResponse]  # type: ignore[assignment]
-    """Makes scheduled jobs ready now. By ids: all or nothing, `FAILED_PRECONDITION`
-    (reason `WRONG_STATE`) naming a job that is not scheduled.
+    """Makes scheduled jobs ready now. By ids: all or nothing, the ids checked in the order
+    given and the first one refused named: `NOT_FOUND` (reason `JOB_NOT_FOUND`) for a
+    job that does not exist (never did, or was deleted), `FAILED_PRECONDITION` (reason
+    `WRONG_STATE`) for one that is not scheduled.
     """
     ListDeadLetterGroups: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListDeadLetterGroupsRequest, _admin_service_pb2.ListDeadLetterGroupsResponse]  # type: ignore[assignment]
     """Groups a queue's dead jobs by error fingerprint: the error type plus its message
@@ -238,17 +288,22 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     a change at once, because all of it lives in Redis.
 
     A queue exists once a job was enqueued into it or `UpdateQueue` gave it settings, and
-    until `DeleteQueue`. Every bulk operation works in batches of at most 1000 jobs, each
-    batch one atomic Lua script; an operation over more jobs runs batch after batch, so
-    other clients' calls interleave with it and Redis is never blocked for long. Such an
-    operation is not atomic as a whole: if it fails midway (`UNAVAILABLE`), the batches
-    done stay done and running it again finishes the rest.
+    until `DeleteQueue` (see `ErrorReason.QUEUE_NOT_FOUND`). Every bulk operation works in
+    batches of at most 50 jobs, each batch one atomic Lua script (a filtered walk looks at
+    most at 500 jobs per script); an operation over more jobs runs batch after batch, so
+    other clients' calls interleave with it and Redis is never blocked for long (the
+    longest script call measured on a queue of 1,000,000 jobs: docs/bulk-operations.md).
+    Such an operation is not atomic as a whole: if it fails midway (`UNAVAILABLE`), the
+    batches done stay done and running it again finishes the rest. By ids (at most 100) a
+    change is one script call, all or nothing.
 
     Errors common to every RPC, as on `BrokerService` (each with a `google.rpc.ErrorInfo`
     whose `reason` is an `ErrorReason` name, domain `jobwire.dev`):
     - `INVALID_ARGUMENT` (reason `INVALID_ARGUMENT`): a field is malformed or out of range;
       `google.rpc.BadRequest` names each field. Nothing was written.
-    - `NOT_FOUND` (reason `QUEUE_NOT_FOUND`): the queue does not exist. Nothing was written.
+    - `NOT_FOUND` (reason `QUEUE_NOT_FOUND`): the queue does not exist; from every RPC that
+      names a queue except `UpdateQueue` (`ListWorkers` only with `queue` set). Nothing was
+      written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis. Batches
       already done stay done; retry with backoff.
     """
@@ -278,10 +333,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.UpdateQueueResponse, _abc.Awaitable[_admin_service_pb2.UpdateQueueResponse]]:
         """Changes a queue's settings, creating the queue if it does not exist yet (so settings
-        can be declared before the first job). Only the fields named in `update_mask` change;
-        a field named there but unset in `settings` goes back to the broker's default. With
-        no mask, every field set in `settings` changes. Applies to jobs enqueued after the
-        call (through any replica); retention applies to every finished job.
+        can be declared before the first job), even when nothing changes. Only the fields
+        named in `update_mask` change: a field named there but unset in `settings` goes back
+        to the broker's default, and a field set in `settings` but not named there is left
+        as stored. Every field set in `settings` is range-checked all the same, named in the
+        mask or not: one out of range fails the call (`INVALID_ARGUMENT` naming
+        `settings.<field>`) and nothing is written. With no mask, every field set in
+        `settings` changes, an explicit 0 included. Applies to jobs enqueued after the call
+        (through any replica); retention applies to every finished job.
         """
 
     @_abc_1.abstractmethod
@@ -319,9 +378,22 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.DeleteQueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.DeleteQueueResponse, _abc.Awaitable[_admin_service_pb2.DeleteQueueResponse]]:
-        """Deletes a queue: every job, its settings, events and worker records.
-        `FAILED_PRECONDITION` (reason `QUEUE_BUSY`) while the queue has active jobs, unless
-        `force` is set (their workers then get `NOT_FOUND` when they settle).
+        """Deletes a queue: every job, its settings, events, throughput history and worker
+        records; watchers of its jobs end with `NOT_FOUND`. `FAILED_PRECONDITION` (reason
+        `QUEUE_BUSY`) while the queue has active jobs, unless `force` is set (their workers
+        then get `NOT_FOUND` when they settle). Without `force` the queue is paused while the
+        delete runs, so no job is leased meanwhile, and every batch checks again: if a job
+        becomes active anyway (the queue was resumed), the delete stops with `QUEUE_BUSY`,
+        the jobs of earlier batches stay deleted, and the pause is undone unless the queue
+        was paused before. If it fails midway (`UNAVAILABLE`), the queue may be left paused.
+        Enqueues are not refused meanwhile, so they can create the queue again: a job
+        enqueued before the delete's last batch is deleted with the rest; one enqueued after
+        it survives, in a queue that holds only the jobs enqueued since and has no settings.
+        A job enqueued between that last batch and the moment each replica learns of the
+        delete (normally milliseconds) can land in a queue the broker has no record of:
+        calls naming the queue get `QUEUE_NOT_FOUND` and maintenance skips it (no promotion
+        of delayed jobs, no taking back of expired leases, no retention) until the next
+        enqueue into it.
         """
 
     @_abc_1.abstractmethod
@@ -334,7 +406,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         position in the state's order, not an offset: jobs that enter or leave the state
         between pages shift nothing, so a job that stays in the state is listed exactly once
         across the pages. With a filter, a page may hold fewer than `page_size` jobs (even
-        none) while `next_page_token` is set: each call examines at most 5000 jobs.
+        none) while `next_page_token` is set: each call examines at most 5000 jobs. A page is
+        read in script calls of at most 50 jobs, each going on where the last one stopped.
         """
 
     @_abc_1.abstractmethod
@@ -356,8 +429,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.DeleteJobsResponse, _abc.Awaitable[_admin_service_pb2.DeleteJobsResponse]]:
         """Deletes jobs that are not active. By ids: all or nothing, `FAILED_PRECONDITION`
-        (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` naming a
-        job that does not exist.
+        (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` (reason
+        `JOB_NOT_FOUND`) naming a job that does not exist.
         """
 
     @_abc_1.abstractmethod
@@ -366,8 +439,10 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.PromoteJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.PromoteJobsResponse, _abc.Awaitable[_admin_service_pb2.PromoteJobsResponse]]:
-        """Makes scheduled jobs ready now. By ids: all or nothing, `FAILED_PRECONDITION`
-        (reason `WRONG_STATE`) naming a job that is not scheduled.
+        """Makes scheduled jobs ready now. By ids: all or nothing, the ids checked in the order
+        given and the first one refused named: `NOT_FOUND` (reason `JOB_NOT_FOUND`) for a
+        job that does not exist (never did, or was deleted), `FAILED_PRECONDITION` (reason
+        `WRONG_STATE`) for one that is not scheduled.
         """
 
     @_abc_1.abstractmethod

@@ -143,6 +143,8 @@ class BrokerServiceServicer:
         """Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
         priority. With `wait` set, an empty queue holds the call until a job arrives (through
         any broker replica) or the wait ends, then returns what it has, possibly nothing.
+        Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+        holds Redis for long; every job's lease is atomic on its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +199,9 @@ class BrokerServiceServicer:
     def SettleBatch(self, request, context):
         """Completes, fails and releases many leased jobs (of any queues) in one call. Each
         item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+        The broker settles them in script calls of at most 50 items (so Redis is never held
+        for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+        already settled stay settled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,7 +210,10 @@ class BrokerServiceServicer:
     def StreamProgress(self, request, context):
         """Streams a job's events: first its current state, then every progress update and
         state change in order, ending after a terminal state. Resume after a dropped stream
-        by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+        by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+        job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+        `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+        `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -58,6 +58,8 @@ class BrokerServiceStub:
     """Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
     priority. With `wait` set, an empty queue holds the call until a job arrives (through
     any broker replica) or the wait ends, then returns what it has, possibly nothing.
+    Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+    holds Redis for long; every job's lease is atomic on its own.
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.HeartbeatRequest, _broker_service_pb2.HeartbeatResponse]
     """Extends one lease and records progress. `FAILED_PRECONDITION` (reason `LEASE_LOST`)
@@ -88,11 +90,17 @@ class BrokerServiceStub:
     SettleBatch: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.SettleBatchRequest, _broker_service_pb2.SettleBatchResponse]
     """Completes, fails and releases many leased jobs (of any queues) in one call. Each
     item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+    The broker settles them in script calls of at most 50 items (so Redis is never held
+    for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+    already settled stay settled.
     """
     StreamProgress: _grpc.UnaryStreamMultiCallable[_broker_service_pb2.StreamProgressRequest, _broker_service_pb2.StreamProgressResponse]
     """Streams a job's events: first its current state, then every progress update and
     state change in order, ending after a terminal state. Resume after a dropped stream
-    by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+    by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+    job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+    `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+    `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.GetJobRequest, _broker_service_pb2.GetJobResponse]
     """Returns a job. `NOT_FOUND` if it never existed or was removed by retention."""
@@ -133,6 +141,8 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
     priority. With `wait` set, an empty queue holds the call until a job arrives (through
     any broker replica) or the wait ends, then returns what it has, possibly nothing.
+    Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+    holds Redis for long; every job's lease is atomic on its own.
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.HeartbeatRequest, _broker_service_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Extends one lease and records progress. `FAILED_PRECONDITION` (reason `LEASE_LOST`)
@@ -163,11 +173,17 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     SettleBatch: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.SettleBatchRequest, _broker_service_pb2.SettleBatchResponse]  # type: ignore[assignment]
     """Completes, fails and releases many leased jobs (of any queues) in one call. Each
     item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+    The broker settles them in script calls of at most 50 items (so Redis is never held
+    for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+    already settled stay settled.
     """
     StreamProgress: _aio.UnaryStreamMultiCallable[_broker_service_pb2.StreamProgressRequest, _broker_service_pb2.StreamProgressResponse]  # type: ignore[assignment]
     """Streams a job's events: first its current state, then every progress update and
     state change in order, ending after a terminal state. Resume after a dropped stream
-    by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+    by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+    job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+    `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+    `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.GetJobRequest, _broker_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """Returns a job. `NOT_FOUND` if it never existed or was removed by retention."""
@@ -223,6 +239,8 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
         priority. With `wait` set, an empty queue holds the call until a job arrives (through
         any broker replica) or the wait ends, then returns what it has, possibly nothing.
+        Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+        holds Redis for long; every job's lease is atomic on its own.
         """
 
     @_abc_1.abstractmethod
@@ -289,6 +307,9 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_broker_service_pb2.SettleBatchResponse, _abc.Awaitable[_broker_service_pb2.SettleBatchResponse]]:
         """Completes, fails and releases many leased jobs (of any queues) in one call. Each
         item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+        The broker settles them in script calls of at most 50 items (so Redis is never held
+        for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+        already settled stay settled.
         """
 
     @_abc_1.abstractmethod
@@ -299,7 +320,10 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_broker_service_pb2.StreamProgressResponse], _abc.AsyncIterator[_broker_service_pb2.StreamProgressResponse]]:
         """Streams a job's events: first its current state, then every progress update and
         state change in order, ending after a terminal state. Resume after a dropped stream
-        by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+        by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+        job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+        `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+        `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
         """
 
     @_abc_1.abstractmethod

@@ -83,8 +83,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     QUEUE_NOT_FOUND: _ErrorReason.ValueType  # 12
     """buf:lint:ignore ENUM_VALUE_PREFIX
-    `NOT_FOUND`: the queue does not exist (no job was ever enqueued into it and it has no
-    settings, or it was deleted). Nothing was written. Check the name.
+    `NOT_FOUND`: the queue an AdminService call names is not in the broker's registry of
+    queues. A queue enters it when a job is first enqueued into it or `UpdateQueue` (or
+    a settings file) gives it settings, and leaves it only by `DeleteQueue`: a queue whose
+    jobs were all drained, deleted or removed by retention still exists, with or without
+    settings. Sent by every AdminService RPC that names a queue except `UpdateQueue`
+    (which creates it), by `ListWorkers` only with `queue` set; never by
+    `BrokerService` (a Lease on an unknown queue finds no job and creates nothing).
+    Nothing was written. Check the name.
     """
     WRONG_STATE: _ErrorReason.ValueType  # 13
     """buf:lint:ignore ENUM_VALUE_PREFIX
@@ -96,7 +102,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     QUEUE_BUSY: _ErrorReason.ValueType  # 14
     """buf:lint:ignore ENUM_VALUE_PREFIX
     `FAILED_PRECONDITION`: the queue has active jobs, so it cannot be deleted without
-    `force`. Nothing was written. Wait for them, or force.
+    `force`. Nothing was written when the queue had active jobs from the start; a delete
+    that met an active job partway (the queue was resumed meanwhile) keeps the batches it
+    had deleted. Wait for them, or force.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -169,8 +177,14 @@ exists; clients already map it.
 """
 QUEUE_NOT_FOUND: ErrorReason.ValueType  # 12
 """buf:lint:ignore ENUM_VALUE_PREFIX
-`NOT_FOUND`: the queue does not exist (no job was ever enqueued into it and it has no
-settings, or it was deleted). Nothing was written. Check the name.
+`NOT_FOUND`: the queue an AdminService call names is not in the broker's registry of
+queues. A queue enters it when a job is first enqueued into it or `UpdateQueue` (or
+a settings file) gives it settings, and leaves it only by `DeleteQueue`: a queue whose
+jobs were all drained, deleted or removed by retention still exists, with or without
+settings. Sent by every AdminService RPC that names a queue except `UpdateQueue`
+(which creates it), by `ListWorkers` only with `queue` set; never by
+`BrokerService` (a Lease on an unknown queue finds no job and creates nothing).
+Nothing was written. Check the name.
 """
 WRONG_STATE: ErrorReason.ValueType  # 13
 """buf:lint:ignore ENUM_VALUE_PREFIX
@@ -182,6 +196,8 @@ written; do not retry as is.
 QUEUE_BUSY: ErrorReason.ValueType  # 14
 """buf:lint:ignore ENUM_VALUE_PREFIX
 `FAILED_PRECONDITION`: the queue has active jobs, so it cannot be deleted without
-`force`. Nothing was written. Wait for them, or force.
+`force`. Nothing was written when the queue had active jobs from the start; a delete
+that met an active job partway (the queue was resumed meanwhile) keeps the batches it
+had deleted. Wait for them, or force.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

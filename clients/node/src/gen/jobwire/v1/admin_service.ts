@@ -254,7 +254,12 @@ export function workerStateToJSON(object: WorkerState): string {
  * `Queue.effective_settings`). The job defaults apply to jobs that leave the option
  * unset (`max_attempts` 0, no `backoff`, no `lease_duration` or
  * `execution_timeout`, `priority` 0); a job's own value always wins. `Job.spec` shows
- * the values applied.
+ * the values applied. Ranges are inclusive. A Duration setting is stored in whole
+ * milliseconds (any rest dropped); one that is set must be in range (0 is not unset).
+ *
+ * Retention (`keep_completed`, `completed_max_age`, `keep_dead`, `dead_max_age`) is
+ * applied by every replica's maintenance loop, about every 5 s, in bounded batches: a
+ * finished job is deleted once its age or its count says so, whichever comes first.
  */
 export interface QueueSettings {
   /** Default `max_attempts`, in [1, 1000]. Broker default: 3. */
@@ -281,21 +286,31 @@ export interface QueueSettings {
     | number
     | undefined;
   /**
-   * Completed and cancelled jobs kept, newest first; older ones are deleted. 0 keeps
+   * Completed jobs kept, and apart from them as many cancelled jobs: the most recently
+   * finished; the older ones beyond this count are deleted. In [0, 100,000,000]; 0 keeps
    * none. Broker default: 10,000.
    */
   keepCompleted?:
     | number
     | undefined;
-  /** Completed and cancelled jobs older than this are deleted. Broker default: 1 hour. */
+  /**
+   * Completed and cancelled jobs that finished this long ago or longer are deleted. In
+   * [1 s, 3650 d]. Broker default: 1 h.
+   */
   completedMaxAge?:
     | Duration
     | undefined;
-  /** Dead jobs kept, newest first. 0 keeps none. Broker default: 100,000. */
+  /**
+   * Dead jobs kept: the most recently dead; the older ones beyond this count are
+   * deleted. In [0, 100,000,000]; 0 keeps none. Broker default: 100,000.
+   */
   keepDead?:
     | number
     | undefined;
-  /** Dead jobs older than this are deleted. Broker default: 7 days. */
+  /**
+   * Dead jobs that died this long ago or longer are deleted. In [1 s, 3650 d]. Broker
+   * default: 7 d.
+   */
   deadMaxAge?:
     | Duration
     | undefined;
@@ -316,7 +331,11 @@ export interface QueueCounts {
   cancelled: number;
 }
 
-/** Jobs finished in one minute of a queue's last hour. */
+/**
+ * Jobs finished in one minute of a queue's last hour. The broker counts in buckets of
+ * 10 s of Redis time (starting at multiples of 10 s since the epoch); a minute is six of
+ * them, so it starts at a multiple of 10 s, not necessarily of 60 s.
+ */
 export interface QueueMinute {
   /** The minute's start. */
   startTime?:
@@ -355,13 +374,21 @@ export interface Queue {
   oldestReadyAge?:
     | Duration
     | undefined;
-  /** Jobs completed in the last 60 seconds. */
+  /**
+   * Jobs completed in the last 50 to 60 s: the current 10 s bucket (see `QueueMinute`),
+   * as far as it has run, and the 5 before it. The same window as the last entry of
+   * `last_hour`.
+   */
   completedLastMinute: number;
-  /** Failed attempts in the last 60 seconds. */
+  /** Failed attempts (as `QueueMinute.failed`) in the window of `completed_last_minute`. */
   failedLastMinute: number;
   /** The ids of workers seen on the queue in the last hour that are not gone. */
   workers: string[];
-  /** The last 60 minutes, oldest first; only in GetQueue (empty in ListQueues). */
+  /**
+   * The last 60 minutes, oldest first, back to back; the last one ends with the current
+   * 10 s bucket (the window of `completed_last_minute`). Only in GetQueue (empty in
+   * ListQueues).
+   */
   lastHour: QueueMinute[];
 }
 
@@ -385,13 +412,18 @@ export interface GetQueueResponse {
 export interface UpdateQueueRequest {
   /** The queue's name (created if new). */
   queue: string;
-  /** The new values of the fields to change. */
+  /**
+   * The new values of the fields to change. Every field set here is range-checked,
+   * even one that `update_mask` leaves out (and so does not change).
+   */
   settings?:
     | QueueSettings
     | undefined;
   /**
-   * `QueueSettings` field names to change, e.g. `max_attempts`, `backoff`. Empty:
-   * every field set in `settings`.
+   * `QueueSettings` field names to change, e.g. `max_attempts`, `backoff`; a name given
+   * twice counts once. Any other path (`backoff.kind`, `settings.priority`, `Priority`)
+   * is `INVALID_ARGUMENT` naming `update_mask.paths[<i>]`. Empty: every field set in
+   * `settings`.
    */
   updateMask?: string[] | undefined;
 }
@@ -443,7 +475,13 @@ export interface JobFilter {
   headerKey: string;
   /** ...with exactly this value (with `header_key`; empty: any value). */
   headerValue: string;
-  /** The dead job's error fingerprint (`DeadLetterGroup.fingerprint`). */
+  /**
+   * The last error's fingerprint equals this (16 lowercase hex digits, as
+   * `DeadLetterGroup.fingerprint`; else `INVALID_ARGUMENT`). Every failed attempt's error
+   * is fingerprinted, and a job keeps its last error (`Job.last_error`) through retries,
+   * completion and cancellation, so this matches jobs in any state whose last failed
+   * attempt had that fingerprint, not only dead ones.
+   */
   errorFingerprint: string;
 }
 
@@ -477,7 +515,7 @@ export interface ListJobsResponse {
 
 export interface RetryJobsRequest {
   queue: string;
-  /** The jobs, at most 1000, all of `queue`. Or, instead: */
+  /** The jobs, at most 100, all of `queue`. Or, instead: */
   jobIds: string[];
   /** every job in this state (`JOB_STATE_DEAD` or `JOB_STATE_CANCELLED`)... */
   state: JobState;
@@ -492,7 +530,7 @@ export interface RetryJobsResponse {
 
 export interface DeleteJobsRequest {
   queue: string;
-  /** The jobs, at most 1000, all of `queue`. Or, instead: */
+  /** The jobs, at most 100, all of `queue`. Or, instead: */
   jobIds: string[];
   /** every job in this state (not `JOB_STATE_ACTIVE`)... */
   state: JobState;
@@ -506,7 +544,7 @@ export interface DeleteJobsResponse {
 
 export interface PromoteJobsRequest {
   queue: string;
-  /** The jobs, at most 1000, all of `queue`. Empty: every scheduled job of the queue. */
+  /** The jobs, at most 100, all of `queue`. Empty: every scheduled job of the queue. */
   jobIds: string[];
 }
 
@@ -561,7 +599,10 @@ export interface RedriveDeadLettersRequest {
   rate: number;
   /** Count the jobs that would be redriven; change nothing. */
   dryRun: boolean;
-  /** Redrive at most this many jobs (the oldest first); 0: all. */
+  /**
+   * Redrive at most this many jobs (the oldest first), in [0, 2^53]
+   * (9,007,199,254,740,992); 0: all.
+   */
   limit: number;
 }
 
@@ -578,11 +619,17 @@ export interface PurgeDeadLettersRequest {
   queue: string;
   /** Only this group's jobs. */
   fingerprint: string;
-  /** Only jobs dead for longer than this. */
+  /**
+   * Only jobs dead for longer than this (by Redis time), in [1 ms, 36500 d], counted in
+   * whole milliseconds; unset or 0: no age condition.
+   */
   olderThan?:
     | Duration
     | undefined;
-  /** Every dead job: required when neither `fingerprint` nor `older_than` is given. */
+  /**
+   * Every dead job: required when neither `fingerprint` nor `older_than` is given, and
+   * refused with either (`INVALID_ARGUMENT` naming `all`).
+   */
   all: boolean;
   /** Count; delete nothing. */
   dryRun: boolean;
@@ -4851,17 +4898,22 @@ export const ListWorkersResponse: MessageFns<ListWorkersResponse> = {
  * a change at once, because all of it lives in Redis.
  *
  * A queue exists once a job was enqueued into it or `UpdateQueue` gave it settings, and
- * until `DeleteQueue`. Every bulk operation works in batches of at most 1000 jobs, each
- * batch one atomic Lua script; an operation over more jobs runs batch after batch, so
- * other clients' calls interleave with it and Redis is never blocked for long. Such an
- * operation is not atomic as a whole: if it fails midway (`UNAVAILABLE`), the batches
- * done stay done and running it again finishes the rest.
+ * until `DeleteQueue` (see `ErrorReason.QUEUE_NOT_FOUND`). Every bulk operation works in
+ * batches of at most 50 jobs, each batch one atomic Lua script (a filtered walk looks at
+ * most at 500 jobs per script); an operation over more jobs runs batch after batch, so
+ * other clients' calls interleave with it and Redis is never blocked for long (the
+ * longest script call measured on a queue of 1,000,000 jobs: docs/bulk-operations.md).
+ * Such an operation is not atomic as a whole: if it fails midway (`UNAVAILABLE`), the
+ * batches done stay done and running it again finishes the rest. By ids (at most 100) a
+ * change is one script call, all or nothing.
  *
  * Errors common to every RPC, as on `BrokerService` (each with a `google.rpc.ErrorInfo`
  * whose `reason` is an `ErrorReason` name, domain `jobwire.dev`):
  * - `INVALID_ARGUMENT` (reason `INVALID_ARGUMENT`): a field is malformed or out of range;
  *   `google.rpc.BadRequest` names each field. Nothing was written.
- * - `NOT_FOUND` (reason `QUEUE_NOT_FOUND`): the queue does not exist. Nothing was written.
+ * - `NOT_FOUND` (reason `QUEUE_NOT_FOUND`): the queue does not exist; from every RPC that
+ *   names a queue except `UpdateQueue` (`ListWorkers` only with `queue` set). Nothing was
+ *   written.
  * - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis. Batches
  *   already done stay done; retry with backoff.
  */
@@ -4892,10 +4944,14 @@ export const AdminServiceService = {
   },
   /**
    * Changes a queue's settings, creating the queue if it does not exist yet (so settings
-   * can be declared before the first job). Only the fields named in `update_mask` change;
-   * a field named there but unset in `settings` goes back to the broker's default. With
-   * no mask, every field set in `settings` changes. Applies to jobs enqueued after the
-   * call (through any replica); retention applies to every finished job.
+   * can be declared before the first job), even when nothing changes. Only the fields
+   * named in `update_mask` change: a field named there but unset in `settings` goes back
+   * to the broker's default, and a field set in `settings` but not named there is left
+   * as stored. Every field set in `settings` is range-checked all the same, named in the
+   * mask or not: one out of range fails the call (`INVALID_ARGUMENT` naming
+   * `settings.<field>`) and nothing is written. With no mask, every field set in
+   * `settings` changes, an explicit 0 included. Applies to jobs enqueued after the call
+   * (through any replica); retention applies to every finished job.
    */
   updateQueue: {
     path: "/jobwire.v1.AdminService/UpdateQueue" as const,
@@ -4944,9 +5000,22 @@ export const AdminServiceService = {
     responseDeserialize: (value: Buffer): DrainQueueResponse => DrainQueueResponse.decode(value),
   },
   /**
-   * Deletes a queue: every job, its settings, events and worker records.
-   * `FAILED_PRECONDITION` (reason `QUEUE_BUSY`) while the queue has active jobs, unless
-   * `force` is set (their workers then get `NOT_FOUND` when they settle).
+   * Deletes a queue: every job, its settings, events, throughput history and worker
+   * records; watchers of its jobs end with `NOT_FOUND`. `FAILED_PRECONDITION` (reason
+   * `QUEUE_BUSY`) while the queue has active jobs, unless `force` is set (their workers
+   * then get `NOT_FOUND` when they settle). Without `force` the queue is paused while the
+   * delete runs, so no job is leased meanwhile, and every batch checks again: if a job
+   * becomes active anyway (the queue was resumed), the delete stops with `QUEUE_BUSY`,
+   * the jobs of earlier batches stay deleted, and the pause is undone unless the queue
+   * was paused before. If it fails midway (`UNAVAILABLE`), the queue may be left paused.
+   * Enqueues are not refused meanwhile, so they can create the queue again: a job
+   * enqueued before the delete's last batch is deleted with the rest; one enqueued after
+   * it survives, in a queue that holds only the jobs enqueued since and has no settings.
+   * A job enqueued between that last batch and the moment each replica learns of the
+   * delete (normally milliseconds) can land in a queue the broker has no record of:
+   * calls naming the queue get `QUEUE_NOT_FOUND` and maintenance skips it (no promotion
+   * of delayed jobs, no taking back of expired leases, no retention) until the next
+   * enqueue into it.
    */
   deleteQueue: {
     path: "/jobwire.v1.AdminService/DeleteQueue" as const,
@@ -4962,7 +5031,8 @@ export const AdminServiceService = {
    * position in the state's order, not an offset: jobs that enter or leave the state
    * between pages shift nothing, so a job that stays in the state is listed exactly once
    * across the pages. With a filter, a page may hold fewer than `page_size` jobs (even
-   * none) while `next_page_token` is set: each call examines at most 5000 jobs.
+   * none) while `next_page_token` is set: each call examines at most 5000 jobs. A page is
+   * read in script calls of at most 50 jobs, each going on where the last one stopped.
    */
   listJobs: {
     path: "/jobwire.v1.AdminService/ListJobs" as const,
@@ -4990,8 +5060,8 @@ export const AdminServiceService = {
   },
   /**
    * Deletes jobs that are not active. By ids: all or nothing, `FAILED_PRECONDITION`
-   * (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` naming a
-   * job that does not exist.
+   * (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` (reason
+   * `JOB_NOT_FOUND`) naming a job that does not exist.
    */
   deleteJobs: {
     path: "/jobwire.v1.AdminService/DeleteJobs" as const,
@@ -5003,8 +5073,10 @@ export const AdminServiceService = {
     responseDeserialize: (value: Buffer): DeleteJobsResponse => DeleteJobsResponse.decode(value),
   },
   /**
-   * Makes scheduled jobs ready now. By ids: all or nothing, `FAILED_PRECONDITION`
-   * (reason `WRONG_STATE`) naming a job that is not scheduled.
+   * Makes scheduled jobs ready now. By ids: all or nothing, the ids checked in the order
+   * given and the first one refused named: `NOT_FOUND` (reason `JOB_NOT_FOUND`) for a
+   * job that does not exist (never did, or was deleted), `FAILED_PRECONDITION` (reason
+   * `WRONG_STATE`) for one that is not scheduled.
    */
   promoteJobs: {
     path: "/jobwire.v1.AdminService/PromoteJobs" as const,
@@ -5105,10 +5177,14 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   getQueue: handleUnaryCall<GetQueueRequest, GetQueueResponse>;
   /**
    * Changes a queue's settings, creating the queue if it does not exist yet (so settings
-   * can be declared before the first job). Only the fields named in `update_mask` change;
-   * a field named there but unset in `settings` goes back to the broker's default. With
-   * no mask, every field set in `settings` changes. Applies to jobs enqueued after the
-   * call (through any replica); retention applies to every finished job.
+   * can be declared before the first job), even when nothing changes. Only the fields
+   * named in `update_mask` change: a field named there but unset in `settings` goes back
+   * to the broker's default, and a field set in `settings` but not named there is left
+   * as stored. Every field set in `settings` is range-checked all the same, named in the
+   * mask or not: one out of range fails the call (`INVALID_ARGUMENT` naming
+   * `settings.<field>`) and nothing is written. With no mask, every field set in
+   * `settings` changes, an explicit 0 included. Applies to jobs enqueued after the call
+   * (through any replica); retention applies to every finished job.
    */
   updateQueue: handleUnaryCall<UpdateQueueRequest, UpdateQueueResponse>;
   /**
@@ -5125,9 +5201,22 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   /** Deletes every ready and scheduled job of a queue. Active and finished jobs stay. */
   drainQueue: handleUnaryCall<DrainQueueRequest, DrainQueueResponse>;
   /**
-   * Deletes a queue: every job, its settings, events and worker records.
-   * `FAILED_PRECONDITION` (reason `QUEUE_BUSY`) while the queue has active jobs, unless
-   * `force` is set (their workers then get `NOT_FOUND` when they settle).
+   * Deletes a queue: every job, its settings, events, throughput history and worker
+   * records; watchers of its jobs end with `NOT_FOUND`. `FAILED_PRECONDITION` (reason
+   * `QUEUE_BUSY`) while the queue has active jobs, unless `force` is set (their workers
+   * then get `NOT_FOUND` when they settle). Without `force` the queue is paused while the
+   * delete runs, so no job is leased meanwhile, and every batch checks again: if a job
+   * becomes active anyway (the queue was resumed), the delete stops with `QUEUE_BUSY`,
+   * the jobs of earlier batches stay deleted, and the pause is undone unless the queue
+   * was paused before. If it fails midway (`UNAVAILABLE`), the queue may be left paused.
+   * Enqueues are not refused meanwhile, so they can create the queue again: a job
+   * enqueued before the delete's last batch is deleted with the rest; one enqueued after
+   * it survives, in a queue that holds only the jobs enqueued since and has no settings.
+   * A job enqueued between that last batch and the moment each replica learns of the
+   * delete (normally milliseconds) can land in a queue the broker has no record of:
+   * calls naming the queue get `QUEUE_NOT_FOUND` and maintenance skips it (no promotion
+   * of delayed jobs, no taking back of expired leases, no retention) until the next
+   * enqueue into it.
    */
   deleteQueue: handleUnaryCall<DeleteQueueRequest, DeleteQueueResponse>;
   /**
@@ -5135,7 +5224,8 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
    * position in the state's order, not an offset: jobs that enter or leave the state
    * between pages shift nothing, so a job that stays in the state is listed exactly once
    * across the pages. With a filter, a page may hold fewer than `page_size` jobs (even
-   * none) while `next_page_token` is set: each call examines at most 5000 jobs.
+   * none) while `next_page_token` is set: each call examines at most 5000 jobs. A page is
+   * read in script calls of at most 50 jobs, each going on where the last one stopped.
    */
   listJobs: handleUnaryCall<ListJobsRequest, ListJobsResponse>;
   /**
@@ -5147,13 +5237,15 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   retryJobs: handleUnaryCall<RetryJobsRequest, RetryJobsResponse>;
   /**
    * Deletes jobs that are not active. By ids: all or nothing, `FAILED_PRECONDITION`
-   * (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` naming a
-   * job that does not exist.
+   * (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` (reason
+   * `JOB_NOT_FOUND`) naming a job that does not exist.
    */
   deleteJobs: handleUnaryCall<DeleteJobsRequest, DeleteJobsResponse>;
   /**
-   * Makes scheduled jobs ready now. By ids: all or nothing, `FAILED_PRECONDITION`
-   * (reason `WRONG_STATE`) naming a job that is not scheduled.
+   * Makes scheduled jobs ready now. By ids: all or nothing, the ids checked in the order
+   * given and the first one refused named: `NOT_FOUND` (reason `JOB_NOT_FOUND`) for a
+   * job that does not exist (never did, or was deleted), `FAILED_PRECONDITION` (reason
+   * `WRONG_STATE`) for one that is not scheduled.
    */
   promoteJobs: handleUnaryCall<PromoteJobsRequest, PromoteJobsResponse>;
   /**
@@ -5228,10 +5320,14 @@ export interface AdminServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Changes a queue's settings, creating the queue if it does not exist yet (so settings
-   * can be declared before the first job). Only the fields named in `update_mask` change;
-   * a field named there but unset in `settings` goes back to the broker's default. With
-   * no mask, every field set in `settings` changes. Applies to jobs enqueued after the
-   * call (through any replica); retention applies to every finished job.
+   * can be declared before the first job), even when nothing changes. Only the fields
+   * named in `update_mask` change: a field named there but unset in `settings` goes back
+   * to the broker's default, and a field set in `settings` but not named there is left
+   * as stored. Every field set in `settings` is range-checked all the same, named in the
+   * mask or not: one out of range fails the call (`INVALID_ARGUMENT` naming
+   * `settings.<field>`) and nothing is written. With no mask, every field set in
+   * `settings` changes, an explicit 0 included. Applies to jobs enqueued after the call
+   * (through any replica); retention applies to every finished job.
    */
   updateQueue(
     request: UpdateQueueRequest,
@@ -5304,9 +5400,22 @@ export interface AdminServiceClient extends Client {
     callback: (error: ServiceError | null, response: DrainQueueResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Deletes a queue: every job, its settings, events and worker records.
-   * `FAILED_PRECONDITION` (reason `QUEUE_BUSY`) while the queue has active jobs, unless
-   * `force` is set (their workers then get `NOT_FOUND` when they settle).
+   * Deletes a queue: every job, its settings, events, throughput history and worker
+   * records; watchers of its jobs end with `NOT_FOUND`. `FAILED_PRECONDITION` (reason
+   * `QUEUE_BUSY`) while the queue has active jobs, unless `force` is set (their workers
+   * then get `NOT_FOUND` when they settle). Without `force` the queue is paused while the
+   * delete runs, so no job is leased meanwhile, and every batch checks again: if a job
+   * becomes active anyway (the queue was resumed), the delete stops with `QUEUE_BUSY`,
+   * the jobs of earlier batches stay deleted, and the pause is undone unless the queue
+   * was paused before. If it fails midway (`UNAVAILABLE`), the queue may be left paused.
+   * Enqueues are not refused meanwhile, so they can create the queue again: a job
+   * enqueued before the delete's last batch is deleted with the rest; one enqueued after
+   * it survives, in a queue that holds only the jobs enqueued since and has no settings.
+   * A job enqueued between that last batch and the moment each replica learns of the
+   * delete (normally milliseconds) can land in a queue the broker has no record of:
+   * calls naming the queue get `QUEUE_NOT_FOUND` and maintenance skips it (no promotion
+   * of delayed jobs, no taking back of expired leases, no retention) until the next
+   * enqueue into it.
    */
   deleteQueue(
     request: DeleteQueueRequest,
@@ -5328,7 +5437,8 @@ export interface AdminServiceClient extends Client {
    * position in the state's order, not an offset: jobs that enter or leave the state
    * between pages shift nothing, so a job that stays in the state is listed exactly once
    * across the pages. With a filter, a page may hold fewer than `page_size` jobs (even
-   * none) while `next_page_token` is set: each call examines at most 5000 jobs.
+   * none) while `next_page_token` is set: each call examines at most 5000 jobs. A page is
+   * read in script calls of at most 50 jobs, each going on where the last one stopped.
    */
   listJobs(
     request: ListJobsRequest,
@@ -5368,8 +5478,8 @@ export interface AdminServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Deletes jobs that are not active. By ids: all or nothing, `FAILED_PRECONDITION`
-   * (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` naming a
-   * job that does not exist.
+   * (reason `WRONG_STATE`) naming an active job (cancel it first), `NOT_FOUND` (reason
+   * `JOB_NOT_FOUND`) naming a job that does not exist.
    */
   deleteJobs(
     request: DeleteJobsRequest,
@@ -5387,8 +5497,10 @@ export interface AdminServiceClient extends Client {
     callback: (error: ServiceError | null, response: DeleteJobsResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Makes scheduled jobs ready now. By ids: all or nothing, `FAILED_PRECONDITION`
-   * (reason `WRONG_STATE`) naming a job that is not scheduled.
+   * Makes scheduled jobs ready now. By ids: all or nothing, the ids checked in the order
+   * given and the first one refused named: `NOT_FOUND` (reason `JOB_NOT_FOUND`) for a
+   * job that does not exist (never did, or was deleted), `FAILED_PRECONDITION` (reason
+   * `WRONG_STATE`) for one that is not scheduled.
    */
   promoteJobs(
     request: PromoteJobsRequest,

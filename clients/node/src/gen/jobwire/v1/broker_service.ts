@@ -3194,6 +3194,8 @@ export const BrokerServiceService = {
    * Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
    * priority. With `wait` set, an empty queue holds the call until a job arrives (through
    * any broker replica) or the wait ends, then returns what it has, possibly nothing.
+   * Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+   * holds Redis for long; every job's lease is atomic on its own.
    */
   lease: {
     path: "/jobwire.v1.BrokerService/Lease" as const,
@@ -3281,6 +3283,9 @@ export const BrokerServiceService = {
   /**
    * Completes, fails and releases many leased jobs (of any queues) in one call. Each
    * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+   * The broker settles them in script calls of at most 50 items (so Redis is never held
+   * for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+   * already settled stay settled.
    */
   settleBatch: {
     path: "/jobwire.v1.BrokerService/SettleBatch" as const,
@@ -3294,7 +3299,10 @@ export const BrokerServiceService = {
   /**
    * Streams a job's events: first its current state, then every progress update and
    * state change in order, ending after a terminal state. Resume after a dropped stream
-   * by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+   * by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+   * job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+   * `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+   * `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
    */
   streamProgress: {
     path: "/jobwire.v1.BrokerService/StreamProgress" as const,
@@ -3351,6 +3359,8 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
    * Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
    * priority. With `wait` set, an empty queue holds the call until a job arrives (through
    * any broker replica) or the wait ends, then returns what it has, possibly nothing.
+   * Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+   * holds Redis for long; every job's lease is atomic on its own.
    */
   lease: handleUnaryCall<LeaseRequest, LeaseResponse>;
   /**
@@ -3387,12 +3397,18 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
   /**
    * Completes, fails and releases many leased jobs (of any queues) in one call. Each
    * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+   * The broker settles them in script calls of at most 50 items (so Redis is never held
+   * for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+   * already settled stay settled.
    */
   settleBatch: handleUnaryCall<SettleBatchRequest, SettleBatchResponse>;
   /**
    * Streams a job's events: first its current state, then every progress update and
    * state change in order, ending after a terminal state. Resume after a dropped stream
-   * by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+   * by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+   * job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+   * `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+   * `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
    */
   streamProgress: handleServerStreamingCall<StreamProgressRequest, StreamProgressResponse>;
   /** Returns a job. `NOT_FOUND` if it never existed or was removed by retention. */
@@ -3451,6 +3467,8 @@ export interface BrokerServiceClient extends Client {
    * Leases up to `max_jobs` ready jobs of a queue: highest priority first, FIFO within a
    * priority. With `wait` set, an empty queue holds the call until a job arrives (through
    * any broker replica) or the wait ends, then returns what it has, possibly nothing.
+   * Jobs are leased in script calls of at most 50 each, so a large `max_jobs` never
+   * holds Redis for long; every job's lease is atomic on its own.
    */
   lease(
     request: LeaseRequest,
@@ -3568,6 +3586,9 @@ export interface BrokerServiceClient extends Client {
   /**
    * Completes, fails and releases many leased jobs (of any queues) in one call. Each
    * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+   * The broker settles them in script calls of at most 50 items (so Redis is never held
+   * for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
+   * already settled stay settled.
    */
   settleBatch(
     request: SettleBatchRequest,
@@ -3587,7 +3608,10 @@ export interface BrokerServiceClient extends Client {
   /**
    * Streams a job's events: first its current state, then every progress update and
    * state change in order, ending after a terminal state. Resume after a dropped stream
-   * by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist.
+   * by passing the last `event_id` seen. `NOT_FOUND` if the job does not exist. If the
+   * job is deleted while watched (`DeleteJobs`, `DrainQueue`, `DeleteQueue`,
+   * `PurgeDeadLetters` or retention), the stream ends with `NOT_FOUND` (reason
+   * `JOB_NOT_FOUND`); resuming it then is `NOT_FOUND` too.
    */
   streamProgress(
     request: StreamProgressRequest,

@@ -91,8 +91,14 @@ export enum ErrorReason {
   PERMISSION_DENIED = 11,
   /**
    * QUEUE_NOT_FOUND - buf:lint:ignore ENUM_VALUE_PREFIX
-   * `NOT_FOUND`: the queue does not exist (no job was ever enqueued into it and it has no
-   * settings, or it was deleted). Nothing was written. Check the name.
+   * `NOT_FOUND`: the queue an AdminService call names is not in the broker's registry of
+   * queues. A queue enters it when a job is first enqueued into it or `UpdateQueue` (or
+   * a settings file) gives it settings, and leaves it only by `DeleteQueue`: a queue whose
+   * jobs were all drained, deleted or removed by retention still exists, with or without
+   * settings. Sent by every AdminService RPC that names a queue except `UpdateQueue`
+   * (which creates it), by `ListWorkers` only with `queue` set; never by
+   * `BrokerService` (a Lease on an unknown queue finds no job and creates nothing).
+   * Nothing was written. Check the name.
    */
   QUEUE_NOT_FOUND = 12,
   /**
@@ -106,7 +112,9 @@ export enum ErrorReason {
   /**
    * QUEUE_BUSY - buf:lint:ignore ENUM_VALUE_PREFIX
    * `FAILED_PRECONDITION`: the queue has active jobs, so it cannot be deleted without
-   * `force`. Nothing was written. Wait for them, or force.
+   * `force`. Nothing was written when the queue had active jobs from the start; a delete
+   * that met an active job partway (the queue was resumed meanwhile) keeps the batches it
+   * had deleted. Wait for them, or force.
    */
   QUEUE_BUSY = 14,
   UNRECOGNIZED = -1,
