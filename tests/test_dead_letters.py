@@ -287,12 +287,14 @@ async def test_purge_by_group_age_both_and_all(
     await enqueue(stub, specs(1_300))
     old_a = await fail_leased(stub, 1_200, fatal("A"))
     old_b = await fail_leased(stub, 100, fatal("B"))
-    await asyncio.sleep(1.0)
+    # Old and new are 3 s apart; the purges run within 2 s of the new ones dying, even
+    # on a slow machine.
+    await asyncio.sleep(3.0)
     await enqueue(stub, specs(70))
     new_a = await fail_leased(stub, 50, fatal("A"))
     new_b = await fail_leased(stub, 20, fatal("B"))
     group_a, group_b = fingerprint("A", "boom")[0], fingerprint("B", "boom")[0]
-    half_second = ms(500)
+    two_seconds = ms(2_000)
 
     async def purge(dry_run: bool = False, **kwargs: Any) -> int:
         request = apb.PurgeDeadLettersRequest(queue=Q, dry_run=dry_run, **kwargs)
@@ -301,12 +303,12 @@ async def test_purge_by_group_age_both_and_all(
     before = await snapshot(redis, prefix)
     assert await purge(True, all=True) == 1_370
     assert await purge(True, fingerprint=group_a) == 1_250
-    assert await purge(True, older_than=half_second) == 1_300
-    assert await purge(True, fingerprint=group_b, older_than=half_second) == 100
+    assert await purge(True, older_than=two_seconds) == 1_300
+    assert await purge(True, fingerprint=group_b, older_than=two_seconds) == 100
     assert_unchanged(before, await snapshot(redis, prefix))
 
-    assert await purge(fingerprint=group_b, older_than=half_second) == 100
-    assert await purge(older_than=half_second) == 1_200
+    assert await purge(fingerprint=group_b, older_than=two_seconds) == 100
+    assert await purge(older_than=two_seconds) == 1_200
     remaining = sorted(m.decode() for m in await redis.zrange(key(prefix, "dead"), 0, -1))
     assert remaining == sorted(seq(j) for j in new_a + new_b)
     for job_id in old_a[:3] + old_b[:3]:
