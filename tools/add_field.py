@@ -23,7 +23,7 @@ EDITS = [
         "protos/jobwire/v1/job.proto",
         "  TraceContext trace_context = 13;\n",
         "  // A throwaway note, stored and returned as given. At most 256 bytes.\n"
-        "  string note = 14;\n",
+        "  string note = 99;\n",
     ),
     (
         f"{BROKER}/domain/model.py",

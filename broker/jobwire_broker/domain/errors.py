@@ -13,6 +13,7 @@ class ErrorCode(Enum):
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
 
 
 class Reason:
@@ -33,6 +34,9 @@ class Reason:
     QUEUE_NOT_FOUND = "QUEUE_NOT_FOUND"
     WRONG_STATE = "WRONG_STATE"
     QUEUE_BUSY = "QUEUE_BUSY"
+    CROSS_SLOT = "CROSS_SLOT"
+    SCHEDULE_NOT_FOUND = "SCHEDULE_NOT_FOUND"
+    SCHEDULE_EXISTS = "SCHEDULE_EXISTS"
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,22 @@ def queue_busy(queue: str, active: int) -> JobwireError:
         Reason.QUEUE_BUSY,
         f"queue {queue!r} has {active} active jobs; wait for them or use force",
         subject=f"queue:{queue}",
+    )
+
+
+def cross_slot(detail: str) -> JobwireError:
+    return JobwireError(ErrorCode.FAILED_PRECONDITION, Reason.CROSS_SLOT, detail)
+
+
+def schedule_not_found(name: str) -> JobwireError:
+    return JobwireError(
+        ErrorCode.NOT_FOUND, Reason.SCHEDULE_NOT_FOUND, f"schedule {name!r} not found"
+    )
+
+
+def schedule_exists(name: str) -> JobwireError:
+    return JobwireError(
+        ErrorCode.ALREADY_EXISTS, Reason.SCHEDULE_EXISTS, f"schedule {name!r} already exists"
     )
 
 

@@ -270,7 +270,16 @@ type QueueSettings struct {
 	DeadMaxAge *durationpb.Duration `protobuf:"bytes,9,opt,name=dead_max_age,json=deadMaxAge,proto3" json:"dead_max_age,omitempty"`
 	// Queue events kept for `WatchQueue` (approximately; trimmed in blocks), in
 	// [0, 1,000,000]. 0 records none. Broker default: 10,000.
-	EventHistory  *int32 `protobuf:"varint,10,opt,name=event_history,json=eventHistory,proto3,oneof" json:"event_history,omitempty"`
+	EventHistory *int32 `protobuf:"varint,10,opt,name=event_history,json=eventHistory,proto3,oneof" json:"event_history,omitempty"`
+	// Default `JobSpec.concurrency_limit` for jobs of this queue that have a
+	// `concurrency_key` and no limit of their own, in [1, 10,000]. Broker default: 1.
+	ConcurrencyLimit *int32 `protobuf:"varint,11,opt,name=concurrency_limit,json=concurrencyLimit,proto3,oneof" json:"concurrency_limit,omitempty"`
+	// The most leases of this queue's jobs per period, counted over every worker and
+	// broker replica (a sliding window in Redis time). Unset: no limit.
+	RateLimit *RateLimit `protobuf:"bytes,12,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// The most leases per period for each `concurrency_key` of this queue, like
+	// `rate_limit` but counted per key. Unset: no limit.
+	KeyRateLimit  *RateLimit `protobuf:"bytes,13,opt,name=key_rate_limit,json=keyRateLimit,proto3" json:"key_rate_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -375,22 +384,102 @@ func (x *QueueSettings) GetEventHistory() int32 {
 	return 0
 }
 
+func (x *QueueSettings) GetConcurrencyLimit() int32 {
+	if x != nil && x.ConcurrencyLimit != nil {
+		return *x.ConcurrencyLimit
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetKeyRateLimit() *RateLimit {
+	if x != nil {
+		return x.KeyRateLimit
+	}
+	return nil
+}
+
+// At most `limit` leases in any window of `period`.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Leases allowed per period, in [1, 1,000,000].
+	Limit int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// The window, in [10 ms, 24 h].
+	Period        *durationpb.Duration `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RateLimit) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RateLimit) GetPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.Period
+	}
+	return nil
+}
+
 // How many jobs a queue holds in each state.
 type QueueCounts struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scheduled     int64                  `protobuf:"varint,1,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
-	Ready         int64                  `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
-	Active        int64                  `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`
-	Completed     int64                  `protobuf:"varint,4,opt,name=completed,proto3" json:"completed,omitempty"`
-	Dead          int64                  `protobuf:"varint,5,opt,name=dead,proto3" json:"dead,omitempty"`
-	Cancelled     int64                  `protobuf:"varint,6,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Scheduled int64                  `protobuf:"varint,1,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
+	Ready     int64                  `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
+	Active    int64                  `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`
+	Completed int64                  `protobuf:"varint,4,opt,name=completed,proto3" json:"completed,omitempty"`
+	Dead      int64                  `protobuf:"varint,5,opt,name=dead,proto3" json:"dead,omitempty"`
+	Cancelled int64                  `protobuf:"varint,6,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	// Jobs waiting for their dependencies.
+	Waiting int64 `protobuf:"varint,7,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// Jobs dropped at their start deadline.
+	Expired       int64 `protobuf:"varint,8,opt,name=expired,proto3" json:"expired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueCounts) Reset() {
 	*x = QueueCounts{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[1]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +491,7 @@ func (x *QueueCounts) String() string {
 func (*QueueCounts) ProtoMessage() {}
 
 func (x *QueueCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[1]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +504,7 @@ func (x *QueueCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueCounts.ProtoReflect.Descriptor instead.
 func (*QueueCounts) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{1}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *QueueCounts) GetScheduled() int64 {
@@ -460,6 +549,20 @@ func (x *QueueCounts) GetCancelled() int64 {
 	return 0
 }
 
+func (x *QueueCounts) GetWaiting() int64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *QueueCounts) GetExpired() int64 {
+	if x != nil {
+		return x.Expired
+	}
+	return 0
+}
+
 // Jobs finished in one minute of a queue's last hour. The broker counts in buckets of
 // 10 s of Redis time (starting at multiples of 10 s since the epoch); a minute is six of
 // them, so it starts at a multiple of 10 s, not necessarily of 60 s.
@@ -479,7 +582,7 @@ type QueueMinute struct {
 
 func (x *QueueMinute) Reset() {
 	*x = QueueMinute{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[2]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +594,7 @@ func (x *QueueMinute) String() string {
 func (*QueueMinute) ProtoMessage() {}
 
 func (x *QueueMinute) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[2]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +607,7 @@ func (x *QueueMinute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueMinute.ProtoReflect.Descriptor instead.
 func (*QueueMinute) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{2}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *QueueMinute) GetStartTime() *timestamppb.Timestamp {
@@ -569,7 +672,7 @@ type Queue struct {
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[3]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +684,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[3]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +697,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{3}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Queue) GetName() string {
@@ -675,7 +778,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[4]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +790,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[4]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +803,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{4}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{5}
 }
 
 type ListQueuesResponse struct {
@@ -713,7 +816,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[5]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +828,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[5]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +841,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{5}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -758,7 +861,7 @@ type GetQueueRequest struct {
 
 func (x *GetQueueRequest) Reset() {
 	*x = GetQueueRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[6]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +873,7 @@ func (x *GetQueueRequest) String() string {
 func (*GetQueueRequest) ProtoMessage() {}
 
 func (x *GetQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[6]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +886,7 @@ func (x *GetQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueRequest.ProtoReflect.Descriptor instead.
 func (*GetQueueRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{6}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetQueueRequest) GetQueue() string {
@@ -802,7 +905,7 @@ type GetQueueResponse struct {
 
 func (x *GetQueueResponse) Reset() {
 	*x = GetQueueResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[7]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +917,7 @@ func (x *GetQueueResponse) String() string {
 func (*GetQueueResponse) ProtoMessage() {}
 
 func (x *GetQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[7]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +930,7 @@ func (x *GetQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueResponse.ProtoReflect.Descriptor instead.
 func (*GetQueueResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{7}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetQueueResponse) GetQueue() *Queue {
@@ -855,7 +958,7 @@ type UpdateQueueRequest struct {
 
 func (x *UpdateQueueRequest) Reset() {
 	*x = UpdateQueueRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[8]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +970,7 @@ func (x *UpdateQueueRequest) String() string {
 func (*UpdateQueueRequest) ProtoMessage() {}
 
 func (x *UpdateQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[8]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +983,7 @@ func (x *UpdateQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateQueueRequest.ProtoReflect.Descriptor instead.
 func (*UpdateQueueRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{8}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateQueueRequest) GetQueue() string {
@@ -914,7 +1017,7 @@ type UpdateQueueResponse struct {
 
 func (x *UpdateQueueResponse) Reset() {
 	*x = UpdateQueueResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[9]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1029,7 @@ func (x *UpdateQueueResponse) String() string {
 func (*UpdateQueueResponse) ProtoMessage() {}
 
 func (x *UpdateQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[9]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1042,7 @@ func (x *UpdateQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateQueueResponse.ProtoReflect.Descriptor instead.
 func (*UpdateQueueResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{9}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateQueueResponse) GetQueue() *Queue {
@@ -958,7 +1061,7 @@ type PauseQueueRequest struct {
 
 func (x *PauseQueueRequest) Reset() {
 	*x = PauseQueueRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1073,7 @@ func (x *PauseQueueRequest) String() string {
 func (*PauseQueueRequest) ProtoMessage() {}
 
 func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1086,7 @@ func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseQueueRequest.ProtoReflect.Descriptor instead.
 func (*PauseQueueRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{10}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PauseQueueRequest) GetQueue() string {
@@ -1001,7 +1104,7 @@ type PauseQueueResponse struct {
 
 func (x *PauseQueueResponse) Reset() {
 	*x = PauseQueueResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1116,7 @@ func (x *PauseQueueResponse) String() string {
 func (*PauseQueueResponse) ProtoMessage() {}
 
 func (x *PauseQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1129,7 @@ func (x *PauseQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseQueueResponse.ProtoReflect.Descriptor instead.
 func (*PauseQueueResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{11}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{12}
 }
 
 type ResumeQueueRequest struct {
@@ -1038,7 +1141,7 @@ type ResumeQueueRequest struct {
 
 func (x *ResumeQueueRequest) Reset() {
 	*x = ResumeQueueRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1153,7 @@ func (x *ResumeQueueRequest) String() string {
 func (*ResumeQueueRequest) ProtoMessage() {}
 
 func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1166,7 @@ func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeQueueRequest.ProtoReflect.Descriptor instead.
 func (*ResumeQueueRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{12}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResumeQueueRequest) GetQueue() string {
@@ -1081,7 +1184,7 @@ type ResumeQueueResponse struct {
 
 func (x *ResumeQueueResponse) Reset() {
 	*x = ResumeQueueResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1196,7 @@ func (x *ResumeQueueResponse) String() string {
 func (*ResumeQueueResponse) ProtoMessage() {}
 
 func (x *ResumeQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1209,7 @@ func (x *ResumeQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeQueueResponse.ProtoReflect.Descriptor instead.
 func (*ResumeQueueResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{13}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{14}
 }
 
 type DrainQueueRequest struct {
@@ -1118,7 +1221,7 @@ type DrainQueueRequest struct {
 
 func (x *DrainQueueRequest) Reset() {
 	*x = DrainQueueRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1233,7 @@ func (x *DrainQueueRequest) String() string {
 func (*DrainQueueRequest) ProtoMessage() {}
 
 func (x *DrainQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1246,7 @@ func (x *DrainQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainQueueRequest.ProtoReflect.Descriptor instead.
 func (*DrainQueueRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{14}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainQueueRequest) GetQueue() string {
@@ -1163,7 +1266,7 @@ type DrainQueueResponse struct {
 
 func (x *DrainQueueResponse) Reset() {
 	*x = DrainQueueResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1278,7 @@ func (x *DrainQueueResponse) String() string {
 func (*DrainQueueResponse) ProtoMessage() {}
 
 func (x *DrainQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1291,7 @@ func (x *DrainQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainQueueResponse.ProtoReflect.Descriptor instead.
 func (*DrainQueueResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{15}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrainQueueResponse) GetDeleted() int64 {
@@ -1209,7 +1312,7 @@ type DeleteQueueRequest struct {
 
 func (x *DeleteQueueRequest) Reset() {
 	*x = DeleteQueueRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1324,7 @@ func (x *DeleteQueueRequest) String() string {
 func (*DeleteQueueRequest) ProtoMessage() {}
 
 func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1337,7 @@ func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueRequest.ProtoReflect.Descriptor instead.
 func (*DeleteQueueRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{16}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteQueueRequest) GetQueue() string {
@@ -1261,7 +1364,7 @@ type DeleteQueueResponse struct {
 
 func (x *DeleteQueueResponse) Reset() {
 	*x = DeleteQueueResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[17]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1376,7 @@ func (x *DeleteQueueResponse) String() string {
 func (*DeleteQueueResponse) ProtoMessage() {}
 
 func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[17]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1389,7 @@ func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueResponse.ProtoReflect.Descriptor instead.
 func (*DeleteQueueResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{17}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteQueueResponse) GetDeleted() int64 {
@@ -1317,7 +1420,7 @@ type JobFilter struct {
 
 func (x *JobFilter) Reset() {
 	*x = JobFilter{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[18]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1432,7 @@ func (x *JobFilter) String() string {
 func (*JobFilter) ProtoMessage() {}
 
 func (x *JobFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[18]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1445,7 @@ func (x *JobFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFilter.ProtoReflect.Descriptor instead.
 func (*JobFilter) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{18}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JobFilter) GetErrorType() string {
@@ -1394,7 +1497,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[19]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1509,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[19]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1522,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{19}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListJobsRequest) GetQueue() string {
@@ -1482,7 +1585,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[20]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1597,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[20]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1610,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{20}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1539,7 +1642,7 @@ type RetryJobsRequest struct {
 
 func (x *RetryJobsRequest) Reset() {
 	*x = RetryJobsRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[21]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1654,7 @@ func (x *RetryJobsRequest) String() string {
 func (*RetryJobsRequest) ProtoMessage() {}
 
 func (x *RetryJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[21]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1667,7 @@ func (x *RetryJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobsRequest.ProtoReflect.Descriptor instead.
 func (*RetryJobsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{21}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RetryJobsRequest) GetQueue() string {
@@ -1605,7 +1708,7 @@ type RetryJobsResponse struct {
 
 func (x *RetryJobsResponse) Reset() {
 	*x = RetryJobsResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[22]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1720,7 @@ func (x *RetryJobsResponse) String() string {
 func (*RetryJobsResponse) ProtoMessage() {}
 
 func (x *RetryJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[22]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1733,7 @@ func (x *RetryJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobsResponse.ProtoReflect.Descriptor instead.
 func (*RetryJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{22}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RetryJobsResponse) GetRetried() int64 {
@@ -1655,7 +1758,7 @@ type DeleteJobsRequest struct {
 
 func (x *DeleteJobsRequest) Reset() {
 	*x = DeleteJobsRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[23]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1770,7 @@ func (x *DeleteJobsRequest) String() string {
 func (*DeleteJobsRequest) ProtoMessage() {}
 
 func (x *DeleteJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[23]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1783,7 @@ func (x *DeleteJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{23}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteJobsRequest) GetQueue() string {
@@ -1720,7 +1823,7 @@ type DeleteJobsResponse struct {
 
 func (x *DeleteJobsResponse) Reset() {
 	*x = DeleteJobsResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[24]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1835,7 @@ func (x *DeleteJobsResponse) String() string {
 func (*DeleteJobsResponse) ProtoMessage() {}
 
 func (x *DeleteJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[24]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1848,7 @@ func (x *DeleteJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{24}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteJobsResponse) GetDeleted() int64 {
@@ -1766,7 +1869,7 @@ type PromoteJobsRequest struct {
 
 func (x *PromoteJobsRequest) Reset() {
 	*x = PromoteJobsRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[25]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1881,7 @@ func (x *PromoteJobsRequest) String() string {
 func (*PromoteJobsRequest) ProtoMessage() {}
 
 func (x *PromoteJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[25]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1894,7 @@ func (x *PromoteJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteJobsRequest.ProtoReflect.Descriptor instead.
 func (*PromoteJobsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{25}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PromoteJobsRequest) GetQueue() string {
@@ -1818,7 +1921,7 @@ type PromoteJobsResponse struct {
 
 func (x *PromoteJobsResponse) Reset() {
 	*x = PromoteJobsResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[26]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1933,7 @@ func (x *PromoteJobsResponse) String() string {
 func (*PromoteJobsResponse) ProtoMessage() {}
 
 func (x *PromoteJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[26]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1946,7 @@ func (x *PromoteJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteJobsResponse.ProtoReflect.Descriptor instead.
 func (*PromoteJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{26}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PromoteJobsResponse) GetPromoted() int64 {
@@ -1877,7 +1980,7 @@ type DeadLetterGroup struct {
 
 func (x *DeadLetterGroup) Reset() {
 	*x = DeadLetterGroup{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[27]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +1992,7 @@ func (x *DeadLetterGroup) String() string {
 func (*DeadLetterGroup) ProtoMessage() {}
 
 func (x *DeadLetterGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[27]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2005,7 @@ func (x *DeadLetterGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetterGroup.ProtoReflect.Descriptor instead.
 func (*DeadLetterGroup) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{27}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeadLetterGroup) GetFingerprint() string {
@@ -1973,7 +2076,7 @@ type ListDeadLetterGroupsRequest struct {
 
 func (x *ListDeadLetterGroupsRequest) Reset() {
 	*x = ListDeadLetterGroupsRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[28]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2088,7 @@ func (x *ListDeadLetterGroupsRequest) String() string {
 func (*ListDeadLetterGroupsRequest) ProtoMessage() {}
 
 func (x *ListDeadLetterGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[28]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2101,7 @@ func (x *ListDeadLetterGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLetterGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLetterGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{28}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListDeadLetterGroupsRequest) GetQueue() string {
@@ -2032,7 +2135,7 @@ type ListDeadLetterGroupsResponse struct {
 
 func (x *ListDeadLetterGroupsResponse) Reset() {
 	*x = ListDeadLetterGroupsResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[29]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2147,7 @@ func (x *ListDeadLetterGroupsResponse) String() string {
 func (*ListDeadLetterGroupsResponse) ProtoMessage() {}
 
 func (x *ListDeadLetterGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[29]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2160,7 @@ func (x *ListDeadLetterGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLetterGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLetterGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{29}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListDeadLetterGroupsResponse) GetGroups() []*DeadLetterGroup {
@@ -2093,7 +2196,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[30]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2208,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[30]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2221,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{30}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RedriveDeadLettersRequest) GetQueue() string {
@@ -2177,7 +2280,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[31]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2292,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[31]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2305,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{31}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RedriveDeadLettersResponse) GetMatched() int64 {
@@ -2245,7 +2348,7 @@ type PurgeDeadLettersRequest struct {
 
 func (x *PurgeDeadLettersRequest) Reset() {
 	*x = PurgeDeadLettersRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[32]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2360,7 @@ func (x *PurgeDeadLettersRequest) String() string {
 func (*PurgeDeadLettersRequest) ProtoMessage() {}
 
 func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[32]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2373,7 @@ func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*PurgeDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{32}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PurgeDeadLettersRequest) GetQueue() string {
@@ -2318,7 +2421,7 @@ type PurgeDeadLettersResponse struct {
 
 func (x *PurgeDeadLettersResponse) Reset() {
 	*x = PurgeDeadLettersResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[33]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2433,7 @@ func (x *PurgeDeadLettersResponse) String() string {
 func (*PurgeDeadLettersResponse) ProtoMessage() {}
 
 func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[33]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2446,7 @@ func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*PurgeDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{33}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PurgeDeadLettersResponse) GetPurged() int64 {
@@ -2364,7 +2467,7 @@ type WatchQueueRequest struct {
 
 func (x *WatchQueueRequest) Reset() {
 	*x = WatchQueueRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[34]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2479,7 @@ func (x *WatchQueueRequest) String() string {
 func (*WatchQueueRequest) ProtoMessage() {}
 
 func (x *WatchQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[34]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2492,7 @@ func (x *WatchQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchQueueRequest.ProtoReflect.Descriptor instead.
 func (*WatchQueueRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{34}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchQueueRequest) GetQueue() string {
@@ -2433,7 +2536,7 @@ type WatchQueueResponse struct {
 
 func (x *WatchQueueResponse) Reset() {
 	*x = WatchQueueResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[35]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2548,7 @@ func (x *WatchQueueResponse) String() string {
 func (*WatchQueueResponse) ProtoMessage() {}
 
 func (x *WatchQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[35]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2561,7 @@ func (x *WatchQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchQueueResponse.ProtoReflect.Descriptor instead.
 func (*WatchQueueResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{35}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchQueueResponse) GetEventId() string {
@@ -2542,7 +2645,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[36]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2657,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[36]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2670,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{36}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Worker) GetWorkerId() string {
@@ -2624,7 +2727,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[37]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2739,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[37]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2752,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{37}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListWorkersRequest) GetQueue() string {
@@ -2676,7 +2779,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[38]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2791,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[38]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2804,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{38}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -2716,7 +2819,7 @@ var File_jobwire_v1_admin_service_proto protoreflect.FileDescriptor
 const file_jobwire_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1ejobwire/v1/admin_service.proto\x12\n" +
-	"jobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\xe4\x04\n" +
+	"jobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\x9f\x06\n" +
 	"\rQueueSettings\x12&\n" +
 	"\fmax_attempts\x18\x01 \x01(\x05H\x00R\vmaxAttempts\x88\x01\x01\x123\n" +
 	"\abackoff\x18\x02 \x01(\v2\x19.jobwire.v1.BackoffPolicyR\abackoff\x12@\n" +
@@ -2729,20 +2832,30 @@ const file_jobwire_v1_admin_service_proto_rawDesc = "" +
 	"\fdead_max_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"deadMaxAge\x12(\n" +
 	"\revent_history\x18\n" +
-	" \x01(\x05H\x04R\feventHistory\x88\x01\x01B\x0f\n" +
+	" \x01(\x05H\x04R\feventHistory\x88\x01\x01\x120\n" +
+	"\x11concurrency_limit\x18\v \x01(\x05H\x05R\x10concurrencyLimit\x88\x01\x01\x124\n" +
+	"\n" +
+	"rate_limit\x18\f \x01(\v2\x15.jobwire.v1.RateLimitR\trateLimit\x12;\n" +
+	"\x0ekey_rate_limit\x18\r \x01(\v2\x15.jobwire.v1.RateLimitR\fkeyRateLimitB\x0f\n" +
 	"\r_max_attemptsB\v\n" +
 	"\t_priorityB\x11\n" +
 	"\x0f_keep_completedB\f\n" +
 	"\n" +
 	"_keep_deadB\x10\n" +
-	"\x0e_event_history\"\xa9\x01\n" +
+	"\x0e_event_historyB\x14\n" +
+	"\x12_concurrency_limit\"T\n" +
+	"\tRateLimit\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x121\n" +
+	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\"\xdd\x01\n" +
 	"\vQueueCounts\x12\x1c\n" +
 	"\tscheduled\x18\x01 \x01(\x03R\tscheduled\x12\x14\n" +
 	"\x05ready\x18\x02 \x01(\x03R\x05ready\x12\x16\n" +
 	"\x06active\x18\x03 \x01(\x03R\x06active\x12\x1c\n" +
 	"\tcompleted\x18\x04 \x01(\x03R\tcompleted\x12\x12\n" +
 	"\x04dead\x18\x05 \x01(\x03R\x04dead\x12\x1c\n" +
-	"\tcancelled\x18\x06 \x01(\x03R\tcancelled\"\x92\x01\n" +
+	"\tcancelled\x18\x06 \x01(\x03R\tcancelled\x12\x18\n" +
+	"\awaiting\x18\a \x01(\x03R\awaiting\x12\x18\n" +
+	"\aexpired\x18\b \x01(\x03R\aexpired\"\x92\x01\n" +
 	"\vQueueMinute\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x1c\n" +
@@ -2954,135 +3067,139 @@ func file_jobwire_v1_admin_service_proto_rawDescGZIP() []byte {
 }
 
 var file_jobwire_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_jobwire_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_jobwire_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_jobwire_v1_admin_service_proto_goTypes = []any{
 	(ListOrder)(0),                       // 0: jobwire.v1.ListOrder
 	(QueueEventKind)(0),                  // 1: jobwire.v1.QueueEventKind
 	(WorkerState)(0),                     // 2: jobwire.v1.WorkerState
 	(*QueueSettings)(nil),                // 3: jobwire.v1.QueueSettings
-	(*QueueCounts)(nil),                  // 4: jobwire.v1.QueueCounts
-	(*QueueMinute)(nil),                  // 5: jobwire.v1.QueueMinute
-	(*Queue)(nil),                        // 6: jobwire.v1.Queue
-	(*ListQueuesRequest)(nil),            // 7: jobwire.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),           // 8: jobwire.v1.ListQueuesResponse
-	(*GetQueueRequest)(nil),              // 9: jobwire.v1.GetQueueRequest
-	(*GetQueueResponse)(nil),             // 10: jobwire.v1.GetQueueResponse
-	(*UpdateQueueRequest)(nil),           // 11: jobwire.v1.UpdateQueueRequest
-	(*UpdateQueueResponse)(nil),          // 12: jobwire.v1.UpdateQueueResponse
-	(*PauseQueueRequest)(nil),            // 13: jobwire.v1.PauseQueueRequest
-	(*PauseQueueResponse)(nil),           // 14: jobwire.v1.PauseQueueResponse
-	(*ResumeQueueRequest)(nil),           // 15: jobwire.v1.ResumeQueueRequest
-	(*ResumeQueueResponse)(nil),          // 16: jobwire.v1.ResumeQueueResponse
-	(*DrainQueueRequest)(nil),            // 17: jobwire.v1.DrainQueueRequest
-	(*DrainQueueResponse)(nil),           // 18: jobwire.v1.DrainQueueResponse
-	(*DeleteQueueRequest)(nil),           // 19: jobwire.v1.DeleteQueueRequest
-	(*DeleteQueueResponse)(nil),          // 20: jobwire.v1.DeleteQueueResponse
-	(*JobFilter)(nil),                    // 21: jobwire.v1.JobFilter
-	(*ListJobsRequest)(nil),              // 22: jobwire.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),             // 23: jobwire.v1.ListJobsResponse
-	(*RetryJobsRequest)(nil),             // 24: jobwire.v1.RetryJobsRequest
-	(*RetryJobsResponse)(nil),            // 25: jobwire.v1.RetryJobsResponse
-	(*DeleteJobsRequest)(nil),            // 26: jobwire.v1.DeleteJobsRequest
-	(*DeleteJobsResponse)(nil),           // 27: jobwire.v1.DeleteJobsResponse
-	(*PromoteJobsRequest)(nil),           // 28: jobwire.v1.PromoteJobsRequest
-	(*PromoteJobsResponse)(nil),          // 29: jobwire.v1.PromoteJobsResponse
-	(*DeadLetterGroup)(nil),              // 30: jobwire.v1.DeadLetterGroup
-	(*ListDeadLetterGroupsRequest)(nil),  // 31: jobwire.v1.ListDeadLetterGroupsRequest
-	(*ListDeadLetterGroupsResponse)(nil), // 32: jobwire.v1.ListDeadLetterGroupsResponse
-	(*RedriveDeadLettersRequest)(nil),    // 33: jobwire.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil),   // 34: jobwire.v1.RedriveDeadLettersResponse
-	(*PurgeDeadLettersRequest)(nil),      // 35: jobwire.v1.PurgeDeadLettersRequest
-	(*PurgeDeadLettersResponse)(nil),     // 36: jobwire.v1.PurgeDeadLettersResponse
-	(*WatchQueueRequest)(nil),            // 37: jobwire.v1.WatchQueueRequest
-	(*WatchQueueResponse)(nil),           // 38: jobwire.v1.WatchQueueResponse
-	(*Worker)(nil),                       // 39: jobwire.v1.Worker
-	(*ListWorkersRequest)(nil),           // 40: jobwire.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),          // 41: jobwire.v1.ListWorkersResponse
-	(*BackoffPolicy)(nil),                // 42: jobwire.v1.BackoffPolicy
-	(*durationpb.Duration)(nil),          // 43: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 44: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 45: google.protobuf.FieldMask
-	(JobState)(0),                        // 46: jobwire.v1.JobState
-	(*Job)(nil),                          // 47: jobwire.v1.Job
-	(*Progress)(nil),                     // 48: jobwire.v1.Progress
-	(*JobError)(nil),                     // 49: jobwire.v1.JobError
+	(*RateLimit)(nil),                    // 4: jobwire.v1.RateLimit
+	(*QueueCounts)(nil),                  // 5: jobwire.v1.QueueCounts
+	(*QueueMinute)(nil),                  // 6: jobwire.v1.QueueMinute
+	(*Queue)(nil),                        // 7: jobwire.v1.Queue
+	(*ListQueuesRequest)(nil),            // 8: jobwire.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),           // 9: jobwire.v1.ListQueuesResponse
+	(*GetQueueRequest)(nil),              // 10: jobwire.v1.GetQueueRequest
+	(*GetQueueResponse)(nil),             // 11: jobwire.v1.GetQueueResponse
+	(*UpdateQueueRequest)(nil),           // 12: jobwire.v1.UpdateQueueRequest
+	(*UpdateQueueResponse)(nil),          // 13: jobwire.v1.UpdateQueueResponse
+	(*PauseQueueRequest)(nil),            // 14: jobwire.v1.PauseQueueRequest
+	(*PauseQueueResponse)(nil),           // 15: jobwire.v1.PauseQueueResponse
+	(*ResumeQueueRequest)(nil),           // 16: jobwire.v1.ResumeQueueRequest
+	(*ResumeQueueResponse)(nil),          // 17: jobwire.v1.ResumeQueueResponse
+	(*DrainQueueRequest)(nil),            // 18: jobwire.v1.DrainQueueRequest
+	(*DrainQueueResponse)(nil),           // 19: jobwire.v1.DrainQueueResponse
+	(*DeleteQueueRequest)(nil),           // 20: jobwire.v1.DeleteQueueRequest
+	(*DeleteQueueResponse)(nil),          // 21: jobwire.v1.DeleteQueueResponse
+	(*JobFilter)(nil),                    // 22: jobwire.v1.JobFilter
+	(*ListJobsRequest)(nil),              // 23: jobwire.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),             // 24: jobwire.v1.ListJobsResponse
+	(*RetryJobsRequest)(nil),             // 25: jobwire.v1.RetryJobsRequest
+	(*RetryJobsResponse)(nil),            // 26: jobwire.v1.RetryJobsResponse
+	(*DeleteJobsRequest)(nil),            // 27: jobwire.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),           // 28: jobwire.v1.DeleteJobsResponse
+	(*PromoteJobsRequest)(nil),           // 29: jobwire.v1.PromoteJobsRequest
+	(*PromoteJobsResponse)(nil),          // 30: jobwire.v1.PromoteJobsResponse
+	(*DeadLetterGroup)(nil),              // 31: jobwire.v1.DeadLetterGroup
+	(*ListDeadLetterGroupsRequest)(nil),  // 32: jobwire.v1.ListDeadLetterGroupsRequest
+	(*ListDeadLetterGroupsResponse)(nil), // 33: jobwire.v1.ListDeadLetterGroupsResponse
+	(*RedriveDeadLettersRequest)(nil),    // 34: jobwire.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),   // 35: jobwire.v1.RedriveDeadLettersResponse
+	(*PurgeDeadLettersRequest)(nil),      // 36: jobwire.v1.PurgeDeadLettersRequest
+	(*PurgeDeadLettersResponse)(nil),     // 37: jobwire.v1.PurgeDeadLettersResponse
+	(*WatchQueueRequest)(nil),            // 38: jobwire.v1.WatchQueueRequest
+	(*WatchQueueResponse)(nil),           // 39: jobwire.v1.WatchQueueResponse
+	(*Worker)(nil),                       // 40: jobwire.v1.Worker
+	(*ListWorkersRequest)(nil),           // 41: jobwire.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),          // 42: jobwire.v1.ListWorkersResponse
+	(*BackoffPolicy)(nil),                // 43: jobwire.v1.BackoffPolicy
+	(*durationpb.Duration)(nil),          // 44: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 45: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 46: google.protobuf.FieldMask
+	(JobState)(0),                        // 47: jobwire.v1.JobState
+	(*Job)(nil),                          // 48: jobwire.v1.Job
+	(*Progress)(nil),                     // 49: jobwire.v1.Progress
+	(*JobError)(nil),                     // 50: jobwire.v1.JobError
 }
 var file_jobwire_v1_admin_service_proto_depIdxs = []int32{
-	42, // 0: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.BackoffPolicy
-	43, // 1: jobwire.v1.QueueSettings.lease_duration:type_name -> google.protobuf.Duration
-	43, // 2: jobwire.v1.QueueSettings.execution_timeout:type_name -> google.protobuf.Duration
-	43, // 3: jobwire.v1.QueueSettings.completed_max_age:type_name -> google.protobuf.Duration
-	43, // 4: jobwire.v1.QueueSettings.dead_max_age:type_name -> google.protobuf.Duration
-	44, // 5: jobwire.v1.QueueMinute.start_time:type_name -> google.protobuf.Timestamp
-	3,  // 6: jobwire.v1.Queue.settings:type_name -> jobwire.v1.QueueSettings
-	3,  // 7: jobwire.v1.Queue.effective_settings:type_name -> jobwire.v1.QueueSettings
-	4,  // 8: jobwire.v1.Queue.counts:type_name -> jobwire.v1.QueueCounts
-	43, // 9: jobwire.v1.Queue.oldest_ready_age:type_name -> google.protobuf.Duration
-	5,  // 10: jobwire.v1.Queue.last_hour:type_name -> jobwire.v1.QueueMinute
-	6,  // 11: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.Queue
-	6,  // 12: jobwire.v1.GetQueueResponse.queue:type_name -> jobwire.v1.Queue
-	3,  // 13: jobwire.v1.UpdateQueueRequest.settings:type_name -> jobwire.v1.QueueSettings
-	45, // 14: jobwire.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 15: jobwire.v1.UpdateQueueResponse.queue:type_name -> jobwire.v1.Queue
-	46, // 16: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
-	0,  // 17: jobwire.v1.ListJobsRequest.order:type_name -> jobwire.v1.ListOrder
-	21, // 18: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	47, // 19: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.Job
-	46, // 20: jobwire.v1.RetryJobsRequest.state:type_name -> jobwire.v1.JobState
-	21, // 21: jobwire.v1.RetryJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	46, // 22: jobwire.v1.DeleteJobsRequest.state:type_name -> jobwire.v1.JobState
-	21, // 23: jobwire.v1.DeleteJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	44, // 24: jobwire.v1.DeadLetterGroup.first_seen_time:type_name -> google.protobuf.Timestamp
-	44, // 25: jobwire.v1.DeadLetterGroup.last_seen_time:type_name -> google.protobuf.Timestamp
-	30, // 26: jobwire.v1.ListDeadLetterGroupsResponse.groups:type_name -> jobwire.v1.DeadLetterGroup
-	21, // 27: jobwire.v1.RedriveDeadLettersRequest.filter:type_name -> jobwire.v1.JobFilter
-	43, // 28: jobwire.v1.PurgeDeadLettersRequest.older_than:type_name -> google.protobuf.Duration
-	1,  // 29: jobwire.v1.WatchQueueResponse.kind:type_name -> jobwire.v1.QueueEventKind
-	46, // 30: jobwire.v1.WatchQueueResponse.state:type_name -> jobwire.v1.JobState
-	48, // 31: jobwire.v1.WatchQueueResponse.progress:type_name -> jobwire.v1.Progress
-	49, // 32: jobwire.v1.WatchQueueResponse.error:type_name -> jobwire.v1.JobError
-	44, // 33: jobwire.v1.WatchQueueResponse.time:type_name -> google.protobuf.Timestamp
-	44, // 34: jobwire.v1.Worker.last_lease_time:type_name -> google.protobuf.Timestamp
-	44, // 35: jobwire.v1.Worker.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	2,  // 36: jobwire.v1.Worker.state:type_name -> jobwire.v1.WorkerState
-	39, // 37: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.Worker
-	7,  // 38: jobwire.v1.AdminService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
-	9,  // 39: jobwire.v1.AdminService.GetQueue:input_type -> jobwire.v1.GetQueueRequest
-	11, // 40: jobwire.v1.AdminService.UpdateQueue:input_type -> jobwire.v1.UpdateQueueRequest
-	13, // 41: jobwire.v1.AdminService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
-	15, // 42: jobwire.v1.AdminService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
-	17, // 43: jobwire.v1.AdminService.DrainQueue:input_type -> jobwire.v1.DrainQueueRequest
-	19, // 44: jobwire.v1.AdminService.DeleteQueue:input_type -> jobwire.v1.DeleteQueueRequest
-	22, // 45: jobwire.v1.AdminService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	24, // 46: jobwire.v1.AdminService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
-	26, // 47: jobwire.v1.AdminService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
-	28, // 48: jobwire.v1.AdminService.PromoteJobs:input_type -> jobwire.v1.PromoteJobsRequest
-	31, // 49: jobwire.v1.AdminService.ListDeadLetterGroups:input_type -> jobwire.v1.ListDeadLetterGroupsRequest
-	33, // 50: jobwire.v1.AdminService.RedriveDeadLetters:input_type -> jobwire.v1.RedriveDeadLettersRequest
-	35, // 51: jobwire.v1.AdminService.PurgeDeadLetters:input_type -> jobwire.v1.PurgeDeadLettersRequest
-	37, // 52: jobwire.v1.AdminService.WatchQueue:input_type -> jobwire.v1.WatchQueueRequest
-	40, // 53: jobwire.v1.AdminService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
-	8,  // 54: jobwire.v1.AdminService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
-	10, // 55: jobwire.v1.AdminService.GetQueue:output_type -> jobwire.v1.GetQueueResponse
-	12, // 56: jobwire.v1.AdminService.UpdateQueue:output_type -> jobwire.v1.UpdateQueueResponse
-	14, // 57: jobwire.v1.AdminService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
-	16, // 58: jobwire.v1.AdminService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
-	18, // 59: jobwire.v1.AdminService.DrainQueue:output_type -> jobwire.v1.DrainQueueResponse
-	20, // 60: jobwire.v1.AdminService.DeleteQueue:output_type -> jobwire.v1.DeleteQueueResponse
-	23, // 61: jobwire.v1.AdminService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	25, // 62: jobwire.v1.AdminService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
-	27, // 63: jobwire.v1.AdminService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
-	29, // 64: jobwire.v1.AdminService.PromoteJobs:output_type -> jobwire.v1.PromoteJobsResponse
-	32, // 65: jobwire.v1.AdminService.ListDeadLetterGroups:output_type -> jobwire.v1.ListDeadLetterGroupsResponse
-	34, // 66: jobwire.v1.AdminService.RedriveDeadLetters:output_type -> jobwire.v1.RedriveDeadLettersResponse
-	36, // 67: jobwire.v1.AdminService.PurgeDeadLetters:output_type -> jobwire.v1.PurgeDeadLettersResponse
-	38, // 68: jobwire.v1.AdminService.WatchQueue:output_type -> jobwire.v1.WatchQueueResponse
-	41, // 69: jobwire.v1.AdminService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
-	54, // [54:70] is the sub-list for method output_type
-	38, // [38:54] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	43, // 0: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.BackoffPolicy
+	44, // 1: jobwire.v1.QueueSettings.lease_duration:type_name -> google.protobuf.Duration
+	44, // 2: jobwire.v1.QueueSettings.execution_timeout:type_name -> google.protobuf.Duration
+	44, // 3: jobwire.v1.QueueSettings.completed_max_age:type_name -> google.protobuf.Duration
+	44, // 4: jobwire.v1.QueueSettings.dead_max_age:type_name -> google.protobuf.Duration
+	4,  // 5: jobwire.v1.QueueSettings.rate_limit:type_name -> jobwire.v1.RateLimit
+	4,  // 6: jobwire.v1.QueueSettings.key_rate_limit:type_name -> jobwire.v1.RateLimit
+	44, // 7: jobwire.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	45, // 8: jobwire.v1.QueueMinute.start_time:type_name -> google.protobuf.Timestamp
+	3,  // 9: jobwire.v1.Queue.settings:type_name -> jobwire.v1.QueueSettings
+	3,  // 10: jobwire.v1.Queue.effective_settings:type_name -> jobwire.v1.QueueSettings
+	5,  // 11: jobwire.v1.Queue.counts:type_name -> jobwire.v1.QueueCounts
+	44, // 12: jobwire.v1.Queue.oldest_ready_age:type_name -> google.protobuf.Duration
+	6,  // 13: jobwire.v1.Queue.last_hour:type_name -> jobwire.v1.QueueMinute
+	7,  // 14: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.Queue
+	7,  // 15: jobwire.v1.GetQueueResponse.queue:type_name -> jobwire.v1.Queue
+	3,  // 16: jobwire.v1.UpdateQueueRequest.settings:type_name -> jobwire.v1.QueueSettings
+	46, // 17: jobwire.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	7,  // 18: jobwire.v1.UpdateQueueResponse.queue:type_name -> jobwire.v1.Queue
+	47, // 19: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
+	0,  // 20: jobwire.v1.ListJobsRequest.order:type_name -> jobwire.v1.ListOrder
+	22, // 21: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
+	48, // 22: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.Job
+	47, // 23: jobwire.v1.RetryJobsRequest.state:type_name -> jobwire.v1.JobState
+	22, // 24: jobwire.v1.RetryJobsRequest.filter:type_name -> jobwire.v1.JobFilter
+	47, // 25: jobwire.v1.DeleteJobsRequest.state:type_name -> jobwire.v1.JobState
+	22, // 26: jobwire.v1.DeleteJobsRequest.filter:type_name -> jobwire.v1.JobFilter
+	45, // 27: jobwire.v1.DeadLetterGroup.first_seen_time:type_name -> google.protobuf.Timestamp
+	45, // 28: jobwire.v1.DeadLetterGroup.last_seen_time:type_name -> google.protobuf.Timestamp
+	31, // 29: jobwire.v1.ListDeadLetterGroupsResponse.groups:type_name -> jobwire.v1.DeadLetterGroup
+	22, // 30: jobwire.v1.RedriveDeadLettersRequest.filter:type_name -> jobwire.v1.JobFilter
+	44, // 31: jobwire.v1.PurgeDeadLettersRequest.older_than:type_name -> google.protobuf.Duration
+	1,  // 32: jobwire.v1.WatchQueueResponse.kind:type_name -> jobwire.v1.QueueEventKind
+	47, // 33: jobwire.v1.WatchQueueResponse.state:type_name -> jobwire.v1.JobState
+	49, // 34: jobwire.v1.WatchQueueResponse.progress:type_name -> jobwire.v1.Progress
+	50, // 35: jobwire.v1.WatchQueueResponse.error:type_name -> jobwire.v1.JobError
+	45, // 36: jobwire.v1.WatchQueueResponse.time:type_name -> google.protobuf.Timestamp
+	45, // 37: jobwire.v1.Worker.last_lease_time:type_name -> google.protobuf.Timestamp
+	45, // 38: jobwire.v1.Worker.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	2,  // 39: jobwire.v1.Worker.state:type_name -> jobwire.v1.WorkerState
+	40, // 40: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.Worker
+	8,  // 41: jobwire.v1.AdminService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
+	10, // 42: jobwire.v1.AdminService.GetQueue:input_type -> jobwire.v1.GetQueueRequest
+	12, // 43: jobwire.v1.AdminService.UpdateQueue:input_type -> jobwire.v1.UpdateQueueRequest
+	14, // 44: jobwire.v1.AdminService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	16, // 45: jobwire.v1.AdminService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	18, // 46: jobwire.v1.AdminService.DrainQueue:input_type -> jobwire.v1.DrainQueueRequest
+	20, // 47: jobwire.v1.AdminService.DeleteQueue:input_type -> jobwire.v1.DeleteQueueRequest
+	23, // 48: jobwire.v1.AdminService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	25, // 49: jobwire.v1.AdminService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
+	27, // 50: jobwire.v1.AdminService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
+	29, // 51: jobwire.v1.AdminService.PromoteJobs:input_type -> jobwire.v1.PromoteJobsRequest
+	32, // 52: jobwire.v1.AdminService.ListDeadLetterGroups:input_type -> jobwire.v1.ListDeadLetterGroupsRequest
+	34, // 53: jobwire.v1.AdminService.RedriveDeadLetters:input_type -> jobwire.v1.RedriveDeadLettersRequest
+	36, // 54: jobwire.v1.AdminService.PurgeDeadLetters:input_type -> jobwire.v1.PurgeDeadLettersRequest
+	38, // 55: jobwire.v1.AdminService.WatchQueue:input_type -> jobwire.v1.WatchQueueRequest
+	41, // 56: jobwire.v1.AdminService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	9,  // 57: jobwire.v1.AdminService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
+	11, // 58: jobwire.v1.AdminService.GetQueue:output_type -> jobwire.v1.GetQueueResponse
+	13, // 59: jobwire.v1.AdminService.UpdateQueue:output_type -> jobwire.v1.UpdateQueueResponse
+	15, // 60: jobwire.v1.AdminService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	17, // 61: jobwire.v1.AdminService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	19, // 62: jobwire.v1.AdminService.DrainQueue:output_type -> jobwire.v1.DrainQueueResponse
+	21, // 63: jobwire.v1.AdminService.DeleteQueue:output_type -> jobwire.v1.DeleteQueueResponse
+	24, // 64: jobwire.v1.AdminService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	26, // 65: jobwire.v1.AdminService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
+	28, // 66: jobwire.v1.AdminService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
+	30, // 67: jobwire.v1.AdminService.PromoteJobs:output_type -> jobwire.v1.PromoteJobsResponse
+	33, // 68: jobwire.v1.AdminService.ListDeadLetterGroups:output_type -> jobwire.v1.ListDeadLetterGroupsResponse
+	35, // 69: jobwire.v1.AdminService.RedriveDeadLetters:output_type -> jobwire.v1.RedriveDeadLettersResponse
+	37, // 70: jobwire.v1.AdminService.PurgeDeadLetters:output_type -> jobwire.v1.PurgeDeadLettersResponse
+	39, // 71: jobwire.v1.AdminService.WatchQueue:output_type -> jobwire.v1.WatchQueueResponse
+	42, // 72: jobwire.v1.AdminService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	57, // [57:73] is the sub-list for method output_type
+	41, // [41:57] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_admin_service_proto_init() }
@@ -3098,7 +3215,7 @@ func file_jobwire_v1_admin_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_admin_service_proto_rawDesc), len(file_jobwire_v1_admin_service_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -477,7 +477,13 @@ func (x *LeasedJob) GetAttempt() int32 {
 type LeaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The leased jobs; empty when nothing was ready before the wait ended.
-	Jobs          []*LeasedJob `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	Jobs []*LeasedJob `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Set when jobs were ready but a rate limit (`QueueSettings.rate_limit` or
+	// `key_rate_limit`, or a `FailRequest.rate_limit_delay`) held them back: how long
+	// until the next one may be leased. Sleep that long instead of calling again at once.
+	// A Lease with `wait` keeps waiting through a rate limit and leases as soon as it
+	// allows, within the wait.
+	RetryAfter    *durationpb.Duration `protobuf:"bytes,2,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +521,13 @@ func (*LeaseResponse) Descriptor() ([]byte, []int) {
 func (x *LeaseResponse) GetJobs() []*LeasedJob {
 	if x != nil {
 		return x.Jobs
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
 	}
 	return nil
 }
@@ -996,9 +1009,15 @@ type FailRequest struct {
 	// is not recorded and may be left unset.
 	//
 	// Deprecated: Marked as deprecated in jobwire/v1/broker_service.proto.
-	Release       bool `protobuf:"varint,5,opt,name=release,proto3" json:"release,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Release bool `protobuf:"varint,5,opt,name=release,proto3" json:"release,omitempty"`
+	// The downstream service is rate limiting us: hand the job back as ReleaseLease does
+	// (not counted as an attempt, `error` kept as `last_error` when given), and lease no
+	// job of its `concurrency_key` (or, for a job without one, of its queue) for this
+	// long, in [1 ms, 1 h]. The job itself is ready again after the same delay.
+	// Unset: an ordinary failure.
+	RateLimitDelay *durationpb.Duration `protobuf:"bytes,6,opt,name=rate_limit_delay,json=rateLimitDelay,proto3" json:"rate_limit_delay,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *FailRequest) Reset() {
@@ -1065,6 +1084,13 @@ func (x *FailRequest) GetRelease() bool {
 		return x.Release
 	}
 	return false
+}
+
+func (x *FailRequest) GetRateLimitDelay() *durationpb.Duration {
+	if x != nil {
+		return x.RateLimitDelay
+	}
+	return nil
 }
 
 // Response of Fail.
@@ -1817,6 +1843,273 @@ func (x *CancelJobResponse) GetState() JobState {
 	return JobState_JOB_STATE_UNSPECIFIED
 }
 
+// One job of an EnqueueFlow.
+type FlowJob struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job's name within the flow, for `depends_on_refs` of other jobs: 1-128 of
+	// `A-Z a-z 0-9 _ - .`, unique in the flow. Required.
+	Ref string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// The job's queue. Required.
+	Queue string `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The job. Its `depends_on` may name existing jobs by id.
+	Job *JobSpec `protobuf:"bytes,3,opt,name=job,proto3" json:"job,omitempty"`
+	// Refs of jobs of this flow that this one waits for, as `JobSpec.depends_on` does.
+	DependsOnRefs []string `protobuf:"bytes,4,rep,name=depends_on_refs,json=dependsOnRefs,proto3" json:"depends_on_refs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowJob) Reset() {
+	*x = FlowJob{}
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowJob) ProtoMessage() {}
+
+func (x *FlowJob) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowJob.ProtoReflect.Descriptor instead.
+func (*FlowJob) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FlowJob) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *FlowJob) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *FlowJob) GetJob() *JobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *FlowJob) GetDependsOnRefs() []string {
+	if x != nil {
+		return x.DependsOnRefs
+	}
+	return nil
+}
+
+// Request of EnqueueFlow.
+type EnqueueFlowRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1000 jobs; together they must not form a cycle.
+	Jobs          []*FlowJob `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnqueueFlowRequest) Reset() {
+	*x = EnqueueFlowRequest{}
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnqueueFlowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnqueueFlowRequest) ProtoMessage() {}
+
+func (x *EnqueueFlowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnqueueFlowRequest.ProtoReflect.Descriptor instead.
+func (*EnqueueFlowRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *EnqueueFlowRequest) GetJobs() []*FlowJob {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+// Response of EnqueueFlow.
+type EnqueueFlowResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per job, in request order; `duplicate` as in Enqueue.
+	Results       []*EnqueueResponse `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnqueueFlowResponse) Reset() {
+	*x = EnqueueFlowResponse{}
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnqueueFlowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnqueueFlowResponse) ProtoMessage() {}
+
+func (x *EnqueueFlowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnqueueFlowResponse.ProtoReflect.Descriptor instead.
+func (*EnqueueFlowResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *EnqueueFlowResponse) GetResults() []*EnqueueResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// Request of GetDependencies.
+type GetDependenciesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dependant job. Required.
+	JobId         string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDependenciesRequest) Reset() {
+	*x = GetDependenciesRequest{}
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDependenciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDependenciesRequest) ProtoMessage() {}
+
+func (x *GetDependenciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDependenciesRequest.ProtoReflect.Descriptor instead.
+func (*GetDependenciesRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetDependenciesRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+// Response of GetDependencies.
+type GetDependenciesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dependencies that still exist, in `spec.depends_on` order.
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Dependencies no longer stored (removed by retention or deleted).
+	MissingJobIds []string `protobuf:"bytes,2,rep,name=missing_job_ids,json=missingJobIds,proto3" json:"missing_job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDependenciesResponse) Reset() {
+	*x = GetDependenciesResponse{}
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDependenciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDependenciesResponse) ProtoMessage() {}
+
+func (x *GetDependenciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_broker_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDependenciesResponse.ProtoReflect.Descriptor instead.
+func (*GetDependenciesResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_broker_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetDependenciesResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *GetDependenciesResponse) GetMissingJobIds() []string {
+	if x != nil {
+		return x.MissingJobIds
+	}
+	return nil
+}
+
 var File_jobwire_v1_broker_service_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_broker_service_proto_rawDesc = "" +
@@ -1846,9 +2139,11 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
 	"leaseToken\x12F\n" +
 	"\x11lease_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12\x18\n" +
-	"\aattempt\x18\x04 \x01(\x05R\aattempt\":\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\"v\n" +
 	"\rLeaseResponse\x12)\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x15.jobwire.v1.LeasedJobR\x04jobs\"\xc0\x01\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x15.jobwire.v1.LeasedJobR\x04jobs\x12:\n" +
+	"\vretry_after\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\"\xc0\x01\n" +
 	"\x10HeartbeatRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
@@ -1879,7 +2174,7 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"leaseToken\x12\x16\n" +
 	"\x06result\x18\x03 \x01(\fR\x06result\x12.\n" +
 	"\x13result_content_type\x18\x04 \x01(\tR\x11resultContentType\"\x12\n" +
-	"\x10CompleteResponse\"\xcb\x01\n" +
+	"\x10CompleteResponse\"\x90\x02\n" +
 	"\vFailRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
@@ -1887,7 +2182,8 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\v2\x14.jobwire.v1.JobErrorR\x05error\x12:\n" +
 	"\vretry_delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"retryDelay\x12\x1c\n" +
-	"\arelease\x18\x05 \x01(\bB\x02\x18\x01R\arelease\"u\n" +
+	"\arelease\x18\x05 \x01(\bB\x02\x18\x01R\arelease\x12C\n" +
+	"\x10rate_limit_delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0erateLimitDelay\"u\n" +
 	"\fFailResponse\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.jobwire.v1.JobStateR\x05state\x129\n" +
 	"\n" +
@@ -1931,13 +2227,27 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"\x10CancelJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"?\n" +
 	"\x11CancelJobResponse\x12*\n" +
-	"\x05state\x18\x01 \x01(\x0e2\x14.jobwire.v1.JobStateR\x05state*\x98\x01\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x14.jobwire.v1.JobStateR\x05state\"\x80\x01\n" +
+	"\aFlowJob\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x14\n" +
+	"\x05queue\x18\x02 \x01(\tR\x05queue\x12%\n" +
+	"\x03job\x18\x03 \x01(\v2\x13.jobwire.v1.JobSpecR\x03job\x12&\n" +
+	"\x0fdepends_on_refs\x18\x04 \x03(\tR\rdependsOnRefs\"=\n" +
+	"\x12EnqueueFlowRequest\x12'\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x13.jobwire.v1.FlowJobR\x04jobs\"L\n" +
+	"\x13EnqueueFlowResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.jobwire.v1.EnqueueResponseR\aresults\"/\n" +
+	"\x16GetDependenciesRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"f\n" +
+	"\x17GetDependenciesResponse\x12#\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x0f.jobwire.v1.JobR\x04jobs\x12&\n" +
+	"\x0fmissing_job_ids\x18\x02 \x03(\tR\rmissingJobIds*\x98\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_KIND_SNAPSHOT\x10\x01\x12\x1c\n" +
 	"\x18EVENT_KIND_STATE_CHANGED\x10\x02\x12\x17\n" +
 	"\x13EVENT_KIND_PROGRESS\x10\x03\x12\x1f\n" +
-	"\x1bEVENT_KIND_CANCEL_REQUESTED\x10\x042\x92\a\n" +
+	"\x1bEVENT_KIND_CANCEL_REQUESTED\x10\x042\xbe\b\n" +
 	"\rBrokerService\x12B\n" +
 	"\aEnqueue\x12\x1a.jobwire.v1.EnqueueRequest\x1a\x1b.jobwire.v1.EnqueueResponse\x12Q\n" +
 	"\fEnqueueBatch\x12\x1f.jobwire.v1.EnqueueBatchRequest\x1a .jobwire.v1.EnqueueBatchResponse\x12<\n" +
@@ -1950,7 +2260,9 @@ const file_jobwire_v1_broker_service_proto_rawDesc = "" +
 	"\vSettleBatch\x12\x1e.jobwire.v1.SettleBatchRequest\x1a\x1f.jobwire.v1.SettleBatchResponse\x12Y\n" +
 	"\x0eStreamProgress\x12!.jobwire.v1.StreamProgressRequest\x1a\".jobwire.v1.StreamProgressResponse0\x01\x12?\n" +
 	"\x06GetJob\x12\x19.jobwire.v1.GetJobRequest\x1a\x1a.jobwire.v1.GetJobResponse\x12H\n" +
-	"\tCancelJob\x12\x1c.jobwire.v1.CancelJobRequest\x1a\x1d.jobwire.v1.CancelJobResponseBR\n" +
+	"\tCancelJob\x12\x1c.jobwire.v1.CancelJobRequest\x1a\x1d.jobwire.v1.CancelJobResponse\x12N\n" +
+	"\vEnqueueFlow\x12\x1e.jobwire.v1.EnqueueFlowRequest\x1a\x1f.jobwire.v1.EnqueueFlowResponse\x12Z\n" +
+	"\x0fGetDependencies\x12\".jobwire.v1.GetDependenciesRequest\x1a#.jobwire.v1.GetDependenciesResponseBR\n" +
 	"\x0edev.jobwire.v1P\x01Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1b\x06proto3"
 
 var (
@@ -1966,111 +2278,126 @@ func file_jobwire_v1_broker_service_proto_rawDescGZIP() []byte {
 }
 
 var file_jobwire_v1_broker_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_jobwire_v1_broker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_jobwire_v1_broker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_jobwire_v1_broker_service_proto_goTypes = []any{
-	(EventKind)(0),                 // 0: jobwire.v1.EventKind
-	(*EnqueueRequest)(nil),         // 1: jobwire.v1.EnqueueRequest
-	(*EnqueueResponse)(nil),        // 2: jobwire.v1.EnqueueResponse
-	(*EnqueueBatchRequest)(nil),    // 3: jobwire.v1.EnqueueBatchRequest
-	(*EnqueueBatchResponse)(nil),   // 4: jobwire.v1.EnqueueBatchResponse
-	(*LeaseRequest)(nil),           // 5: jobwire.v1.LeaseRequest
-	(*LeasedJob)(nil),              // 6: jobwire.v1.LeasedJob
-	(*LeaseResponse)(nil),          // 7: jobwire.v1.LeaseResponse
-	(*HeartbeatRequest)(nil),       // 8: jobwire.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),      // 9: jobwire.v1.HeartbeatResponse
-	(*HeartbeatBatchRequest)(nil),  // 10: jobwire.v1.HeartbeatBatchRequest
-	(*ItemStatus)(nil),             // 11: jobwire.v1.ItemStatus
-	(*HeartbeatResult)(nil),        // 12: jobwire.v1.HeartbeatResult
-	(*HeartbeatBatchResponse)(nil), // 13: jobwire.v1.HeartbeatBatchResponse
-	(*CompleteRequest)(nil),        // 14: jobwire.v1.CompleteRequest
-	(*CompleteResponse)(nil),       // 15: jobwire.v1.CompleteResponse
-	(*FailRequest)(nil),            // 16: jobwire.v1.FailRequest
-	(*FailResponse)(nil),           // 17: jobwire.v1.FailResponse
-	(*ReleaseLeaseRequest)(nil),    // 18: jobwire.v1.ReleaseLeaseRequest
-	(*ReleaseLeaseResponse)(nil),   // 19: jobwire.v1.ReleaseLeaseResponse
-	(*Settlement)(nil),             // 20: jobwire.v1.Settlement
-	(*SettleBatchRequest)(nil),     // 21: jobwire.v1.SettleBatchRequest
-	(*SettlementResult)(nil),       // 22: jobwire.v1.SettlementResult
-	(*SettleBatchResponse)(nil),    // 23: jobwire.v1.SettleBatchResponse
-	(*StreamProgressRequest)(nil),  // 24: jobwire.v1.StreamProgressRequest
-	(*StreamProgressResponse)(nil), // 25: jobwire.v1.StreamProgressResponse
-	(*GetJobRequest)(nil),          // 26: jobwire.v1.GetJobRequest
-	(*GetJobResponse)(nil),         // 27: jobwire.v1.GetJobResponse
-	(*CancelJobRequest)(nil),       // 28: jobwire.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),      // 29: jobwire.v1.CancelJobResponse
-	(*JobSpec)(nil),                // 30: jobwire.v1.JobSpec
-	(JobState)(0),                  // 31: jobwire.v1.JobState
-	(*durationpb.Duration)(nil),    // 32: google.protobuf.Duration
-	(*Job)(nil),                    // 33: jobwire.v1.Job
-	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
-	(*Progress)(nil),               // 35: jobwire.v1.Progress
-	(*JobError)(nil),               // 36: jobwire.v1.JobError
+	(EventKind)(0),                  // 0: jobwire.v1.EventKind
+	(*EnqueueRequest)(nil),          // 1: jobwire.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),         // 2: jobwire.v1.EnqueueResponse
+	(*EnqueueBatchRequest)(nil),     // 3: jobwire.v1.EnqueueBatchRequest
+	(*EnqueueBatchResponse)(nil),    // 4: jobwire.v1.EnqueueBatchResponse
+	(*LeaseRequest)(nil),            // 5: jobwire.v1.LeaseRequest
+	(*LeasedJob)(nil),               // 6: jobwire.v1.LeasedJob
+	(*LeaseResponse)(nil),           // 7: jobwire.v1.LeaseResponse
+	(*HeartbeatRequest)(nil),        // 8: jobwire.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 9: jobwire.v1.HeartbeatResponse
+	(*HeartbeatBatchRequest)(nil),   // 10: jobwire.v1.HeartbeatBatchRequest
+	(*ItemStatus)(nil),              // 11: jobwire.v1.ItemStatus
+	(*HeartbeatResult)(nil),         // 12: jobwire.v1.HeartbeatResult
+	(*HeartbeatBatchResponse)(nil),  // 13: jobwire.v1.HeartbeatBatchResponse
+	(*CompleteRequest)(nil),         // 14: jobwire.v1.CompleteRequest
+	(*CompleteResponse)(nil),        // 15: jobwire.v1.CompleteResponse
+	(*FailRequest)(nil),             // 16: jobwire.v1.FailRequest
+	(*FailResponse)(nil),            // 17: jobwire.v1.FailResponse
+	(*ReleaseLeaseRequest)(nil),     // 18: jobwire.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),    // 19: jobwire.v1.ReleaseLeaseResponse
+	(*Settlement)(nil),              // 20: jobwire.v1.Settlement
+	(*SettleBatchRequest)(nil),      // 21: jobwire.v1.SettleBatchRequest
+	(*SettlementResult)(nil),        // 22: jobwire.v1.SettlementResult
+	(*SettleBatchResponse)(nil),     // 23: jobwire.v1.SettleBatchResponse
+	(*StreamProgressRequest)(nil),   // 24: jobwire.v1.StreamProgressRequest
+	(*StreamProgressResponse)(nil),  // 25: jobwire.v1.StreamProgressResponse
+	(*GetJobRequest)(nil),           // 26: jobwire.v1.GetJobRequest
+	(*GetJobResponse)(nil),          // 27: jobwire.v1.GetJobResponse
+	(*CancelJobRequest)(nil),        // 28: jobwire.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),       // 29: jobwire.v1.CancelJobResponse
+	(*FlowJob)(nil),                 // 30: jobwire.v1.FlowJob
+	(*EnqueueFlowRequest)(nil),      // 31: jobwire.v1.EnqueueFlowRequest
+	(*EnqueueFlowResponse)(nil),     // 32: jobwire.v1.EnqueueFlowResponse
+	(*GetDependenciesRequest)(nil),  // 33: jobwire.v1.GetDependenciesRequest
+	(*GetDependenciesResponse)(nil), // 34: jobwire.v1.GetDependenciesResponse
+	(*JobSpec)(nil),                 // 35: jobwire.v1.JobSpec
+	(JobState)(0),                   // 36: jobwire.v1.JobState
+	(*durationpb.Duration)(nil),     // 37: google.protobuf.Duration
+	(*Job)(nil),                     // 38: jobwire.v1.Job
+	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
+	(*Progress)(nil),                // 40: jobwire.v1.Progress
+	(*JobError)(nil),                // 41: jobwire.v1.JobError
 }
 var file_jobwire_v1_broker_service_proto_depIdxs = []int32{
-	30, // 0: jobwire.v1.EnqueueRequest.job:type_name -> jobwire.v1.JobSpec
-	31, // 1: jobwire.v1.EnqueueResponse.state:type_name -> jobwire.v1.JobState
-	30, // 2: jobwire.v1.EnqueueBatchRequest.jobs:type_name -> jobwire.v1.JobSpec
+	35, // 0: jobwire.v1.EnqueueRequest.job:type_name -> jobwire.v1.JobSpec
+	36, // 1: jobwire.v1.EnqueueResponse.state:type_name -> jobwire.v1.JobState
+	35, // 2: jobwire.v1.EnqueueBatchRequest.jobs:type_name -> jobwire.v1.JobSpec
 	2,  // 3: jobwire.v1.EnqueueBatchResponse.results:type_name -> jobwire.v1.EnqueueResponse
-	32, // 4: jobwire.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
-	33, // 5: jobwire.v1.LeasedJob.job:type_name -> jobwire.v1.Job
-	34, // 6: jobwire.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
+	37, // 4: jobwire.v1.LeaseRequest.wait:type_name -> google.protobuf.Duration
+	38, // 5: jobwire.v1.LeasedJob.job:type_name -> jobwire.v1.Job
+	39, // 6: jobwire.v1.LeasedJob.lease_expire_time:type_name -> google.protobuf.Timestamp
 	6,  // 7: jobwire.v1.LeaseResponse.jobs:type_name -> jobwire.v1.LeasedJob
-	32, // 8: jobwire.v1.HeartbeatRequest.lease_extension:type_name -> google.protobuf.Duration
-	35, // 9: jobwire.v1.HeartbeatRequest.progress:type_name -> jobwire.v1.Progress
-	34, // 10: jobwire.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	8,  // 11: jobwire.v1.HeartbeatBatchRequest.heartbeats:type_name -> jobwire.v1.HeartbeatRequest
-	11, // 12: jobwire.v1.HeartbeatResult.status:type_name -> jobwire.v1.ItemStatus
-	34, // 13: jobwire.v1.HeartbeatResult.lease_expire_time:type_name -> google.protobuf.Timestamp
-	12, // 14: jobwire.v1.HeartbeatBatchResponse.results:type_name -> jobwire.v1.HeartbeatResult
-	36, // 15: jobwire.v1.FailRequest.error:type_name -> jobwire.v1.JobError
-	32, // 16: jobwire.v1.FailRequest.retry_delay:type_name -> google.protobuf.Duration
-	31, // 17: jobwire.v1.FailResponse.state:type_name -> jobwire.v1.JobState
-	34, // 18: jobwire.v1.FailResponse.retry_time:type_name -> google.protobuf.Timestamp
-	32, // 19: jobwire.v1.ReleaseLeaseRequest.delay:type_name -> google.protobuf.Duration
-	31, // 20: jobwire.v1.ReleaseLeaseResponse.state:type_name -> jobwire.v1.JobState
-	34, // 21: jobwire.v1.ReleaseLeaseResponse.ready_time:type_name -> google.protobuf.Timestamp
-	14, // 22: jobwire.v1.Settlement.complete:type_name -> jobwire.v1.CompleteRequest
-	16, // 23: jobwire.v1.Settlement.fail:type_name -> jobwire.v1.FailRequest
-	18, // 24: jobwire.v1.Settlement.release:type_name -> jobwire.v1.ReleaseLeaseRequest
-	20, // 25: jobwire.v1.SettleBatchRequest.settlements:type_name -> jobwire.v1.Settlement
-	11, // 26: jobwire.v1.SettlementResult.status:type_name -> jobwire.v1.ItemStatus
-	17, // 27: jobwire.v1.SettlementResult.fail:type_name -> jobwire.v1.FailResponse
-	19, // 28: jobwire.v1.SettlementResult.release:type_name -> jobwire.v1.ReleaseLeaseResponse
-	22, // 29: jobwire.v1.SettleBatchResponse.results:type_name -> jobwire.v1.SettlementResult
-	0,  // 30: jobwire.v1.StreamProgressResponse.kind:type_name -> jobwire.v1.EventKind
-	34, // 31: jobwire.v1.StreamProgressResponse.event_time:type_name -> google.protobuf.Timestamp
-	33, // 32: jobwire.v1.StreamProgressResponse.job:type_name -> jobwire.v1.Job
-	33, // 33: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
-	31, // 34: jobwire.v1.CancelJobResponse.state:type_name -> jobwire.v1.JobState
-	1,  // 35: jobwire.v1.BrokerService.Enqueue:input_type -> jobwire.v1.EnqueueRequest
-	3,  // 36: jobwire.v1.BrokerService.EnqueueBatch:input_type -> jobwire.v1.EnqueueBatchRequest
-	5,  // 37: jobwire.v1.BrokerService.Lease:input_type -> jobwire.v1.LeaseRequest
-	8,  // 38: jobwire.v1.BrokerService.Heartbeat:input_type -> jobwire.v1.HeartbeatRequest
-	10, // 39: jobwire.v1.BrokerService.HeartbeatBatch:input_type -> jobwire.v1.HeartbeatBatchRequest
-	14, // 40: jobwire.v1.BrokerService.Complete:input_type -> jobwire.v1.CompleteRequest
-	16, // 41: jobwire.v1.BrokerService.Fail:input_type -> jobwire.v1.FailRequest
-	18, // 42: jobwire.v1.BrokerService.ReleaseLease:input_type -> jobwire.v1.ReleaseLeaseRequest
-	21, // 43: jobwire.v1.BrokerService.SettleBatch:input_type -> jobwire.v1.SettleBatchRequest
-	24, // 44: jobwire.v1.BrokerService.StreamProgress:input_type -> jobwire.v1.StreamProgressRequest
-	26, // 45: jobwire.v1.BrokerService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	28, // 46: jobwire.v1.BrokerService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	2,  // 47: jobwire.v1.BrokerService.Enqueue:output_type -> jobwire.v1.EnqueueResponse
-	4,  // 48: jobwire.v1.BrokerService.EnqueueBatch:output_type -> jobwire.v1.EnqueueBatchResponse
-	7,  // 49: jobwire.v1.BrokerService.Lease:output_type -> jobwire.v1.LeaseResponse
-	9,  // 50: jobwire.v1.BrokerService.Heartbeat:output_type -> jobwire.v1.HeartbeatResponse
-	13, // 51: jobwire.v1.BrokerService.HeartbeatBatch:output_type -> jobwire.v1.HeartbeatBatchResponse
-	15, // 52: jobwire.v1.BrokerService.Complete:output_type -> jobwire.v1.CompleteResponse
-	17, // 53: jobwire.v1.BrokerService.Fail:output_type -> jobwire.v1.FailResponse
-	19, // 54: jobwire.v1.BrokerService.ReleaseLease:output_type -> jobwire.v1.ReleaseLeaseResponse
-	23, // 55: jobwire.v1.BrokerService.SettleBatch:output_type -> jobwire.v1.SettleBatchResponse
-	25, // 56: jobwire.v1.BrokerService.StreamProgress:output_type -> jobwire.v1.StreamProgressResponse
-	27, // 57: jobwire.v1.BrokerService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	29, // 58: jobwire.v1.BrokerService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	47, // [47:59] is the sub-list for method output_type
-	35, // [35:47] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	37, // 8: jobwire.v1.LeaseResponse.retry_after:type_name -> google.protobuf.Duration
+	37, // 9: jobwire.v1.HeartbeatRequest.lease_extension:type_name -> google.protobuf.Duration
+	40, // 10: jobwire.v1.HeartbeatRequest.progress:type_name -> jobwire.v1.Progress
+	39, // 11: jobwire.v1.HeartbeatResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	8,  // 12: jobwire.v1.HeartbeatBatchRequest.heartbeats:type_name -> jobwire.v1.HeartbeatRequest
+	11, // 13: jobwire.v1.HeartbeatResult.status:type_name -> jobwire.v1.ItemStatus
+	39, // 14: jobwire.v1.HeartbeatResult.lease_expire_time:type_name -> google.protobuf.Timestamp
+	12, // 15: jobwire.v1.HeartbeatBatchResponse.results:type_name -> jobwire.v1.HeartbeatResult
+	41, // 16: jobwire.v1.FailRequest.error:type_name -> jobwire.v1.JobError
+	37, // 17: jobwire.v1.FailRequest.retry_delay:type_name -> google.protobuf.Duration
+	37, // 18: jobwire.v1.FailRequest.rate_limit_delay:type_name -> google.protobuf.Duration
+	36, // 19: jobwire.v1.FailResponse.state:type_name -> jobwire.v1.JobState
+	39, // 20: jobwire.v1.FailResponse.retry_time:type_name -> google.protobuf.Timestamp
+	37, // 21: jobwire.v1.ReleaseLeaseRequest.delay:type_name -> google.protobuf.Duration
+	36, // 22: jobwire.v1.ReleaseLeaseResponse.state:type_name -> jobwire.v1.JobState
+	39, // 23: jobwire.v1.ReleaseLeaseResponse.ready_time:type_name -> google.protobuf.Timestamp
+	14, // 24: jobwire.v1.Settlement.complete:type_name -> jobwire.v1.CompleteRequest
+	16, // 25: jobwire.v1.Settlement.fail:type_name -> jobwire.v1.FailRequest
+	18, // 26: jobwire.v1.Settlement.release:type_name -> jobwire.v1.ReleaseLeaseRequest
+	20, // 27: jobwire.v1.SettleBatchRequest.settlements:type_name -> jobwire.v1.Settlement
+	11, // 28: jobwire.v1.SettlementResult.status:type_name -> jobwire.v1.ItemStatus
+	17, // 29: jobwire.v1.SettlementResult.fail:type_name -> jobwire.v1.FailResponse
+	19, // 30: jobwire.v1.SettlementResult.release:type_name -> jobwire.v1.ReleaseLeaseResponse
+	22, // 31: jobwire.v1.SettleBatchResponse.results:type_name -> jobwire.v1.SettlementResult
+	0,  // 32: jobwire.v1.StreamProgressResponse.kind:type_name -> jobwire.v1.EventKind
+	39, // 33: jobwire.v1.StreamProgressResponse.event_time:type_name -> google.protobuf.Timestamp
+	38, // 34: jobwire.v1.StreamProgressResponse.job:type_name -> jobwire.v1.Job
+	38, // 35: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
+	36, // 36: jobwire.v1.CancelJobResponse.state:type_name -> jobwire.v1.JobState
+	35, // 37: jobwire.v1.FlowJob.job:type_name -> jobwire.v1.JobSpec
+	30, // 38: jobwire.v1.EnqueueFlowRequest.jobs:type_name -> jobwire.v1.FlowJob
+	2,  // 39: jobwire.v1.EnqueueFlowResponse.results:type_name -> jobwire.v1.EnqueueResponse
+	38, // 40: jobwire.v1.GetDependenciesResponse.jobs:type_name -> jobwire.v1.Job
+	1,  // 41: jobwire.v1.BrokerService.Enqueue:input_type -> jobwire.v1.EnqueueRequest
+	3,  // 42: jobwire.v1.BrokerService.EnqueueBatch:input_type -> jobwire.v1.EnqueueBatchRequest
+	5,  // 43: jobwire.v1.BrokerService.Lease:input_type -> jobwire.v1.LeaseRequest
+	8,  // 44: jobwire.v1.BrokerService.Heartbeat:input_type -> jobwire.v1.HeartbeatRequest
+	10, // 45: jobwire.v1.BrokerService.HeartbeatBatch:input_type -> jobwire.v1.HeartbeatBatchRequest
+	14, // 46: jobwire.v1.BrokerService.Complete:input_type -> jobwire.v1.CompleteRequest
+	16, // 47: jobwire.v1.BrokerService.Fail:input_type -> jobwire.v1.FailRequest
+	18, // 48: jobwire.v1.BrokerService.ReleaseLease:input_type -> jobwire.v1.ReleaseLeaseRequest
+	21, // 49: jobwire.v1.BrokerService.SettleBatch:input_type -> jobwire.v1.SettleBatchRequest
+	24, // 50: jobwire.v1.BrokerService.StreamProgress:input_type -> jobwire.v1.StreamProgressRequest
+	26, // 51: jobwire.v1.BrokerService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	28, // 52: jobwire.v1.BrokerService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	31, // 53: jobwire.v1.BrokerService.EnqueueFlow:input_type -> jobwire.v1.EnqueueFlowRequest
+	33, // 54: jobwire.v1.BrokerService.GetDependencies:input_type -> jobwire.v1.GetDependenciesRequest
+	2,  // 55: jobwire.v1.BrokerService.Enqueue:output_type -> jobwire.v1.EnqueueResponse
+	4,  // 56: jobwire.v1.BrokerService.EnqueueBatch:output_type -> jobwire.v1.EnqueueBatchResponse
+	7,  // 57: jobwire.v1.BrokerService.Lease:output_type -> jobwire.v1.LeaseResponse
+	9,  // 58: jobwire.v1.BrokerService.Heartbeat:output_type -> jobwire.v1.HeartbeatResponse
+	13, // 59: jobwire.v1.BrokerService.HeartbeatBatch:output_type -> jobwire.v1.HeartbeatBatchResponse
+	15, // 60: jobwire.v1.BrokerService.Complete:output_type -> jobwire.v1.CompleteResponse
+	17, // 61: jobwire.v1.BrokerService.Fail:output_type -> jobwire.v1.FailResponse
+	19, // 62: jobwire.v1.BrokerService.ReleaseLease:output_type -> jobwire.v1.ReleaseLeaseResponse
+	23, // 63: jobwire.v1.BrokerService.SettleBatch:output_type -> jobwire.v1.SettleBatchResponse
+	25, // 64: jobwire.v1.BrokerService.StreamProgress:output_type -> jobwire.v1.StreamProgressResponse
+	27, // 65: jobwire.v1.BrokerService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	29, // 66: jobwire.v1.BrokerService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	32, // 67: jobwire.v1.BrokerService.EnqueueFlow:output_type -> jobwire.v1.EnqueueFlowResponse
+	34, // 68: jobwire.v1.BrokerService.GetDependencies:output_type -> jobwire.v1.GetDependenciesResponse
+	55, // [55:69] is the sub-list for method output_type
+	41, // [41:55] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_broker_service_proto_init() }
@@ -2090,7 +2417,7 @@ func file_jobwire_v1_broker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_broker_service_proto_rawDesc), len(file_jobwire_v1_broker_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

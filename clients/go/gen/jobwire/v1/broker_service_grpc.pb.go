@@ -19,18 +19,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BrokerService_Enqueue_FullMethodName        = "/jobwire.v1.BrokerService/Enqueue"
-	BrokerService_EnqueueBatch_FullMethodName   = "/jobwire.v1.BrokerService/EnqueueBatch"
-	BrokerService_Lease_FullMethodName          = "/jobwire.v1.BrokerService/Lease"
-	BrokerService_Heartbeat_FullMethodName      = "/jobwire.v1.BrokerService/Heartbeat"
-	BrokerService_HeartbeatBatch_FullMethodName = "/jobwire.v1.BrokerService/HeartbeatBatch"
-	BrokerService_Complete_FullMethodName       = "/jobwire.v1.BrokerService/Complete"
-	BrokerService_Fail_FullMethodName           = "/jobwire.v1.BrokerService/Fail"
-	BrokerService_ReleaseLease_FullMethodName   = "/jobwire.v1.BrokerService/ReleaseLease"
-	BrokerService_SettleBatch_FullMethodName    = "/jobwire.v1.BrokerService/SettleBatch"
-	BrokerService_StreamProgress_FullMethodName = "/jobwire.v1.BrokerService/StreamProgress"
-	BrokerService_GetJob_FullMethodName         = "/jobwire.v1.BrokerService/GetJob"
-	BrokerService_CancelJob_FullMethodName      = "/jobwire.v1.BrokerService/CancelJob"
+	BrokerService_Enqueue_FullMethodName         = "/jobwire.v1.BrokerService/Enqueue"
+	BrokerService_EnqueueBatch_FullMethodName    = "/jobwire.v1.BrokerService/EnqueueBatch"
+	BrokerService_Lease_FullMethodName           = "/jobwire.v1.BrokerService/Lease"
+	BrokerService_Heartbeat_FullMethodName       = "/jobwire.v1.BrokerService/Heartbeat"
+	BrokerService_HeartbeatBatch_FullMethodName  = "/jobwire.v1.BrokerService/HeartbeatBatch"
+	BrokerService_Complete_FullMethodName        = "/jobwire.v1.BrokerService/Complete"
+	BrokerService_Fail_FullMethodName            = "/jobwire.v1.BrokerService/Fail"
+	BrokerService_ReleaseLease_FullMethodName    = "/jobwire.v1.BrokerService/ReleaseLease"
+	BrokerService_SettleBatch_FullMethodName     = "/jobwire.v1.BrokerService/SettleBatch"
+	BrokerService_StreamProgress_FullMethodName  = "/jobwire.v1.BrokerService/StreamProgress"
+	BrokerService_GetJob_FullMethodName          = "/jobwire.v1.BrokerService/GetJob"
+	BrokerService_CancelJob_FullMethodName       = "/jobwire.v1.BrokerService/CancelJob"
+	BrokerService_EnqueueFlow_FullMethodName     = "/jobwire.v1.BrokerService/EnqueueFlow"
+	BrokerService_GetDependencies_FullMethodName = "/jobwire.v1.BrokerService/GetDependencies"
 )
 
 // BrokerServiceClient is the client API for BrokerService service.
@@ -104,6 +106,22 @@ type BrokerServiceClient interface {
 	// is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
 	// job; `NOT_FOUND` for an unknown one.
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
+	// Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+	// other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+	// none in one script call. A parent with children is the job that depends on them: it
+	// stays `WAITING` until they complete, then reads their results with
+	// `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+	// unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+	// is written then. On Redis Cluster one script can only touch one hash slot, and every
+	// queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+	// queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+	// Redis node or a Sentinel group a flow may span any queues.
+	EnqueueFlow(ctx context.Context, in *EnqueueFlowRequest, opts ...grpc.CallOption) (*EnqueueFlowResponse, error)
+	// Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+	// state and, when completed, its result: what a parent reads of its children.
+	// `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+	// retention since is left out of `jobs` and listed in `missing_job_ids`.
+	GetDependencies(ctx context.Context, in *GetDependenciesRequest, opts ...grpc.CallOption) (*GetDependenciesResponse, error)
 }
 
 type brokerServiceClient struct {
@@ -243,6 +261,26 @@ func (c *brokerServiceClient) CancelJob(ctx context.Context, in *CancelJobReques
 	return out, nil
 }
 
+func (c *brokerServiceClient) EnqueueFlow(ctx context.Context, in *EnqueueFlowRequest, opts ...grpc.CallOption) (*EnqueueFlowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnqueueFlowResponse)
+	err := c.cc.Invoke(ctx, BrokerService_EnqueueFlow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *brokerServiceClient) GetDependencies(ctx context.Context, in *GetDependenciesRequest, opts ...grpc.CallOption) (*GetDependenciesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDependenciesResponse)
+	err := c.cc.Invoke(ctx, BrokerService_GetDependencies_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BrokerServiceServer is the server API for BrokerService service.
 // All implementations must embed UnimplementedBrokerServiceServer
 // for forward compatibility.
@@ -314,6 +352,22 @@ type BrokerServiceServer interface {
 	// is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
 	// job; `NOT_FOUND` for an unknown one.
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
+	// Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+	// other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+	// none in one script call. A parent with children is the job that depends on them: it
+	// stays `WAITING` until they complete, then reads their results with
+	// `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+	// unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+	// is written then. On Redis Cluster one script can only touch one hash slot, and every
+	// queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+	// queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+	// Redis node or a Sentinel group a flow may span any queues.
+	EnqueueFlow(context.Context, *EnqueueFlowRequest) (*EnqueueFlowResponse, error)
+	// Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+	// state and, when completed, its result: what a parent reads of its children.
+	// `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+	// retention since is left out of `jobs` and listed in `missing_job_ids`.
+	GetDependencies(context.Context, *GetDependenciesRequest) (*GetDependenciesResponse, error)
 	mustEmbedUnimplementedBrokerServiceServer()
 }
 
@@ -359,6 +413,12 @@ func (UnimplementedBrokerServiceServer) GetJob(context.Context, *GetJobRequest) 
 }
 func (UnimplementedBrokerServiceServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
+}
+func (UnimplementedBrokerServiceServer) EnqueueFlow(context.Context, *EnqueueFlowRequest) (*EnqueueFlowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnqueueFlow not implemented")
+}
+func (UnimplementedBrokerServiceServer) GetDependencies(context.Context, *GetDependenciesRequest) (*GetDependenciesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDependencies not implemented")
 }
 func (UnimplementedBrokerServiceServer) mustEmbedUnimplementedBrokerServiceServer() {}
 func (UnimplementedBrokerServiceServer) testEmbeddedByValue()                       {}
@@ -590,6 +650,42 @@ func _BrokerService_CancelJob_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BrokerService_EnqueueFlow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnqueueFlowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServiceServer).EnqueueFlow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BrokerService_EnqueueFlow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServiceServer).EnqueueFlow(ctx, req.(*EnqueueFlowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BrokerService_GetDependencies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDependenciesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BrokerServiceServer).GetDependencies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BrokerService_GetDependencies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BrokerServiceServer).GetDependencies(ctx, req.(*GetDependenciesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BrokerService_ServiceDesc is the grpc.ServiceDesc for BrokerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -640,6 +736,14 @@ var BrokerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelJob",
 			Handler:    _BrokerService_CancelJob_Handler,
+		},
+		{
+			MethodName: "EnqueueFlow",
+			Handler:    _BrokerService_EnqueueFlow_Handler,
+		},
+		{
+			MethodName: "GetDependencies",
+			Handler:    _BrokerService_GetDependencies_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

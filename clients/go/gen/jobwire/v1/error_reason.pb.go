@@ -100,6 +100,19 @@ const (
 	// that met an active job partway (the queue was resumed meanwhile) keeps the batches it
 	// had deleted. Wait for them, or force.
 	ErrorReason_QUEUE_BUSY ErrorReason = 14
+	// buf:lint:ignore ENUM_VALUE_PREFIX
+	// `FAILED_PRECONDITION`: on Redis Cluster, a flow or a dependency would join jobs of
+	// more than one queue, which live in different hash slots. Nothing was written. Keep a
+	// flow's jobs in one queue there, or run Redis as a single node or with Sentinel.
+	ErrorReason_CROSS_SLOT ErrorReason = 15
+	// buf:lint:ignore ENUM_VALUE_PREFIX
+	// `NOT_FOUND`: the schedule a ScheduleService call names does not exist. Nothing was
+	// written. Check the name.
+	ErrorReason_SCHEDULE_NOT_FOUND ErrorReason = 16
+	// buf:lint:ignore ENUM_VALUE_PREFIX
+	// `ALREADY_EXISTS`: CreateSchedule named a schedule that exists. Nothing was written.
+	// Update it instead, or delete it first.
+	ErrorReason_SCHEDULE_EXISTS ErrorReason = 17
 )
 
 // Enum value maps for ErrorReason.
@@ -120,6 +133,9 @@ var (
 		12: "QUEUE_NOT_FOUND",
 		13: "WRONG_STATE",
 		14: "QUEUE_BUSY",
+		15: "CROSS_SLOT",
+		16: "SCHEDULE_NOT_FOUND",
+		17: "SCHEDULE_EXISTS",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -137,6 +153,9 @@ var (
 		"QUEUE_NOT_FOUND":          12,
 		"WRONG_STATE":              13,
 		"QUEUE_BUSY":               14,
+		"CROSS_SLOT":               15,
+		"SCHEDULE_NOT_FOUND":       16,
+		"SCHEDULE_EXISTS":          17,
 	}
 )
 
@@ -172,7 +191,7 @@ var File_jobwire_v1_error_reason_proto protoreflect.FileDescriptor
 const file_jobwire_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
 	"\x1djobwire/v1/error_reason.proto\x12\n" +
-	"jobwire.v1*\xba\x02\n" +
+	"jobwire.v1*\xf7\x02\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\x15\n" +
@@ -191,7 +210,11 @@ const file_jobwire_v1_error_reason_proto_rawDesc = "" +
 	"\x0fQUEUE_NOT_FOUND\x10\f\x12\x0f\n" +
 	"\vWRONG_STATE\x10\r\x12\x0e\n" +
 	"\n" +
-	"QUEUE_BUSY\x10\x0eBR\n" +
+	"QUEUE_BUSY\x10\x0e\x12\x0e\n" +
+	"\n" +
+	"CROSS_SLOT\x10\x0f\x12\x16\n" +
+	"\x12SCHEDULE_NOT_FOUND\x10\x10\x12\x13\n" +
+	"\x0fSCHEDULE_EXISTS\x10\x11BR\n" +
 	"\x0edev.jobwire.v1P\x01Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1b\x06proto3"
 
 var (

@@ -42,6 +42,14 @@ const (
 	JobState_JOB_STATE_DEAD JobState = 5
 	// Cancelled by CancelJob before it finished. Terminal.
 	JobState_JOB_STATE_CANCELLED JobState = 6
+	// Waiting for the jobs it depends on (`JobSpec.depends_on`): it becomes ready (or
+	// scheduled, if its run time is still ahead) when the last of them completes, or dead
+	// (error type `DEPENDENCY_FAILED`) when one of them ends dead, cancelled or expired
+	// under `DEPENDENCY_FAILURE_POLICY_FAIL`. Cancellable. Never leased.
+	JobState_JOB_STATE_WAITING JobState = 7
+	// Not leased before its `JobSpec.start_deadline`: dropped without running. Terminal.
+	// Kept and trimmed like cancelled jobs.
+	JobState_JOB_STATE_EXPIRED JobState = 8
 )
 
 // Enum value maps for JobState.
@@ -54,6 +62,8 @@ var (
 		4: "JOB_STATE_COMPLETED",
 		5: "JOB_STATE_DEAD",
 		6: "JOB_STATE_CANCELLED",
+		7: "JOB_STATE_WAITING",
+		8: "JOB_STATE_EXPIRED",
 	}
 	JobState_value = map[string]int32{
 		"JOB_STATE_UNSPECIFIED": 0,
@@ -63,6 +73,8 @@ var (
 		"JOB_STATE_COMPLETED":   4,
 		"JOB_STATE_DEAD":        5,
 		"JOB_STATE_CANCELLED":   6,
+		"JOB_STATE_WAITING":     7,
+		"JOB_STATE_EXPIRED":     8,
 	}
 )
 
@@ -91,6 +103,125 @@ func (x JobState) Number() protoreflect.EnumNumber {
 // Deprecated: Use JobState.Descriptor instead.
 func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_jobwire_v1_job_proto_rawDescGZIP(), []int{0}
+}
+
+// What an Enqueue does when its `idempotency_key` is remembered (the key's window has
+// not ended).
+type IdempotencyMode int32
+
+const (
+	// The same as `IDEMPOTENCY_MODE_FIRST`.
+	IdempotencyMode_IDEMPOTENCY_MODE_UNSPECIFIED IdempotencyMode = 0
+	// Return the first job (`duplicate = true`); nothing is written. The window is not
+	// extended.
+	IdempotencyMode_IDEMPOTENCY_MODE_FIRST IdempotencyMode = 1
+	// Debounce: while the job holding the key is still pending (waiting, scheduled or
+	// ready), replace its spec with the new one (payload, headers, options; its `delay`
+	// and `run_time` are counted again from now) and keep its id (`duplicate = true`). The
+	// key's window restarts. Once that job is active or finished, a new job is created and
+	// takes the key (`duplicate = false`).
+	IdempotencyMode_IDEMPOTENCY_MODE_REPLACE IdempotencyMode = 2
+	// As `IDEMPOTENCY_MODE_FIRST`, and the key's window restarts from now, so a steady
+	// stream of enqueues with one key stays deduplicated.
+	IdempotencyMode_IDEMPOTENCY_MODE_EXTEND IdempotencyMode = 3
+)
+
+// Enum value maps for IdempotencyMode.
+var (
+	IdempotencyMode_name = map[int32]string{
+		0: "IDEMPOTENCY_MODE_UNSPECIFIED",
+		1: "IDEMPOTENCY_MODE_FIRST",
+		2: "IDEMPOTENCY_MODE_REPLACE",
+		3: "IDEMPOTENCY_MODE_EXTEND",
+	}
+	IdempotencyMode_value = map[string]int32{
+		"IDEMPOTENCY_MODE_UNSPECIFIED": 0,
+		"IDEMPOTENCY_MODE_FIRST":       1,
+		"IDEMPOTENCY_MODE_REPLACE":     2,
+		"IDEMPOTENCY_MODE_EXTEND":      3,
+	}
+)
+
+func (x IdempotencyMode) Enum() *IdempotencyMode {
+	p := new(IdempotencyMode)
+	*p = x
+	return p
+}
+
+func (x IdempotencyMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IdempotencyMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_jobwire_v1_job_proto_enumTypes[1].Descriptor()
+}
+
+func (IdempotencyMode) Type() protoreflect.EnumType {
+	return &file_jobwire_v1_job_proto_enumTypes[1]
+}
+
+func (x IdempotencyMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IdempotencyMode.Descriptor instead.
+func (IdempotencyMode) EnumDescriptor() ([]byte, []int) {
+	return file_jobwire_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+// What happens to a waiting job when one of the jobs it depends on ends without
+// completing (dead, cancelled or expired), or is deleted.
+type DependencyFailurePolicy int32
+
+const (
+	// The same as `DEPENDENCY_FAILURE_POLICY_FAIL`.
+	DependencyFailurePolicy_DEPENDENCY_FAILURE_POLICY_UNSPECIFIED DependencyFailurePolicy = 0
+	// The dependant goes dead at once, with `last_error.type` `DEPENDENCY_FAILED` and the
+	// dependency's id in the message, and so do the jobs waiting on it in turn.
+	DependencyFailurePolicy_DEPENDENCY_FAILURE_POLICY_FAIL DependencyFailurePolicy = 1
+	// The dependency counts as finished: the dependant runs once the others complete.
+	DependencyFailurePolicy_DEPENDENCY_FAILURE_POLICY_IGNORE DependencyFailurePolicy = 2
+)
+
+// Enum value maps for DependencyFailurePolicy.
+var (
+	DependencyFailurePolicy_name = map[int32]string{
+		0: "DEPENDENCY_FAILURE_POLICY_UNSPECIFIED",
+		1: "DEPENDENCY_FAILURE_POLICY_FAIL",
+		2: "DEPENDENCY_FAILURE_POLICY_IGNORE",
+	}
+	DependencyFailurePolicy_value = map[string]int32{
+		"DEPENDENCY_FAILURE_POLICY_UNSPECIFIED": 0,
+		"DEPENDENCY_FAILURE_POLICY_FAIL":        1,
+		"DEPENDENCY_FAILURE_POLICY_IGNORE":      2,
+	}
+)
+
+func (x DependencyFailurePolicy) Enum() *DependencyFailurePolicy {
+	p := new(DependencyFailurePolicy)
+	*p = x
+	return p
+}
+
+func (x DependencyFailurePolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DependencyFailurePolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_jobwire_v1_job_proto_enumTypes[2].Descriptor()
+}
+
+func (DependencyFailurePolicy) Type() protoreflect.EnumType {
+	return &file_jobwire_v1_job_proto_enumTypes[2]
+}
+
+func (x DependencyFailurePolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DependencyFailurePolicy.Descriptor instead.
+func (DependencyFailurePolicy) EnumDescriptor() ([]byte, []int) {
+	return file_jobwire_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
 // How long to wait before the next attempt after a failed one.
@@ -134,11 +265,11 @@ func (x BackoffKind) String() string {
 }
 
 func (BackoffKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_jobwire_v1_job_proto_enumTypes[1].Descriptor()
+	return file_jobwire_v1_job_proto_enumTypes[3].Descriptor()
 }
 
 func (BackoffKind) Type() protoreflect.EnumType {
-	return &file_jobwire_v1_job_proto_enumTypes[1]
+	return &file_jobwire_v1_job_proto_enumTypes[3]
 }
 
 func (x BackoffKind) Number() protoreflect.EnumNumber {
@@ -147,7 +278,7 @@ func (x BackoffKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BackoffKind.Descriptor instead.
 func (BackoffKind) EnumDescriptor() ([]byte, []int) {
-	return file_jobwire_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_jobwire_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 // The retry delay policy of a job.
@@ -327,7 +458,8 @@ type JobSpec struct {
 	// [1 s, 7 days]. Unset or 0 s: no limit beyond the lease.
 	ExecutionTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=execution_timeout,json=executionTimeout,proto3" json:"execution_timeout,omitempty"`
 	// When set, a second Enqueue with the same key in the same queue within the
-	// window returns the first job instead of creating one. At most 256 bytes.
+	// window returns the first job instead of creating one (or replaces it: see
+	// `idempotency_mode`). At most 256 bytes.
 	IdempotencyKey string `protobuf:"bytes,11,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// How long `idempotency_key` is remembered, in [1 s, 30 days]. Unset or 0 s: the
 	// broker default (24 h).
@@ -337,9 +469,33 @@ type JobSpec struct {
 	// with `INVALID_ARGUMENT`. Without one, a valid `traceparent` (and `tracestate`,
 	// `baggage`) in the call's gRPC metadata is stored instead; a malformed one there is
 	// ignored.
-	TraceContext  *TraceContext `protobuf:"bytes,13,opt,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TraceContext *TraceContext `protobuf:"bytes,13,opt,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty"`
+	// What a second Enqueue with the same `idempotency_key` does. Ignored without a key.
+	IdempotencyMode IdempotencyMode `protobuf:"varint,14,opt,name=idempotency_mode,json=idempotencyMode,proto3,enum=jobwire.v1.IdempotencyMode" json:"idempotency_mode,omitempty"`
+	// Drop the job (state `EXPIRED`) if no worker has leased it by this time; a retry
+	// after a failed attempt is not held to it. Unset: no deadline. Must be after the
+	// enqueue time and not before the job's run time (`INVALID_ARGUMENT` otherwise).
+	StartDeadline *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=start_deadline,json=startDeadline,proto3" json:"start_deadline,omitempty"`
+	// Jobs of the same queue with the same key run at most `concurrency_limit` at a time
+	// (1: one at a time, e.g. `wallet:<address>`). `Lease` skips a job whose key is at its
+	// limit and leases jobs of other keys behind it in the same call, serving keys
+	// round-robin. The slot is freed when the job completes, fails, is released, expires
+	// its lease or is cancelled. At most 256 bytes. Empty: no key, no limit.
+	ConcurrencyKey string `protobuf:"bytes,16,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
+	// The most active jobs of `concurrency_key`, in [0, 10,000]. 0: the queue's
+	// `QueueSettings.concurrency_limit`, else 1. Ignored without a key. The limit of a key
+	// is the one of the job being leased (jobs of one key should agree).
+	ConcurrencyLimit int32 `protobuf:"varint,17,opt,name=concurrency_limit,json=concurrencyLimit,proto3" json:"concurrency_limit,omitempty"`
+	// Ids of jobs this one waits for (in any queue of the same hash slot: see
+	// `EnqueueFlow`). The job is `WAITING` until all of them have completed. At most 100,
+	// distinct. An unknown id is `INVALID_ARGUMENT`; a dependency already completed counts
+	// as done, one already dead, cancelled or expired is handled by
+	// `on_dependency_failure` at once.
+	DependsOn []string `protobuf:"bytes,18,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	// What to do when a dependency ends without completing.
+	OnDependencyFailure DependencyFailurePolicy `protobuf:"varint,19,opt,name=on_dependency_failure,json=onDependencyFailure,proto3,enum=jobwire.v1.DependencyFailurePolicy" json:"on_dependency_failure,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -461,6 +617,48 @@ func (x *JobSpec) GetTraceContext() *TraceContext {
 		return x.TraceContext
 	}
 	return nil
+}
+
+func (x *JobSpec) GetIdempotencyMode() IdempotencyMode {
+	if x != nil {
+		return x.IdempotencyMode
+	}
+	return IdempotencyMode_IDEMPOTENCY_MODE_UNSPECIFIED
+}
+
+func (x *JobSpec) GetStartDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartDeadline
+	}
+	return nil
+}
+
+func (x *JobSpec) GetConcurrencyKey() string {
+	if x != nil {
+		return x.ConcurrencyKey
+	}
+	return ""
+}
+
+func (x *JobSpec) GetConcurrencyLimit() int32 {
+	if x != nil {
+		return x.ConcurrencyLimit
+	}
+	return 0
+}
+
+func (x *JobSpec) GetDependsOn() []string {
+	if x != nil {
+		return x.DependsOn
+	}
+	return nil
+}
+
+func (x *JobSpec) GetOnDependencyFailure() DependencyFailurePolicy {
+	if x != nil {
+		return x.OnDependencyFailure
+	}
+	return DependencyFailurePolicy_DEPENDENCY_FAILURE_POLICY_UNSPECIFIED
 }
 
 // A job's progress as last reported by its worker.
@@ -630,9 +828,11 @@ type Job struct {
 	// back with `FailRequest.release` (which are not failures).
 	CountedAttempts int32 `protobuf:"varint,16,opt,name=counted_attempts,json=countedAttempts,proto3" json:"counted_attempts,omitempty"`
 	// The `worker_id` the current (or last) lease was taken with; empty if none was given.
-	WorkerId      string `protobuf:"bytes,17,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WorkerId string `protobuf:"bytes,17,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// Dependencies (`spec.depends_on`) not finished yet; 0 unless the job is WAITING.
+	PendingDependencies int32 `protobuf:"varint,18,opt,name=pending_dependencies,json=pendingDependencies,proto3" json:"pending_dependencies,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -784,6 +984,13 @@ func (x *Job) GetWorkerId() string {
 	return ""
 }
 
+func (x *Job) GetPendingDependencies() int32 {
+	if x != nil {
+		return x.PendingDependencies
+	}
+	return 0
+}
+
 var File_jobwire_v1_job_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_job_proto_rawDesc = "" +
@@ -803,7 +1010,7 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
 	"tracestate\x12\x18\n" +
-	"\abaggage\x18\x03 \x01(\tR\abaggage\"\xd6\x05\n" +
+	"\abaggage\x18\x03 \x01(\tR\abaggage\"\xaf\b\n" +
 	"\aJobSpec\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x12!\n" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12:\n" +
@@ -818,7 +1025,14 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x10executionTimeout\x12'\n" +
 	"\x0fidempotency_key\x18\v \x01(\tR\x0eidempotencyKey\x12H\n" +
 	"\x12idempotency_window\x18\f \x01(\v2\x19.google.protobuf.DurationR\x11idempotencyWindow\x12=\n" +
-	"\rtrace_context\x18\r \x01(\v2\x18.jobwire.v1.TraceContextR\ftraceContext\x1a:\n" +
+	"\rtrace_context\x18\r \x01(\v2\x18.jobwire.v1.TraceContextR\ftraceContext\x12F\n" +
+	"\x10idempotency_mode\x18\x0e \x01(\x0e2\x1b.jobwire.v1.IdempotencyModeR\x0fidempotencyMode\x12A\n" +
+	"\x0estart_deadline\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\rstartDeadline\x12'\n" +
+	"\x0fconcurrency_key\x18\x10 \x01(\tR\x0econcurrencyKey\x12+\n" +
+	"\x11concurrency_limit\x18\x11 \x01(\x05R\x10concurrencyLimit\x12\x1d\n" +
+	"\n" +
+	"depends_on\x18\x12 \x03(\tR\tdependsOn\x12W\n" +
+	"\x15on_dependency_failure\x18\x13 \x01(\x0e2#.jobwire.v1.DependencyFailurePolicyR\x13onDependencyFailure\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"q\n" +
@@ -829,7 +1043,7 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"\bJobError\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12#\n" +
-	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\"\xf0\x05\n" +
+	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\"\xa3\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12*\n" +
@@ -852,7 +1066,8 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"finishTime\x12F\n" +
 	"\x11lease_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12)\n" +
 	"\x10counted_attempts\x18\x10 \x01(\x05R\x0fcountedAttempts\x12\x1b\n" +
-	"\tworker_id\x18\x11 \x01(\tR\bworkerId*\xaf\x01\n" +
+	"\tworker_id\x18\x11 \x01(\tR\bworkerId\x121\n" +
+	"\x14pending_dependencies\x18\x12 \x01(\x05R\x13pendingDependencies*\xdd\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13JOB_STATE_SCHEDULED\x10\x01\x12\x13\n" +
@@ -860,7 +1075,18 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"\x10JOB_STATE_ACTIVE\x10\x03\x12\x17\n" +
 	"\x13JOB_STATE_COMPLETED\x10\x04\x12\x12\n" +
 	"\x0eJOB_STATE_DEAD\x10\x05\x12\x17\n" +
-	"\x13JOB_STATE_CANCELLED\x10\x06*z\n" +
+	"\x13JOB_STATE_CANCELLED\x10\x06\x12\x15\n" +
+	"\x11JOB_STATE_WAITING\x10\a\x12\x15\n" +
+	"\x11JOB_STATE_EXPIRED\x10\b*\x8a\x01\n" +
+	"\x0fIdempotencyMode\x12 \n" +
+	"\x1cIDEMPOTENCY_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16IDEMPOTENCY_MODE_FIRST\x10\x01\x12\x1c\n" +
+	"\x18IDEMPOTENCY_MODE_REPLACE\x10\x02\x12\x1b\n" +
+	"\x17IDEMPOTENCY_MODE_EXTEND\x10\x03*\x8e\x01\n" +
+	"\x17DependencyFailurePolicy\x12)\n" +
+	"%DEPENDENCY_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eDEPENDENCY_FAILURE_POLICY_FAIL\x10\x01\x12$\n" +
+	" DEPENDENCY_FAILURE_POLICY_IGNORE\x10\x02*z\n" +
 	"\vBackoffKind\x12\x1c\n" +
 	"\x18BACKOFF_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12BACKOFF_KIND_FIXED\x10\x01\x12\x1c\n" +
@@ -880,49 +1106,54 @@ func file_jobwire_v1_job_proto_rawDescGZIP() []byte {
 	return file_jobwire_v1_job_proto_rawDescData
 }
 
-var file_jobwire_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_jobwire_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_jobwire_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_jobwire_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: jobwire.v1.JobState
-	(BackoffKind)(0),              // 1: jobwire.v1.BackoffKind
-	(*BackoffPolicy)(nil),         // 2: jobwire.v1.BackoffPolicy
-	(*TraceContext)(nil),          // 3: jobwire.v1.TraceContext
-	(*JobSpec)(nil),               // 4: jobwire.v1.JobSpec
-	(*Progress)(nil),              // 5: jobwire.v1.Progress
-	(*JobError)(nil),              // 6: jobwire.v1.JobError
-	(*Job)(nil),                   // 7: jobwire.v1.Job
-	nil,                           // 8: jobwire.v1.JobSpec.HeadersEntry
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 11: google.protobuf.Struct
+	(IdempotencyMode)(0),          // 1: jobwire.v1.IdempotencyMode
+	(DependencyFailurePolicy)(0),  // 2: jobwire.v1.DependencyFailurePolicy
+	(BackoffKind)(0),              // 3: jobwire.v1.BackoffKind
+	(*BackoffPolicy)(nil),         // 4: jobwire.v1.BackoffPolicy
+	(*TraceContext)(nil),          // 5: jobwire.v1.TraceContext
+	(*JobSpec)(nil),               // 6: jobwire.v1.JobSpec
+	(*Progress)(nil),              // 7: jobwire.v1.Progress
+	(*JobError)(nil),              // 8: jobwire.v1.JobError
+	(*Job)(nil),                   // 9: jobwire.v1.Job
+	nil,                           // 10: jobwire.v1.JobSpec.HeadersEntry
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
 }
 var file_jobwire_v1_job_proto_depIdxs = []int32{
-	1,  // 0: jobwire.v1.BackoffPolicy.kind:type_name -> jobwire.v1.BackoffKind
-	9,  // 1: jobwire.v1.BackoffPolicy.initial_delay:type_name -> google.protobuf.Duration
-	9,  // 2: jobwire.v1.BackoffPolicy.max_delay:type_name -> google.protobuf.Duration
-	8,  // 3: jobwire.v1.JobSpec.headers:type_name -> jobwire.v1.JobSpec.HeadersEntry
-	9,  // 4: jobwire.v1.JobSpec.delay:type_name -> google.protobuf.Duration
-	10, // 5: jobwire.v1.JobSpec.run_time:type_name -> google.protobuf.Timestamp
-	2,  // 6: jobwire.v1.JobSpec.backoff:type_name -> jobwire.v1.BackoffPolicy
-	9,  // 7: jobwire.v1.JobSpec.lease_duration:type_name -> google.protobuf.Duration
-	9,  // 8: jobwire.v1.JobSpec.execution_timeout:type_name -> google.protobuf.Duration
-	9,  // 9: jobwire.v1.JobSpec.idempotency_window:type_name -> google.protobuf.Duration
-	3,  // 10: jobwire.v1.JobSpec.trace_context:type_name -> jobwire.v1.TraceContext
-	11, // 11: jobwire.v1.Progress.details:type_name -> google.protobuf.Struct
-	0,  // 12: jobwire.v1.Job.state:type_name -> jobwire.v1.JobState
-	4,  // 13: jobwire.v1.Job.spec:type_name -> jobwire.v1.JobSpec
-	5,  // 14: jobwire.v1.Job.progress:type_name -> jobwire.v1.Progress
-	6,  // 15: jobwire.v1.Job.last_error:type_name -> jobwire.v1.JobError
-	10, // 16: jobwire.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	10, // 17: jobwire.v1.Job.run_time:type_name -> google.protobuf.Timestamp
-	10, // 18: jobwire.v1.Job.start_time:type_name -> google.protobuf.Timestamp
-	10, // 19: jobwire.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
-	10, // 20: jobwire.v1.Job.lease_expire_time:type_name -> google.protobuf.Timestamp
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	3,  // 0: jobwire.v1.BackoffPolicy.kind:type_name -> jobwire.v1.BackoffKind
+	11, // 1: jobwire.v1.BackoffPolicy.initial_delay:type_name -> google.protobuf.Duration
+	11, // 2: jobwire.v1.BackoffPolicy.max_delay:type_name -> google.protobuf.Duration
+	10, // 3: jobwire.v1.JobSpec.headers:type_name -> jobwire.v1.JobSpec.HeadersEntry
+	11, // 4: jobwire.v1.JobSpec.delay:type_name -> google.protobuf.Duration
+	12, // 5: jobwire.v1.JobSpec.run_time:type_name -> google.protobuf.Timestamp
+	4,  // 6: jobwire.v1.JobSpec.backoff:type_name -> jobwire.v1.BackoffPolicy
+	11, // 7: jobwire.v1.JobSpec.lease_duration:type_name -> google.protobuf.Duration
+	11, // 8: jobwire.v1.JobSpec.execution_timeout:type_name -> google.protobuf.Duration
+	11, // 9: jobwire.v1.JobSpec.idempotency_window:type_name -> google.protobuf.Duration
+	5,  // 10: jobwire.v1.JobSpec.trace_context:type_name -> jobwire.v1.TraceContext
+	1,  // 11: jobwire.v1.JobSpec.idempotency_mode:type_name -> jobwire.v1.IdempotencyMode
+	12, // 12: jobwire.v1.JobSpec.start_deadline:type_name -> google.protobuf.Timestamp
+	2,  // 13: jobwire.v1.JobSpec.on_dependency_failure:type_name -> jobwire.v1.DependencyFailurePolicy
+	13, // 14: jobwire.v1.Progress.details:type_name -> google.protobuf.Struct
+	0,  // 15: jobwire.v1.Job.state:type_name -> jobwire.v1.JobState
+	6,  // 16: jobwire.v1.Job.spec:type_name -> jobwire.v1.JobSpec
+	7,  // 17: jobwire.v1.Job.progress:type_name -> jobwire.v1.Progress
+	8,  // 18: jobwire.v1.Job.last_error:type_name -> jobwire.v1.JobError
+	12, // 19: jobwire.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	12, // 20: jobwire.v1.Job.run_time:type_name -> google.protobuf.Timestamp
+	12, // 21: jobwire.v1.Job.start_time:type_name -> google.protobuf.Timestamp
+	12, // 22: jobwire.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
+	12, // 23: jobwire.v1.Job.lease_expire_time:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_job_proto_init() }
@@ -935,7 +1166,7 @@ func file_jobwire_v1_job_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_job_proto_rawDesc), len(file_jobwire_v1_job_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      4,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,

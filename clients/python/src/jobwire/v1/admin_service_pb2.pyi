@@ -177,6 +177,9 @@ class QueueSettings(_message.Message):
     KEEP_DEAD_FIELD_NUMBER: _builtins.int
     DEAD_MAX_AGE_FIELD_NUMBER: _builtins.int
     EVENT_HISTORY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    KEY_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     max_attempts: _builtins.int
     """Default `max_attempts`, in [1, 1000]. Broker default: 3."""
     priority: _builtins.int
@@ -193,6 +196,10 @@ class QueueSettings(_message.Message):
     event_history: _builtins.int
     """Queue events kept for `WatchQueue` (approximately; trimmed in blocks), in
     [0, 1,000,000]. 0 records none. Broker default: 10,000.
+    """
+    concurrency_limit: _builtins.int
+    """Default `JobSpec.concurrency_limit` for jobs of this queue that have a
+    `concurrency_key` and no limit of their own, in [1, 10,000]. Broker default: 1.
     """
     @_builtins.property
     def backoff(self) -> _job_pb2.BackoffPolicy:
@@ -220,6 +227,18 @@ class QueueSettings(_message.Message):
         default: 7 d.
         """
 
+    @_builtins.property
+    def rate_limit(self) -> Global___RateLimit:
+        """The most leases of this queue's jobs per period, counted over every worker and
+        broker replica (a sliding window in Redis time). Unset: no limit.
+        """
+
+    @_builtins.property
+    def key_rate_limit(self) -> Global___RateLimit:
+        """The most leases per period for each `concurrency_key` of this queue, like
+        `rate_limit` but counted per key. Unset: no limit.
+        """
+
     def __init__(
         self,
         *,
@@ -233,11 +252,16 @@ class QueueSettings(_message.Message):
         keep_dead: _builtins.int | None = ...,
         dead_max_age: _duration_pb2.Duration | None = ...,
         event_history: _builtins.int | None = ...,
+        concurrency_limit: _builtins.int | None = ...,
+        rate_limit: Global___RateLimit | None = ...,
+        key_rate_limit: Global___RateLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_event_history", b"_event_history", "_keep_completed", b"_keep_completed", "_keep_dead", b"_keep_dead", "_max_attempts", b"_max_attempts", "_priority", b"_priority", "backoff", b"backoff", "completed_max_age", b"completed_max_age", "dead_max_age", b"dead_max_age", "event_history", b"event_history", "execution_timeout", b"execution_timeout", "keep_completed", b"keep_completed", "keep_dead", b"keep_dead", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "priority", b"priority"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "_event_history", b"_event_history", "_keep_completed", b"_keep_completed", "_keep_dead", b"_keep_dead", "_max_attempts", b"_max_attempts", "_priority", b"_priority", "backoff", b"backoff", "completed_max_age", b"completed_max_age", "concurrency_limit", b"concurrency_limit", "dead_max_age", b"dead_max_age", "event_history", b"event_history", "execution_timeout", b"execution_timeout", "keep_completed", b"keep_completed", "keep_dead", b"keep_dead", "key_rate_limit", b"key_rate_limit", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "priority", b"priority", "rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_event_history", b"_event_history", "_keep_completed", b"_keep_completed", "_keep_dead", b"_keep_dead", "_max_attempts", b"_max_attempts", "_priority", b"_priority", "backoff", b"backoff", "completed_max_age", b"completed_max_age", "dead_max_age", b"dead_max_age", "event_history", b"event_history", "execution_timeout", b"execution_timeout", "keep_completed", b"keep_completed", "keep_dead", b"keep_dead", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "priority", b"priority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "_event_history", b"_event_history", "_keep_completed", b"_keep_completed", "_keep_dead", b"_keep_dead", "_max_attempts", b"_max_attempts", "_priority", b"_priority", "backoff", b"backoff", "completed_max_age", b"completed_max_age", "concurrency_limit", b"concurrency_limit", "dead_max_age", b"dead_max_age", "event_history", b"event_history", "execution_timeout", b"execution_timeout", "keep_completed", b"keep_completed", "keep_dead", b"keep_dead", "key_rate_limit", b"key_rate_limit", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "priority", b"priority", "rate_limit", b"rate_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__concurrency_limit: _TypeAlias = _typing.Literal["concurrency_limit"]  # noqa: Y015
+    _WhichOneofArgType__concurrency_limit: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit"]  # noqa: Y015
     _WhichOneofReturnType__event_history: _TypeAlias = _typing.Literal["event_history"]  # noqa: Y015
     _WhichOneofArgType__event_history: _TypeAlias = _typing.Literal["_event_history", b"_event_history"]  # noqa: Y015
     _WhichOneofReturnType__keep_completed: _TypeAlias = _typing.Literal["keep_completed"]  # noqa: Y015
@@ -248,6 +272,8 @@ class QueueSettings(_message.Message):
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency_limit) -> _WhichOneofReturnType__concurrency_limit | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__event_history) -> _WhichOneofReturnType__event_history | None: ...
     @_typing.overload
@@ -262,6 +288,34 @@ class QueueSettings(_message.Message):
 Global___QueueSettings: _TypeAlias = QueueSettings  # noqa: Y015
 
 @_typing.final
+class RateLimit(_message.Message):
+    """At most `limit` leases in any window of `period`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """Leases allowed per period, in [1, 1,000,000]."""
+    @_builtins.property
+    def period(self) -> _duration_pb2.Duration:
+        """The window, in [10 ms, 24 h]."""
+
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        period: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimit: _TypeAlias = RateLimit  # noqa: Y015
+
+@_typing.final
 class QueueCounts(_message.Message):
     """How many jobs a queue holds in each state."""
 
@@ -273,12 +327,18 @@ class QueueCounts(_message.Message):
     COMPLETED_FIELD_NUMBER: _builtins.int
     DEAD_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
     scheduled: _builtins.int
     ready: _builtins.int
     active: _builtins.int
     completed: _builtins.int
     dead: _builtins.int
     cancelled: _builtins.int
+    waiting: _builtins.int
+    """Jobs waiting for their dependencies."""
+    expired: _builtins.int
+    """Jobs dropped at their start deadline."""
     def __init__(
         self,
         *,
@@ -288,10 +348,12 @@ class QueueCounts(_message.Message):
         completed: _builtins.int = ...,
         dead: _builtins.int = ...,
         cancelled: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+        expired: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cancelled", b"cancelled", "completed", b"completed", "dead", b"dead", "ready", b"ready", "scheduled", b"scheduled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cancelled", b"cancelled", "completed", b"completed", "dead", b"dead", "expired", b"expired", "ready", b"ready", "scheduled", b"scheduled", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

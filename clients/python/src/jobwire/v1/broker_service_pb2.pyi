@@ -273,18 +273,29 @@ class LeaseResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeasedJob]:
         """The leased jobs; empty when nothing was ready before the wait ended."""
+
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """Set when jobs were ready but a rate limit (`QueueSettings.rate_limit` or
+        `key_rate_limit`, or a `FailRequest.rate_limit_delay`) held them back: how long
+        until the next one may be leased. Sleep that long instead of calling again at once.
+        A Lease with `wait` keeps waiting through a rate limit and leases as soon as it
+        allows, within the wait.
+        """
 
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___LeasedJob] | None = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "retry_after", b"retry_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -534,6 +545,7 @@ class FailRequest(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     RETRY_DELAY_FIELD_NUMBER: _builtins.int
     RELEASE_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_DELAY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The leased job. Required."""
     lease_token: _builtins.str
@@ -564,6 +576,15 @@ class FailRequest(_message.Message):
         Unset: follow the policy. Ignored when the job goes dead.
         """
 
+    @_builtins.property
+    def rate_limit_delay(self) -> _duration_pb2.Duration:
+        """The downstream service is rate limiting us: hand the job back as ReleaseLease does
+        (not counted as an attempt, `error` kept as `last_error` when given), and lease no
+        job of its `concurrency_key` (or, for a job without one, of its queue) for this
+        long, in [1 ms, 1 h]. The job itself is ready again after the same delay.
+        Unset: an ordinary failure.
+        """
+
     def __init__(
         self,
         *,
@@ -572,10 +593,11 @@ class FailRequest(_message.Message):
         error: _job_pb2.JobError | None = ...,
         retry_delay: _duration_pb2.Duration | None = ...,
         release: _builtins.bool = ...,
+        rate_limit_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "retry_delay", b"retry_delay"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "rate_limit_delay", b"rate_limit_delay", "retry_delay", b"retry_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "job_id", b"job_id", "lease_token", b"lease_token", "release", b"release", "retry_delay", b"retry_delay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "job_id", b"job_id", "lease_token", b"lease_token", "rate_limit_delay", b"rate_limit_delay", "release", b"release", "retry_delay", b"retry_delay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -951,3 +973,143 @@ class CancelJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelJobResponse: _TypeAlias = CancelJobResponse  # noqa: Y015
+
+@_typing.final
+class FlowJob(_message.Message):
+    """One job of an EnqueueFlow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_REFS_FIELD_NUMBER: _builtins.int
+    ref: _builtins.str
+    """The job's name within the flow, for `depends_on_refs` of other jobs: 1-128 of
+    `A-Z a-z 0-9 _ - .`, unique in the flow. Required.
+    """
+    queue: _builtins.str
+    """The job's queue. Required."""
+    @_builtins.property
+    def job(self) -> _job_pb2.JobSpec:
+        """The job. Its `depends_on` may name existing jobs by id."""
+
+    @_builtins.property
+    def depends_on_refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Refs of jobs of this flow that this one waits for, as `JobSpec.depends_on` does."""
+
+    def __init__(
+        self,
+        *,
+        ref: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        job: _job_pb2.JobSpec | None = ...,
+        depends_on_refs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depends_on_refs", b"depends_on_refs", "job", b"job", "queue", b"queue", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlowJob: _TypeAlias = FlowJob  # noqa: Y015
+
+@_typing.final
+class EnqueueFlowRequest(_message.Message):
+    """Request of EnqueueFlow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlowJob]:
+        """1 to 1000 jobs; together they must not form a cycle."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___FlowJob] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnqueueFlowRequest: _TypeAlias = EnqueueFlowRequest  # noqa: Y015
+
+@_typing.final
+class EnqueueFlowResponse(_message.Message):
+    """Response of EnqueueFlow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnqueueResponse]:
+        """One result per job, in request order; `duplicate` as in Enqueue."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___EnqueueResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnqueueFlowResponse: _TypeAlias = EnqueueFlowResponse  # noqa: Y015
+
+@_typing.final
+class GetDependenciesRequest(_message.Message):
+    """Request of GetDependencies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The dependant job. Required."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDependenciesRequest: _TypeAlias = GetDependenciesRequest  # noqa: Y015
+
+@_typing.final
+class GetDependenciesResponse(_message.Message):
+    """Response of GetDependencies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    MISSING_JOB_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The dependencies that still exist, in `spec.depends_on` order."""
+
+    @_builtins.property
+    def missing_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Dependencies no longer stored (removed by retention or deleted)."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
+        missing_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "missing_job_ids", b"missing_job_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDependenciesResponse: _TypeAlias = GetDependenciesResponse  # noqa: Y015

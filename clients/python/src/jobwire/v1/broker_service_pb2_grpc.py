@@ -105,6 +105,16 @@ class BrokerServiceStub:
                 request_serializer=jobwire_dot_v1_dot_broker__service__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_broker__service__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.EnqueueFlow = channel.unary_unary(
+                '/jobwire.v1.BrokerService/EnqueueFlow',
+                request_serializer=jobwire_dot_v1_dot_broker__service__pb2.EnqueueFlowRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_broker__service__pb2.EnqueueFlowResponse.FromString,
+                _registered_method=True)
+        self.GetDependencies = channel.unary_unary(
+                '/jobwire.v1.BrokerService/GetDependencies',
+                request_serializer=jobwire_dot_v1_dot_broker__service__pb2.GetDependenciesRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_broker__service__pb2.GetDependenciesResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -236,6 +246,32 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnqueueFlow(self, request, context):
+        """Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+        other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+        none in one script call. A parent with children is the job that depends on them: it
+        stays `WAITING` until they complete, then reads their results with
+        `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+        unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+        is written then. On Redis Cluster one script can only touch one hash slot, and every
+        queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+        queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+        Redis node or a Sentinel group a flow may span any queues.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDependencies(self, request, context):
+        """Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+        state and, when completed, its result: what a parent reads of its children.
+        `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+        retention since is left out of `jobs` and listed in `missing_job_ids`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +334,16 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=jobwire_dot_v1_dot_broker__service__pb2.CancelJobRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_broker__service__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'EnqueueFlow': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnqueueFlow,
+                    request_deserializer=jobwire_dot_v1_dot_broker__service__pb2.EnqueueFlowRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_broker__service__pb2.EnqueueFlowResponse.SerializeToString,
+            ),
+            'GetDependencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDependencies,
+                    request_deserializer=jobwire_dot_v1_dot_broker__service__pb2.GetDependenciesRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_broker__service__pb2.GetDependenciesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -635,6 +681,60 @@ class BrokerService:
             '/jobwire.v1.BrokerService/CancelJob',
             jobwire_dot_v1_dot_broker__service__pb2.CancelJobRequest.SerializeToString,
             jobwire_dot_v1_dot_broker__service__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnqueueFlow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.BrokerService/EnqueueFlow',
+            jobwire_dot_v1_dot_broker__service__pb2.EnqueueFlowRequest.SerializeToString,
+            jobwire_dot_v1_dot_broker__service__pb2.EnqueueFlowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDependencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.BrokerService/GetDependencies',
+            jobwire_dot_v1_dot_broker__service__pb2.GetDependenciesRequest.SerializeToString,
+            jobwire_dot_v1_dot_broker__service__pb2.GetDependenciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

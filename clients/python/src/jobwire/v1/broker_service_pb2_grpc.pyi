@@ -110,6 +110,24 @@ class BrokerServiceStub:
     is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
     job; `NOT_FOUND` for an unknown one.
     """
+    EnqueueFlow: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.EnqueueFlowRequest, _broker_service_pb2.EnqueueFlowResponse]
+    """Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+    other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+    none in one script call. A parent with children is the job that depends on them: it
+    stays `WAITING` until they complete, then reads their results with
+    `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+    unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+    is written then. On Redis Cluster one script can only touch one hash slot, and every
+    queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+    queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+    Redis node or a Sentinel group a flow may span any queues.
+    """
+    GetDependencies: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.GetDependenciesRequest, _broker_service_pb2.GetDependenciesResponse]
+    """Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+    state and, when completed, its result: what a parent reads of its children.
+    `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+    retention since is left out of `jobs` and listed in `missing_job_ids`.
+    """
 
 @_typing.type_check_only
 class BrokerServiceAsyncStub(BrokerServiceStub):
@@ -192,6 +210,24 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
     is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
     job; `NOT_FOUND` for an unknown one.
+    """
+    EnqueueFlow: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.EnqueueFlowRequest, _broker_service_pb2.EnqueueFlowResponse]  # type: ignore[assignment]
+    """Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+    other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+    none in one script call. A parent with children is the job that depends on them: it
+    stays `WAITING` until they complete, then reads their results with
+    `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+    unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+    is written then. On Redis Cluster one script can only touch one hash slot, and every
+    queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+    queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+    Redis node or a Sentinel group a flow may span any queues.
+    """
+    GetDependencies: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.GetDependenciesRequest, _broker_service_pb2.GetDependenciesResponse]  # type: ignore[assignment]
+    """Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+    state and, when completed, its result: what a parent reads of its children.
+    `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+    retention since is left out of `jobs` and listed in `missing_job_ids`.
     """
 
 class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -344,6 +380,36 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
         is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
         job; `NOT_FOUND` for an unknown one.
+        """
+
+    @_abc_1.abstractmethod
+    def EnqueueFlow(
+        self,
+        request: _broker_service_pb2.EnqueueFlowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.EnqueueFlowResponse, _abc.Awaitable[_broker_service_pb2.EnqueueFlowResponse]]:
+        """Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+        other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+        none in one script call. A parent with children is the job that depends on them: it
+        stays `WAITING` until they complete, then reads their results with
+        `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+        unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+        is written then. On Redis Cluster one script can only touch one hash slot, and every
+        queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+        queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+        Redis node or a Sentinel group a flow may span any queues.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDependencies(
+        self,
+        request: _broker_service_pb2.GetDependenciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.GetDependenciesResponse, _abc.Awaitable[_broker_service_pb2.GetDependenciesResponse]]:
+        """Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+        state and, when completed, its result: what a parent reads of its children.
+        `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+        retention since is left out of `jobs` and listed in `missing_job_ids`.
         """
 
 def add_BrokerServiceServicer_to_server(servicer: BrokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

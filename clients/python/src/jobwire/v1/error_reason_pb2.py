@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1djobwire/v1/error_reason.proto\x12\njobwire.v1*\xba\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x15\n\x11PAYLOAD_TOO_LARGE\x10\x02\x12\x11\n\rJOB_NOT_FOUND\x10\x03\x12\x0e\n\nLEASE_LOST\x10\x04\x12\x10\n\x0cJOB_FINISHED\x10\x05\x12\x11\n\rJOB_TOO_LARGE\x10\x06\x12\x15\n\x11STORE_UNAVAILABLE\x10\x07\x12\x11\n\rSHUTTING_DOWN\x10\x08\x12\x0c\n\x08INTERNAL\x10\t\x12\x13\n\x0fUNAUTHENTICATED\x10\n\x12\x15\n\x11PERMISSION_DENIED\x10\x0b\x12\x13\n\x0fQUEUE_NOT_FOUND\x10\x0c\x12\x0f\n\x0bWRONG_STATE\x10\r\x12\x0e\n\nQUEUE_BUSY\x10\x0e\x42R\n\x0e\x64\x65v.jobwire.v1P\x01Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1djobwire/v1/error_reason.proto\x12\njobwire.v1*\xf7\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x15\n\x11PAYLOAD_TOO_LARGE\x10\x02\x12\x11\n\rJOB_NOT_FOUND\x10\x03\x12\x0e\n\nLEASE_LOST\x10\x04\x12\x10\n\x0cJOB_FINISHED\x10\x05\x12\x11\n\rJOB_TOO_LARGE\x10\x06\x12\x15\n\x11STORE_UNAVAILABLE\x10\x07\x12\x11\n\rSHUTTING_DOWN\x10\x08\x12\x0c\n\x08INTERNAL\x10\t\x12\x13\n\x0fUNAUTHENTICATED\x10\n\x12\x15\n\x11PERMISSION_DENIED\x10\x0b\x12\x13\n\x0fQUEUE_NOT_FOUND\x10\x0c\x12\x0f\n\x0bWRONG_STATE\x10\r\x12\x0e\n\nQUEUE_BUSY\x10\x0e\x12\x0e\n\nCROSS_SLOT\x10\x0f\x12\x16\n\x12SCHEDULE_NOT_FOUND\x10\x10\x12\x13\n\x0fSCHEDULE_EXISTS\x10\x11\x42R\n\x0e\x64\x65v.jobwire.v1P\x01Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.jobwire.v1P\001Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1'
   _globals['_ERRORREASON']._serialized_start=46
-  _globals['_ERRORREASON']._serialized_end=360
+  _globals['_ERRORREASON']._serialized_end=421
 # @@protoc_insertion_point(module_scope)

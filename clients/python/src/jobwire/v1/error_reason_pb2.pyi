@@ -106,6 +106,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     that met an active job partway (the queue was resumed meanwhile) keeps the batches it
     had deleted. Wait for them, or force.
     """
+    CROSS_SLOT: _ErrorReason.ValueType  # 15
+    """buf:lint:ignore ENUM_VALUE_PREFIX
+    `FAILED_PRECONDITION`: on Redis Cluster, a flow or a dependency would join jobs of
+    more than one queue, which live in different hash slots. Nothing was written. Keep a
+    flow's jobs in one queue there, or run Redis as a single node or with Sentinel.
+    """
+    SCHEDULE_NOT_FOUND: _ErrorReason.ValueType  # 16
+    """buf:lint:ignore ENUM_VALUE_PREFIX
+    `NOT_FOUND`: the schedule a ScheduleService call names does not exist. Nothing was
+    written. Check the name.
+    """
+    SCHEDULE_EXISTS: _ErrorReason.ValueType  # 17
+    """buf:lint:ignore ENUM_VALUE_PREFIX
+    `ALREADY_EXISTS`: CreateSchedule named a schedule that exists. Nothing was written.
+    Update it instead, or delete it first.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, as `google.rpc.ErrorInfo.reason` (domain `jobwire.dev`) on every
@@ -199,5 +215,21 @@ QUEUE_BUSY: ErrorReason.ValueType  # 14
 `force`. Nothing was written when the queue had active jobs from the start; a delete
 that met an active job partway (the queue was resumed meanwhile) keeps the batches it
 had deleted. Wait for them, or force.
+"""
+CROSS_SLOT: ErrorReason.ValueType  # 15
+"""buf:lint:ignore ENUM_VALUE_PREFIX
+`FAILED_PRECONDITION`: on Redis Cluster, a flow or a dependency would join jobs of
+more than one queue, which live in different hash slots. Nothing was written. Keep a
+flow's jobs in one queue there, or run Redis as a single node or with Sentinel.
+"""
+SCHEDULE_NOT_FOUND: ErrorReason.ValueType  # 16
+"""buf:lint:ignore ENUM_VALUE_PREFIX
+`NOT_FOUND`: the schedule a ScheduleService call names does not exist. Nothing was
+written. Check the name.
+"""
+SCHEDULE_EXISTS: ErrorReason.ValueType  # 17
+"""buf:lint:ignore ENUM_VALUE_PREFIX
+`ALREADY_EXISTS`: CreateSchedule named a schedule that exists. Nothing was written.
+Update it instead, or delete it first.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -42,6 +42,16 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Dead-lettered: attempts exhausted or a non-retryable failure. Terminal."""
     JOB_STATE_CANCELLED: _JobState.ValueType  # 6
     """Cancelled by CancelJob before it finished. Terminal."""
+    JOB_STATE_WAITING: _JobState.ValueType  # 7
+    """Waiting for the jobs it depends on (`JobSpec.depends_on`): it becomes ready (or
+    scheduled, if its run time is still ahead) when the last of them completes, or dead
+    (error type `DEPENDENCY_FAILED`) when one of them ends dead, cancelled or expired
+    under `DEPENDENCY_FAILURE_POLICY_FAIL`. Cancellable. Never leased.
+    """
+    JOB_STATE_EXPIRED: _JobState.ValueType  # 8
+    """Not leased before its `JobSpec.start_deadline`: dropped without running. Terminal.
+    Kept and trimmed like cancelled jobs.
+    """
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """Where a job is in its life. See DESIGN.md for the state machine."""
@@ -60,7 +70,95 @@ JOB_STATE_DEAD: JobState.ValueType  # 5
 """Dead-lettered: attempts exhausted or a non-retryable failure. Terminal."""
 JOB_STATE_CANCELLED: JobState.ValueType  # 6
 """Cancelled by CancelJob before it finished. Terminal."""
+JOB_STATE_WAITING: JobState.ValueType  # 7
+"""Waiting for the jobs it depends on (`JobSpec.depends_on`): it becomes ready (or
+scheduled, if its run time is still ahead) when the last of them completes, or dead
+(error type `DEPENDENCY_FAILED`) when one of them ends dead, cancelled or expired
+under `DEPENDENCY_FAILURE_POLICY_FAIL`. Cancellable. Never leased.
+"""
+JOB_STATE_EXPIRED: JobState.ValueType  # 8
+"""Not leased before its `JobSpec.start_deadline`: dropped without running. Terminal.
+Kept and trimmed like cancelled jobs.
+"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
+
+class _IdempotencyMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IdempotencyModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IdempotencyMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IDEMPOTENCY_MODE_UNSPECIFIED: _IdempotencyMode.ValueType  # 0
+    """The same as `IDEMPOTENCY_MODE_FIRST`."""
+    IDEMPOTENCY_MODE_FIRST: _IdempotencyMode.ValueType  # 1
+    """Return the first job (`duplicate = true`); nothing is written. The window is not
+    extended.
+    """
+    IDEMPOTENCY_MODE_REPLACE: _IdempotencyMode.ValueType  # 2
+    """Debounce: while the job holding the key is still pending (waiting, scheduled or
+    ready), replace its spec with the new one (payload, headers, options; its `delay`
+    and `run_time` are counted again from now) and keep its id (`duplicate = true`). The
+    key's window restarts. Once that job is active or finished, a new job is created and
+    takes the key (`duplicate = false`).
+    """
+    IDEMPOTENCY_MODE_EXTEND: _IdempotencyMode.ValueType  # 3
+    """As `IDEMPOTENCY_MODE_FIRST`, and the key's window restarts from now, so a steady
+    stream of enqueues with one key stays deduplicated.
+    """
+
+class IdempotencyMode(_IdempotencyMode, metaclass=_IdempotencyModeEnumTypeWrapper):
+    """What an Enqueue does when its `idempotency_key` is remembered (the key's window has
+    not ended).
+    """
+
+IDEMPOTENCY_MODE_UNSPECIFIED: IdempotencyMode.ValueType  # 0
+"""The same as `IDEMPOTENCY_MODE_FIRST`."""
+IDEMPOTENCY_MODE_FIRST: IdempotencyMode.ValueType  # 1
+"""Return the first job (`duplicate = true`); nothing is written. The window is not
+extended.
+"""
+IDEMPOTENCY_MODE_REPLACE: IdempotencyMode.ValueType  # 2
+"""Debounce: while the job holding the key is still pending (waiting, scheduled or
+ready), replace its spec with the new one (payload, headers, options; its `delay`
+and `run_time` are counted again from now) and keep its id (`duplicate = true`). The
+key's window restarts. Once that job is active or finished, a new job is created and
+takes the key (`duplicate = false`).
+"""
+IDEMPOTENCY_MODE_EXTEND: IdempotencyMode.ValueType  # 3
+"""As `IDEMPOTENCY_MODE_FIRST`, and the key's window restarts from now, so a steady
+stream of enqueues with one key stays deduplicated.
+"""
+Global___IdempotencyMode: _TypeAlias = IdempotencyMode  # noqa: Y015
+
+class _DependencyFailurePolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DependencyFailurePolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DependencyFailurePolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPENDENCY_FAILURE_POLICY_UNSPECIFIED: _DependencyFailurePolicy.ValueType  # 0
+    """The same as `DEPENDENCY_FAILURE_POLICY_FAIL`."""
+    DEPENDENCY_FAILURE_POLICY_FAIL: _DependencyFailurePolicy.ValueType  # 1
+    """The dependant goes dead at once, with `last_error.type` `DEPENDENCY_FAILED` and the
+    dependency's id in the message, and so do the jobs waiting on it in turn.
+    """
+    DEPENDENCY_FAILURE_POLICY_IGNORE: _DependencyFailurePolicy.ValueType  # 2
+    """The dependency counts as finished: the dependant runs once the others complete."""
+
+class DependencyFailurePolicy(_DependencyFailurePolicy, metaclass=_DependencyFailurePolicyEnumTypeWrapper):
+    """What happens to a waiting job when one of the jobs it depends on ends without
+    completing (dead, cancelled or expired), or is deleted.
+    """
+
+DEPENDENCY_FAILURE_POLICY_UNSPECIFIED: DependencyFailurePolicy.ValueType  # 0
+"""The same as `DEPENDENCY_FAILURE_POLICY_FAIL`."""
+DEPENDENCY_FAILURE_POLICY_FAIL: DependencyFailurePolicy.ValueType  # 1
+"""The dependant goes dead at once, with `last_error.type` `DEPENDENCY_FAILED` and the
+dependency's id in the message, and so do the jobs waiting on it in turn.
+"""
+DEPENDENCY_FAILURE_POLICY_IGNORE: DependencyFailurePolicy.ValueType  # 2
+"""The dependency counts as finished: the dependant runs once the others complete."""
+Global___DependencyFailurePolicy: _TypeAlias = DependencyFailurePolicy  # noqa: Y015
 
 class _BackoffKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -209,6 +307,12 @@ class JobSpec(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_WINDOW_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_MODE_FIELD_NUMBER: _builtins.int
+    START_DEADLINE_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    ON_DEPENDENCY_FAILURE_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
     """Opaque job data. At most the broker's payload limit (1 MiB by default)."""
     content_type: _builtins.str
@@ -219,8 +323,25 @@ class JobSpec(_message.Message):
     """Attempts in all, first one included, in [1, 1000]. 0 means 3."""
     idempotency_key: _builtins.str
     """When set, a second Enqueue with the same key in the same queue within the
-    window returns the first job instead of creating one. At most 256 bytes.
+    window returns the first job instead of creating one (or replaces it: see
+    `idempotency_mode`). At most 256 bytes.
     """
+    idempotency_mode: Global___IdempotencyMode.ValueType
+    """What a second Enqueue with the same `idempotency_key` does. Ignored without a key."""
+    concurrency_key: _builtins.str
+    """Jobs of the same queue with the same key run at most `concurrency_limit` at a time
+    (1: one at a time, e.g. `wallet:<address>`). `Lease` skips a job whose key is at its
+    limit and leases jobs of other keys behind it in the same call, serving keys
+    round-robin. The slot is freed when the job completes, fails, is released, expires
+    its lease or is cancelled. At most 256 bytes. Empty: no key, no limit.
+    """
+    concurrency_limit: _builtins.int
+    """The most active jobs of `concurrency_key`, in [0, 10,000]. 0: the queue's
+    `QueueSettings.concurrency_limit`, else 1. Ignored without a key. The limit of a key
+    is the one of the job being leased (jobs of one key should agree).
+    """
+    on_dependency_failure: Global___DependencyFailurePolicy.ValueType
+    """What to do when a dependency ends without completing."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form string headers passed to the worker unchanged. At most 64 entries;
@@ -264,6 +385,22 @@ class JobSpec(_message.Message):
         ignored.
         """
 
+    @_builtins.property
+    def start_deadline(self) -> _timestamp_pb2.Timestamp:
+        """Drop the job (state `EXPIRED`) if no worker has leased it by this time; a retry
+        after a failed attempt is not held to it. Unset: no deadline. Must be after the
+        enqueue time and not before the job's run time (`INVALID_ARGUMENT` otherwise).
+        """
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of jobs this one waits for (in any queue of the same hash slot: see
+        `EnqueueFlow`). The job is `WAITING` until all of them have completed. At most 100,
+        distinct. An unknown id is `INVALID_ARGUMENT`; a dependency already completed counts
+        as done, one already dead, cancelled or expired is handled by
+        `on_dependency_failure` at once.
+        """
+
     def __init__(
         self,
         *,
@@ -280,10 +417,16 @@ class JobSpec(_message.Message):
         idempotency_key: _builtins.str = ...,
         idempotency_window: _duration_pb2.Duration | None = ...,
         trace_context: Global___TraceContext | None = ...,
+        idempotency_mode: Global___IdempotencyMode.ValueType = ...,
+        start_deadline: _timestamp_pb2.Timestamp | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        on_dependency_failure: Global___DependencyFailurePolicy.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "delay", b"delay", "execution_timeout", b"execution_timeout", "idempotency_window", b"idempotency_window", "lease_duration", b"lease_duration", "run_time", b"run_time", "trace_context", b"trace_context"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "delay", b"delay", "execution_timeout", b"execution_timeout", "idempotency_window", b"idempotency_window", "lease_duration", b"lease_duration", "run_time", b"run_time", "start_deadline", b"start_deadline", "trace_context", b"trace_context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "content_type", b"content_type", "delay", b"delay", "execution_timeout", b"execution_timeout", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window", b"idempotency_window", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "run_time", b"run_time", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "content_type", b"content_type", "delay", b"delay", "depends_on", b"depends_on", "execution_timeout", b"execution_timeout", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_mode", b"idempotency_mode", "idempotency_window", b"idempotency_window", "lease_duration", b"lease_duration", "max_attempts", b"max_attempts", "on_dependency_failure", b"on_dependency_failure", "payload", b"payload", "priority", b"priority", "run_time", b"run_time", "start_deadline", b"start_deadline", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,6 +519,7 @@ class Job(_message.Message):
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     COUNTED_ATTEMPTS_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    PENDING_DEPENDENCIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Broker-assigned id, `<queue>:<sequence>`. Stable for the job's whole life."""
     queue: _builtins.str
@@ -398,6 +542,8 @@ class Job(_message.Message):
     """
     worker_id: _builtins.str
     """The `worker_id` the current (or last) lease was taken with; empty if none was given."""
+    pending_dependencies: _builtins.int
+    """Dependencies (`spec.depends_on`) not finished yet; 0 unless the job is WAITING."""
     @_builtins.property
     def spec(self) -> Global___JobSpec:
         """What the producer asked for, defaults filled in."""
@@ -450,10 +596,11 @@ class Job(_message.Message):
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
         counted_attempts: _builtins.int = ...,
         worker_id: _builtins.str = ...,
+        pending_dependencies: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "counted_attempts", b"counted_attempts", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "counted_attempts", b"counted_attempts", "create_time", b"create_time", "finish_time", b"finish_time", "id", b"id", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "pending_dependencies", b"pending_dependencies", "progress", b"progress", "queue", b"queue", "result", b"result", "result_content_type", b"result_content_type", "run_time", b"run_time", "spec", b"spec", "start_time", b"start_time", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

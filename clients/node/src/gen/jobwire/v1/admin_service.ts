@@ -318,7 +318,36 @@ export interface QueueSettings {
    * Queue events kept for `WatchQueue` (approximately; trimmed in blocks), in
    * [0, 1,000,000]. 0 records none. Broker default: 10,000.
    */
-  eventHistory?: number | undefined;
+  eventHistory?:
+    | number
+    | undefined;
+  /**
+   * Default `JobSpec.concurrency_limit` for jobs of this queue that have a
+   * `concurrency_key` and no limit of their own, in [1, 10,000]. Broker default: 1.
+   */
+  concurrencyLimit?:
+    | number
+    | undefined;
+  /**
+   * The most leases of this queue's jobs per period, counted over every worker and
+   * broker replica (a sliding window in Redis time). Unset: no limit.
+   */
+  rateLimit?:
+    | RateLimit
+    | undefined;
+  /**
+   * The most leases per period for each `concurrency_key` of this queue, like
+   * `rate_limit` but counted per key. Unset: no limit.
+   */
+  keyRateLimit?: RateLimit | undefined;
+}
+
+/** At most `limit` leases in any window of `period`. */
+export interface RateLimit {
+  /** Leases allowed per period, in [1, 1,000,000]. */
+  limit: number;
+  /** The window, in [10 ms, 24 h]. */
+  period?: Duration | undefined;
 }
 
 /** How many jobs a queue holds in each state. */
@@ -329,6 +358,10 @@ export interface QueueCounts {
   completed: number;
   dead: number;
   cancelled: number;
+  /** Jobs waiting for their dependencies. */
+  waiting: number;
+  /** Jobs dropped at their start deadline. */
+  expired: number;
 }
 
 /**
@@ -715,6 +748,9 @@ function createBaseQueueSettings(): QueueSettings {
     keepDead: undefined,
     deadMaxAge: undefined,
     eventHistory: undefined,
+    concurrencyLimit: undefined,
+    rateLimit: undefined,
+    keyRateLimit: undefined,
   };
 }
 
@@ -749,6 +785,15 @@ export const QueueSettings: MessageFns<QueueSettings> = {
     }
     if (message.eventHistory !== undefined) {
       writer.uint32(80).int32(message.eventHistory);
+    }
+    if (message.concurrencyLimit !== undefined) {
+      writer.uint32(88).int32(message.concurrencyLimit);
+    }
+    if (message.rateLimit !== undefined) {
+      RateLimit.encode(message.rateLimit, writer.uint32(98).fork()).join();
+    }
+    if (message.keyRateLimit !== undefined) {
+      RateLimit.encode(message.keyRateLimit, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -846,6 +891,30 @@ export const QueueSettings: MessageFns<QueueSettings> = {
             message.eventHistory = reader.int32();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.concurrencyLimit = reader.int32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.rateLimit = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.keyRateLimit = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -902,6 +971,21 @@ export const QueueSettings: MessageFns<QueueSettings> = {
         : isSet(object.event_history)
         ? globalThis.Number(object.event_history)
         : undefined,
+      concurrencyLimit: isSet(object.concurrencyLimit)
+        ? globalThis.Number(object.concurrencyLimit)
+        : isSet(object.concurrency_limit)
+        ? globalThis.Number(object.concurrency_limit)
+        : undefined,
+      rateLimit: isSet(object.rateLimit)
+        ? RateLimit.fromJSON(object.rateLimit)
+        : isSet(object.rate_limit)
+        ? RateLimit.fromJSON(object.rate_limit)
+        : undefined,
+      keyRateLimit: isSet(object.keyRateLimit)
+        ? RateLimit.fromJSON(object.keyRateLimit)
+        : isSet(object.key_rate_limit)
+        ? RateLimit.fromJSON(object.key_rate_limit)
+        : undefined,
     };
   },
 
@@ -937,6 +1021,15 @@ export const QueueSettings: MessageFns<QueueSettings> = {
     if (message.eventHistory !== undefined) {
       obj.eventHistory = Math.round(message.eventHistory);
     }
+    if (message.concurrencyLimit !== undefined) {
+      obj.concurrencyLimit = Math.round(message.concurrencyLimit);
+    }
+    if (message.rateLimit !== undefined) {
+      obj.rateLimit = RateLimit.toJSON(message.rateLimit);
+    }
+    if (message.keyRateLimit !== undefined) {
+      obj.keyRateLimit = RateLimit.toJSON(message.keyRateLimit);
+    }
     return obj;
   },
 
@@ -965,12 +1058,106 @@ export const QueueSettings: MessageFns<QueueSettings> = {
       ? Duration.fromPartial(object.deadMaxAge)
       : undefined;
     message.eventHistory = object.eventHistory ?? undefined;
+    message.concurrencyLimit = object.concurrencyLimit ?? undefined;
+    message.rateLimit = (object.rateLimit !== undefined && object.rateLimit !== null)
+      ? RateLimit.fromPartial(object.rateLimit)
+      : undefined;
+    message.keyRateLimit = (object.keyRateLimit !== undefined && object.keyRateLimit !== null)
+      ? RateLimit.fromPartial(object.keyRateLimit)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRateLimit(): RateLimit {
+  return { limit: 0, period: undefined };
+}
+
+export const RateLimit: MessageFns<RateLimit> = {
+  encode(message: RateLimit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).int32(message.limit);
+    }
+    if (message.period !== undefined) {
+      Duration.encode(message.period, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RateLimit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRateLimit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RateLimit {
+    return {
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      period: isSet(object.period) ? Duration.fromJSON(object.period) : undefined,
+    };
+  },
+
+  toJSON(message: RateLimit): unknown {
+    const obj: any = {};
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    if (message.period !== undefined) {
+      obj.period = Duration.toJSON(message.period);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RateLimit>, I>>(base?: I): RateLimit {
+    return RateLimit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RateLimit>, I>>(object: I): RateLimit {
+    const message = createBaseRateLimit();
+    message.limit = object.limit ?? 0;
+    message.period = (object.period !== undefined && object.period !== null)
+      ? Duration.fromPartial(object.period)
+      : undefined;
     return message;
   },
 };
 
 function createBaseQueueCounts(): QueueCounts {
-  return { scheduled: 0, ready: 0, active: 0, completed: 0, dead: 0, cancelled: 0 };
+  return { scheduled: 0, ready: 0, active: 0, completed: 0, dead: 0, cancelled: 0, waiting: 0, expired: 0 };
 }
 
 export const QueueCounts: MessageFns<QueueCounts> = {
@@ -992,6 +1179,12 @@ export const QueueCounts: MessageFns<QueueCounts> = {
     }
     if (message.cancelled !== 0) {
       writer.uint32(48).int64(message.cancelled);
+    }
+    if (message.waiting !== 0) {
+      writer.uint32(56).int64(message.waiting);
+    }
+    if (message.expired !== 0) {
+      writer.uint32(64).int64(message.expired);
     }
     return writer;
   },
@@ -1057,6 +1250,22 @@ export const QueueCounts: MessageFns<QueueCounts> = {
             message.cancelled = longToNumber(reader.int64());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.waiting = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.expired = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1077,6 +1286,8 @@ export const QueueCounts: MessageFns<QueueCounts> = {
       completed: isSet(object.completed) ? globalThis.Number(object.completed) : 0,
       dead: isSet(object.dead) ? globalThis.Number(object.dead) : 0,
       cancelled: isSet(object.cancelled) ? globalThis.Number(object.cancelled) : 0,
+      waiting: isSet(object.waiting) ? globalThis.Number(object.waiting) : 0,
+      expired: isSet(object.expired) ? globalThis.Number(object.expired) : 0,
     };
   },
 
@@ -1100,6 +1311,12 @@ export const QueueCounts: MessageFns<QueueCounts> = {
     if (message.cancelled !== 0) {
       obj.cancelled = Math.round(message.cancelled);
     }
+    if (message.waiting !== 0) {
+      obj.waiting = Math.round(message.waiting);
+    }
+    if (message.expired !== 0) {
+      obj.expired = Math.round(message.expired);
+    }
     return obj;
   },
 
@@ -1114,6 +1331,8 @@ export const QueueCounts: MessageFns<QueueCounts> = {
     message.completed = object.completed ?? 0;
     message.dead = object.dead ?? 0;
     message.cancelled = object.cancelled ?? 0;
+    message.waiting = object.waiting ?? 0;
+    message.expired = object.expired ?? 0;
     return message;
   },
 };

@@ -177,6 +177,14 @@ export interface LeasedJob {
 export interface LeaseResponse {
   /** The leased jobs; empty when nothing was ready before the wait ended. */
   jobs: LeasedJob[];
+  /**
+   * Set when jobs were ready but a rate limit (`QueueSettings.rate_limit` or
+   * `key_rate_limit`, or a `FailRequest.rate_limit_delay`) held them back: how long
+   * until the next one may be leased. Sleep that long instead of calling again at once.
+   * A Lease with `wait` keeps waiting through a rate limit and leases as soon as it
+   * allows, within the wait.
+   */
+  retryAfter?: Duration | undefined;
 }
 
 /** Request of Heartbeat. */
@@ -286,6 +294,14 @@ export interface FailRequest {
    * @deprecated
    */
   release: boolean;
+  /**
+   * The downstream service is rate limiting us: hand the job back as ReleaseLease does
+   * (not counted as an attempt, `error` kept as `last_error` when given), and lease no
+   * job of its `concurrency_key` (or, for a job without one, of its queue) for this
+   * long, in [1 ms, 1 h]. The job itself is ready again after the same delay.
+   * Unset: an ordinary failure.
+   */
+  rateLimitDelay?: Duration | undefined;
 }
 
 /** Response of Fail. */
@@ -408,6 +424,49 @@ export interface CancelJobRequest {
 export interface CancelJobResponse {
   /** CANCELLED when cancelled at once; ACTIVE when the worker was asked to stop. */
   state: JobState;
+}
+
+/** One job of an EnqueueFlow. */
+export interface FlowJob {
+  /**
+   * The job's name within the flow, for `depends_on_refs` of other jobs: 1-128 of
+   * `A-Z a-z 0-9 _ - .`, unique in the flow. Required.
+   */
+  ref: string;
+  /** The job's queue. Required. */
+  queue: string;
+  /** The job. Its `depends_on` may name existing jobs by id. */
+  job?:
+    | JobSpec
+    | undefined;
+  /** Refs of jobs of this flow that this one waits for, as `JobSpec.depends_on` does. */
+  dependsOnRefs: string[];
+}
+
+/** Request of EnqueueFlow. */
+export interface EnqueueFlowRequest {
+  /** 1 to 1000 jobs; together they must not form a cycle. */
+  jobs: FlowJob[];
+}
+
+/** Response of EnqueueFlow. */
+export interface EnqueueFlowResponse {
+  /** One result per job, in request order; `duplicate` as in Enqueue. */
+  results: EnqueueResponse[];
+}
+
+/** Request of GetDependencies. */
+export interface GetDependenciesRequest {
+  /** The dependant job. Required. */
+  jobId: string;
+}
+
+/** Response of GetDependencies. */
+export interface GetDependenciesResponse {
+  /** The dependencies that still exist, in `spec.depends_on` order. */
+  jobs: Job[];
+  /** Dependencies no longer stored (removed by retention or deleted). */
+  missingJobIds: string[];
 }
 
 function createBaseEnqueueRequest(): EnqueueRequest {
@@ -1027,13 +1086,16 @@ export const LeasedJob: MessageFns<LeasedJob> = {
 };
 
 function createBaseLeaseResponse(): LeaseResponse {
-  return { jobs: [] };
+  return { jobs: [], retryAfter: undefined };
 }
 
 export const LeaseResponse: MessageFns<LeaseResponse> = {
   encode(message: LeaseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.jobs) {
       LeasedJob.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.retryAfter !== undefined) {
+      Duration.encode(message.retryAfter, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1059,6 +1121,14 @@ export const LeaseResponse: MessageFns<LeaseResponse> = {
             message.jobs.push(LeasedJob.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.retryAfter = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1072,13 +1142,23 @@ export const LeaseResponse: MessageFns<LeaseResponse> = {
   },
 
   fromJSON(object: any): LeaseResponse {
-    return { jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => LeasedJob.fromJSON(e)) : [] };
+    return {
+      jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => LeasedJob.fromJSON(e)) : [],
+      retryAfter: isSet(object.retryAfter)
+        ? Duration.fromJSON(object.retryAfter)
+        : isSet(object.retry_after)
+        ? Duration.fromJSON(object.retry_after)
+        : undefined,
+    };
   },
 
   toJSON(message: LeaseResponse): unknown {
     const obj: any = {};
     if (message.jobs?.length) {
       obj.jobs = message.jobs.map((e) => LeasedJob.toJSON(e));
+    }
+    if (message.retryAfter !== undefined) {
+      obj.retryAfter = Duration.toJSON(message.retryAfter);
     }
     return obj;
   },
@@ -1089,6 +1169,9 @@ export const LeaseResponse: MessageFns<LeaseResponse> = {
   fromPartial<I extends Exact<DeepPartial<LeaseResponse>, I>>(object: I): LeaseResponse {
     const message = createBaseLeaseResponse();
     message.jobs = object.jobs?.map((e) => LeasedJob.fromPartial(e)) || [];
+    message.retryAfter = (object.retryAfter !== undefined && object.retryAfter !== null)
+      ? Duration.fromPartial(object.retryAfter)
+      : undefined;
     return message;
   },
 };
@@ -1855,7 +1938,14 @@ export const CompleteResponse: MessageFns<CompleteResponse> = {
 };
 
 function createBaseFailRequest(): FailRequest {
-  return { jobId: "", leaseToken: "", error: undefined, retryDelay: undefined, release: false };
+  return {
+    jobId: "",
+    leaseToken: "",
+    error: undefined,
+    retryDelay: undefined,
+    release: false,
+    rateLimitDelay: undefined,
+  };
 }
 
 export const FailRequest: MessageFns<FailRequest> = {
@@ -1874,6 +1964,9 @@ export const FailRequest: MessageFns<FailRequest> = {
     }
     if (message.release !== false) {
       writer.uint32(40).bool(message.release);
+    }
+    if (message.rateLimitDelay !== undefined) {
+      Duration.encode(message.rateLimitDelay, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1931,6 +2024,14 @@ export const FailRequest: MessageFns<FailRequest> = {
             message.release = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.rateLimitDelay = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1962,6 +2063,11 @@ export const FailRequest: MessageFns<FailRequest> = {
         ? Duration.fromJSON(object.retry_delay)
         : undefined,
       release: isSet(object.release) ? globalThis.Boolean(object.release) : false,
+      rateLimitDelay: isSet(object.rateLimitDelay)
+        ? Duration.fromJSON(object.rateLimitDelay)
+        : isSet(object.rate_limit_delay)
+        ? Duration.fromJSON(object.rate_limit_delay)
+        : undefined,
     };
   },
 
@@ -1982,6 +2088,9 @@ export const FailRequest: MessageFns<FailRequest> = {
     if (message.release !== false) {
       obj.release = message.release;
     }
+    if (message.rateLimitDelay !== undefined) {
+      obj.rateLimitDelay = Duration.toJSON(message.rateLimitDelay);
+    }
     return obj;
   },
 
@@ -1999,6 +2108,9 @@ export const FailRequest: MessageFns<FailRequest> = {
       ? Duration.fromPartial(object.retryDelay)
       : undefined;
     message.release = object.release ?? false;
+    message.rateLimitDelay = (object.rateLimitDelay !== undefined && object.rateLimitDelay !== null)
+      ? Duration.fromPartial(object.rateLimitDelay)
+      : undefined;
     return message;
   },
 };
@@ -3146,6 +3258,427 @@ export const CancelJobResponse: MessageFns<CancelJobResponse> = {
   },
 };
 
+function createBaseFlowJob(): FlowJob {
+  return { ref: "", queue: "", job: undefined, dependsOnRefs: [] };
+}
+
+export const FlowJob: MessageFns<FlowJob> = {
+  encode(message: FlowJob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ref !== "") {
+      writer.uint32(10).string(message.ref);
+    }
+    if (message.queue !== "") {
+      writer.uint32(18).string(message.queue);
+    }
+    if (message.job !== undefined) {
+      JobSpec.encode(message.job, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.dependsOnRefs) {
+      writer.uint32(34).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FlowJob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFlowJob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ref = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.job = JobSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.dependsOnRefs.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FlowJob {
+    return {
+      ref: isSet(object.ref) ? globalThis.String(object.ref) : "",
+      queue: isSet(object.queue) ? globalThis.String(object.queue) : "",
+      job: isSet(object.job) ? JobSpec.fromJSON(object.job) : undefined,
+      dependsOnRefs: globalThis.Array.isArray(object?.dependsOnRefs)
+        ? object.dependsOnRefs.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.depends_on_refs)
+        ? object.depends_on_refs.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: FlowJob): unknown {
+    const obj: any = {};
+    if (message.ref !== "") {
+      obj.ref = message.ref;
+    }
+    if (message.queue !== "") {
+      obj.queue = message.queue;
+    }
+    if (message.job !== undefined) {
+      obj.job = JobSpec.toJSON(message.job);
+    }
+    if (message.dependsOnRefs?.length) {
+      obj.dependsOnRefs = message.dependsOnRefs;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FlowJob>, I>>(base?: I): FlowJob {
+    return FlowJob.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FlowJob>, I>>(object: I): FlowJob {
+    const message = createBaseFlowJob();
+    message.ref = object.ref ?? "";
+    message.queue = object.queue ?? "";
+    message.job = (object.job !== undefined && object.job !== null) ? JobSpec.fromPartial(object.job) : undefined;
+    message.dependsOnRefs = object.dependsOnRefs?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseEnqueueFlowRequest(): EnqueueFlowRequest {
+  return { jobs: [] };
+}
+
+export const EnqueueFlowRequest: MessageFns<EnqueueFlowRequest> = {
+  encode(message: EnqueueFlowRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jobs) {
+      FlowJob.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EnqueueFlowRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEnqueueFlowRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobs.push(FlowJob.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EnqueueFlowRequest {
+    return { jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => FlowJob.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: EnqueueFlowRequest): unknown {
+    const obj: any = {};
+    if (message.jobs?.length) {
+      obj.jobs = message.jobs.map((e) => FlowJob.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EnqueueFlowRequest>, I>>(base?: I): EnqueueFlowRequest {
+    return EnqueueFlowRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EnqueueFlowRequest>, I>>(object: I): EnqueueFlowRequest {
+    const message = createBaseEnqueueFlowRequest();
+    message.jobs = object.jobs?.map((e) => FlowJob.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseEnqueueFlowResponse(): EnqueueFlowResponse {
+  return { results: [] };
+}
+
+export const EnqueueFlowResponse: MessageFns<EnqueueFlowResponse> = {
+  encode(message: EnqueueFlowResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      EnqueueResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EnqueueFlowResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEnqueueFlowResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(EnqueueResponse.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EnqueueFlowResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => EnqueueResponse.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: EnqueueFlowResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => EnqueueResponse.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EnqueueFlowResponse>, I>>(base?: I): EnqueueFlowResponse {
+    return EnqueueFlowResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EnqueueFlowResponse>, I>>(object: I): EnqueueFlowResponse {
+    const message = createBaseEnqueueFlowResponse();
+    message.results = object.results?.map((e) => EnqueueResponse.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetDependenciesRequest(): GetDependenciesRequest {
+  return { jobId: "" };
+}
+
+export const GetDependenciesRequest: MessageFns<GetDependenciesRequest> = {
+  encode(message: GetDependenciesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDependenciesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDependenciesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDependenciesRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetDependenciesRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDependenciesRequest>, I>>(base?: I): GetDependenciesRequest {
+    return GetDependenciesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDependenciesRequest>, I>>(object: I): GetDependenciesRequest {
+    const message = createBaseGetDependenciesRequest();
+    message.jobId = object.jobId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetDependenciesResponse(): GetDependenciesResponse {
+  return { jobs: [], missingJobIds: [] };
+}
+
+export const GetDependenciesResponse: MessageFns<GetDependenciesResponse> = {
+  encode(message: GetDependenciesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jobs) {
+      Job.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.missingJobIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDependenciesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDependenciesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobs.push(Job.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.missingJobIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDependenciesResponse {
+    return {
+      jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => Job.fromJSON(e)) : [],
+      missingJobIds: globalThis.Array.isArray(object?.missingJobIds)
+        ? object.missingJobIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.missing_job_ids)
+        ? object.missing_job_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: GetDependenciesResponse): unknown {
+    const obj: any = {};
+    if (message.jobs?.length) {
+      obj.jobs = message.jobs.map((e) => Job.toJSON(e));
+    }
+    if (message.missingJobIds?.length) {
+      obj.missingJobIds = message.missingJobIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDependenciesResponse>, I>>(base?: I): GetDependenciesResponse {
+    return GetDependenciesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDependenciesResponse>, I>>(object: I): GetDependenciesResponse {
+    const message = createBaseGetDependenciesResponse();
+    message.jobs = object.jobs?.map((e) => Job.fromPartial(e)) || [];
+    message.missingJobIds = object.missingJobIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
 /**
  * The job broker. Producers enqueue, workers lease and finish, anyone watches.
  *
@@ -3340,6 +3873,44 @@ export const BrokerServiceService = {
     responseSerialize: (value: CancelJobResponse): Buffer => Buffer.from(CancelJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CancelJobResponse => CancelJobResponse.decode(value),
   },
+  /**
+   * Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+   * other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+   * none in one script call. A parent with children is the job that depends on them: it
+   * stays `WAITING` until they complete, then reads their results with
+   * `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+   * unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+   * is written then. On Redis Cluster one script can only touch one hash slot, and every
+   * queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+   * queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+   * Redis node or a Sentinel group a flow may span any queues.
+   */
+  enqueueFlow: {
+    path: "/jobwire.v1.BrokerService/EnqueueFlow" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EnqueueFlowRequest): Buffer => Buffer.from(EnqueueFlowRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EnqueueFlowRequest => EnqueueFlowRequest.decode(value),
+    responseSerialize: (value: EnqueueFlowResponse): Buffer => Buffer.from(EnqueueFlowResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EnqueueFlowResponse => EnqueueFlowResponse.decode(value),
+  },
+  /**
+   * Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+   * state and, when completed, its result: what a parent reads of its children.
+   * `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+   * retention since is left out of `jobs` and listed in `missing_job_ids`.
+   */
+  getDependencies: {
+    path: "/jobwire.v1.BrokerService/GetDependencies" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetDependenciesRequest): Buffer =>
+      Buffer.from(GetDependenciesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetDependenciesRequest => GetDependenciesRequest.decode(value),
+    responseSerialize: (value: GetDependenciesResponse): Buffer =>
+      Buffer.from(GetDependenciesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetDependenciesResponse => GetDependenciesResponse.decode(value),
+  },
 } as const;
 
 export interface BrokerServiceServer extends UntypedServiceImplementation {
@@ -3420,6 +3991,26 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
    * job; `NOT_FOUND` for an unknown one.
    */
   cancelJob: handleUnaryCall<CancelJobRequest, CancelJobResponse>;
+  /**
+   * Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+   * other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+   * none in one script call. A parent with children is the job that depends on them: it
+   * stays `WAITING` until they complete, then reads their results with
+   * `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+   * unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+   * is written then. On Redis Cluster one script can only touch one hash slot, and every
+   * queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+   * queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+   * Redis node or a Sentinel group a flow may span any queues.
+   */
+  enqueueFlow: handleUnaryCall<EnqueueFlowRequest, EnqueueFlowResponse>;
+  /**
+   * Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+   * state and, when completed, its result: what a parent reads of its children.
+   * `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+   * retention since is left out of `jobs` and listed in `missing_job_ids`.
+   */
+  getDependencies: handleUnaryCall<GetDependenciesRequest, GetDependenciesResponse>;
 }
 
 export interface BrokerServiceClient extends Client {
@@ -3658,6 +4249,54 @@ export interface BrokerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelJobResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
+   * other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
+   * none in one script call. A parent with children is the job that depends on them: it
+   * stays `WAITING` until they complete, then reads their results with
+   * `GetDependencies`. `INVALID_ARGUMENT` for a cycle, a `ref` that is repeated or
+   * unknown, or a `depends_on` id that does not exist (naming `jobs[i].<field>`); nothing
+   * is written then. On Redis Cluster one script can only touch one hash slot, and every
+   * queue is its own slot, so a flow (or a `depends_on`) whose jobs are in more than one
+   * queue is refused there with `FAILED_PRECONDITION` (reason `CROSS_SLOT`); on a single
+   * Redis node or a Sentinel group a flow may span any queues.
+   */
+  enqueueFlow(
+    request: EnqueueFlowRequest,
+    callback: (error: ServiceError | null, response: EnqueueFlowResponse) => void,
+  ): ClientUnaryCall;
+  enqueueFlow(
+    request: EnqueueFlowRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EnqueueFlowResponse) => void,
+  ): ClientUnaryCall;
+  enqueueFlow(
+    request: EnqueueFlowRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EnqueueFlowResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns the jobs a job depends on (`spec.depends_on`), in that order, each with its
+   * state and, when completed, its result: what a parent reads of its children.
+   * `NOT_FOUND` (reason `JOB_NOT_FOUND`) for an unknown job; a dependency removed by
+   * retention since is left out of `jobs` and listed in `missing_job_ids`.
+   */
+  getDependencies(
+    request: GetDependenciesRequest,
+    callback: (error: ServiceError | null, response: GetDependenciesResponse) => void,
+  ): ClientUnaryCall;
+  getDependencies(
+    request: GetDependenciesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetDependenciesResponse) => void,
+  ): ClientUnaryCall;
+  getDependencies(
+    request: GetDependenciesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetDependenciesResponse) => void,
   ): ClientUnaryCall;
 }
 

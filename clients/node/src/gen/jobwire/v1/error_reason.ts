@@ -117,6 +117,25 @@ export enum ErrorReason {
    * had deleted. Wait for them, or force.
    */
   QUEUE_BUSY = 14,
+  /**
+   * CROSS_SLOT - buf:lint:ignore ENUM_VALUE_PREFIX
+   * `FAILED_PRECONDITION`: on Redis Cluster, a flow or a dependency would join jobs of
+   * more than one queue, which live in different hash slots. Nothing was written. Keep a
+   * flow's jobs in one queue there, or run Redis as a single node or with Sentinel.
+   */
+  CROSS_SLOT = 15,
+  /**
+   * SCHEDULE_NOT_FOUND - buf:lint:ignore ENUM_VALUE_PREFIX
+   * `NOT_FOUND`: the schedule a ScheduleService call names does not exist. Nothing was
+   * written. Check the name.
+   */
+  SCHEDULE_NOT_FOUND = 16,
+  /**
+   * SCHEDULE_EXISTS - buf:lint:ignore ENUM_VALUE_PREFIX
+   * `ALREADY_EXISTS`: CreateSchedule named a schedule that exists. Nothing was written.
+   * Update it instead, or delete it first.
+   */
+  SCHEDULE_EXISTS = 17,
   UNRECOGNIZED = -1,
 }
 
@@ -167,6 +186,15 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 14:
     case "QUEUE_BUSY":
       return ErrorReason.QUEUE_BUSY;
+    case 15:
+    case "CROSS_SLOT":
+      return ErrorReason.CROSS_SLOT;
+    case 16:
+    case "SCHEDULE_NOT_FOUND":
+      return ErrorReason.SCHEDULE_NOT_FOUND;
+    case 17:
+    case "SCHEDULE_EXISTS":
+      return ErrorReason.SCHEDULE_EXISTS;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -206,6 +234,12 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "WRONG_STATE";
     case ErrorReason.QUEUE_BUSY:
       return "QUEUE_BUSY";
+    case ErrorReason.CROSS_SLOT:
+      return "CROSS_SLOT";
+    case ErrorReason.SCHEDULE_NOT_FOUND:
+      return "SCHEDULE_NOT_FOUND";
+    case ErrorReason.SCHEDULE_EXISTS:
+      return "SCHEDULE_EXISTS";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -30,6 +30,18 @@ export enum JobState {
   JOB_STATE_DEAD = 5,
   /** JOB_STATE_CANCELLED - Cancelled by CancelJob before it finished. Terminal. */
   JOB_STATE_CANCELLED = 6,
+  /**
+   * JOB_STATE_WAITING - Waiting for the jobs it depends on (`JobSpec.depends_on`): it becomes ready (or
+   * scheduled, if its run time is still ahead) when the last of them completes, or dead
+   * (error type `DEPENDENCY_FAILED`) when one of them ends dead, cancelled or expired
+   * under `DEPENDENCY_FAILURE_POLICY_FAIL`. Cancellable. Never leased.
+   */
+  JOB_STATE_WAITING = 7,
+  /**
+   * JOB_STATE_EXPIRED - Not leased before its `JobSpec.start_deadline`: dropped without running. Terminal.
+   * Kept and trimmed like cancelled jobs.
+   */
+  JOB_STATE_EXPIRED = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -56,6 +68,12 @@ export function jobStateFromJSON(object: any): JobState {
     case 6:
     case "JOB_STATE_CANCELLED":
       return JobState.JOB_STATE_CANCELLED;
+    case 7:
+    case "JOB_STATE_WAITING":
+      return JobState.JOB_STATE_WAITING;
+    case 8:
+    case "JOB_STATE_EXPIRED":
+      return JobState.JOB_STATE_EXPIRED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -79,7 +97,125 @@ export function jobStateToJSON(object: JobState): string {
       return "JOB_STATE_DEAD";
     case JobState.JOB_STATE_CANCELLED:
       return "JOB_STATE_CANCELLED";
+    case JobState.JOB_STATE_WAITING:
+      return "JOB_STATE_WAITING";
+    case JobState.JOB_STATE_EXPIRED:
+      return "JOB_STATE_EXPIRED";
     case JobState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
+ * What an Enqueue does when its `idempotency_key` is remembered (the key's window has
+ * not ended).
+ */
+export enum IdempotencyMode {
+  /** IDEMPOTENCY_MODE_UNSPECIFIED - The same as `IDEMPOTENCY_MODE_FIRST`. */
+  IDEMPOTENCY_MODE_UNSPECIFIED = 0,
+  /**
+   * IDEMPOTENCY_MODE_FIRST - Return the first job (`duplicate = true`); nothing is written. The window is not
+   * extended.
+   */
+  IDEMPOTENCY_MODE_FIRST = 1,
+  /**
+   * IDEMPOTENCY_MODE_REPLACE - Debounce: while the job holding the key is still pending (waiting, scheduled or
+   * ready), replace its spec with the new one (payload, headers, options; its `delay`
+   * and `run_time` are counted again from now) and keep its id (`duplicate = true`). The
+   * key's window restarts. Once that job is active or finished, a new job is created and
+   * takes the key (`duplicate = false`).
+   */
+  IDEMPOTENCY_MODE_REPLACE = 2,
+  /**
+   * IDEMPOTENCY_MODE_EXTEND - As `IDEMPOTENCY_MODE_FIRST`, and the key's window restarts from now, so a steady
+   * stream of enqueues with one key stays deduplicated.
+   */
+  IDEMPOTENCY_MODE_EXTEND = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function idempotencyModeFromJSON(object: any): IdempotencyMode {
+  switch (object) {
+    case 0:
+    case "IDEMPOTENCY_MODE_UNSPECIFIED":
+      return IdempotencyMode.IDEMPOTENCY_MODE_UNSPECIFIED;
+    case 1:
+    case "IDEMPOTENCY_MODE_FIRST":
+      return IdempotencyMode.IDEMPOTENCY_MODE_FIRST;
+    case 2:
+    case "IDEMPOTENCY_MODE_REPLACE":
+      return IdempotencyMode.IDEMPOTENCY_MODE_REPLACE;
+    case 3:
+    case "IDEMPOTENCY_MODE_EXTEND":
+      return IdempotencyMode.IDEMPOTENCY_MODE_EXTEND;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return IdempotencyMode.UNRECOGNIZED;
+  }
+}
+
+export function idempotencyModeToJSON(object: IdempotencyMode): string {
+  switch (object) {
+    case IdempotencyMode.IDEMPOTENCY_MODE_UNSPECIFIED:
+      return "IDEMPOTENCY_MODE_UNSPECIFIED";
+    case IdempotencyMode.IDEMPOTENCY_MODE_FIRST:
+      return "IDEMPOTENCY_MODE_FIRST";
+    case IdempotencyMode.IDEMPOTENCY_MODE_REPLACE:
+      return "IDEMPOTENCY_MODE_REPLACE";
+    case IdempotencyMode.IDEMPOTENCY_MODE_EXTEND:
+      return "IDEMPOTENCY_MODE_EXTEND";
+    case IdempotencyMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
+ * What happens to a waiting job when one of the jobs it depends on ends without
+ * completing (dead, cancelled or expired), or is deleted.
+ */
+export enum DependencyFailurePolicy {
+  /** DEPENDENCY_FAILURE_POLICY_UNSPECIFIED - The same as `DEPENDENCY_FAILURE_POLICY_FAIL`. */
+  DEPENDENCY_FAILURE_POLICY_UNSPECIFIED = 0,
+  /**
+   * DEPENDENCY_FAILURE_POLICY_FAIL - The dependant goes dead at once, with `last_error.type` `DEPENDENCY_FAILED` and the
+   * dependency's id in the message, and so do the jobs waiting on it in turn.
+   */
+  DEPENDENCY_FAILURE_POLICY_FAIL = 1,
+  /** DEPENDENCY_FAILURE_POLICY_IGNORE - The dependency counts as finished: the dependant runs once the others complete. */
+  DEPENDENCY_FAILURE_POLICY_IGNORE = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function dependencyFailurePolicyFromJSON(object: any): DependencyFailurePolicy {
+  switch (object) {
+    case 0:
+    case "DEPENDENCY_FAILURE_POLICY_UNSPECIFIED":
+      return DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_UNSPECIFIED;
+    case 1:
+    case "DEPENDENCY_FAILURE_POLICY_FAIL":
+      return DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_FAIL;
+    case 2:
+    case "DEPENDENCY_FAILURE_POLICY_IGNORE":
+      return DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_IGNORE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return DependencyFailurePolicy.UNRECOGNIZED;
+  }
+}
+
+export function dependencyFailurePolicyToJSON(object: DependencyFailurePolicy): string {
+  switch (object) {
+    case DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_UNSPECIFIED:
+      return "DEPENDENCY_FAILURE_POLICY_UNSPECIFIED";
+    case DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_FAIL:
+      return "DEPENDENCY_FAILURE_POLICY_FAIL";
+    case DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_IGNORE:
+      return "DEPENDENCY_FAILURE_POLICY_IGNORE";
+    case DependencyFailurePolicy.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -214,7 +350,8 @@ export interface JobSpec {
     | undefined;
   /**
    * When set, a second Enqueue with the same key in the same queue within the
-   * window returns the first job instead of creating one. At most 256 bytes.
+   * window returns the first job instead of creating one (or replaces it: see
+   * `idempotency_mode`). At most 256 bytes.
    */
   idempotencyKey: string;
   /**
@@ -231,7 +368,43 @@ export interface JobSpec {
    * `baggage`) in the call's gRPC metadata is stored instead; a malformed one there is
    * ignored.
    */
-  traceContext?: TraceContext | undefined;
+  traceContext?:
+    | TraceContext
+    | undefined;
+  /** What a second Enqueue with the same `idempotency_key` does. Ignored without a key. */
+  idempotencyMode: IdempotencyMode;
+  /**
+   * Drop the job (state `EXPIRED`) if no worker has leased it by this time; a retry
+   * after a failed attempt is not held to it. Unset: no deadline. Must be after the
+   * enqueue time and not before the job's run time (`INVALID_ARGUMENT` otherwise).
+   */
+  startDeadline?:
+    | Date
+    | undefined;
+  /**
+   * Jobs of the same queue with the same key run at most `concurrency_limit` at a time
+   * (1: one at a time, e.g. `wallet:<address>`). `Lease` skips a job whose key is at its
+   * limit and leases jobs of other keys behind it in the same call, serving keys
+   * round-robin. The slot is freed when the job completes, fails, is released, expires
+   * its lease or is cancelled. At most 256 bytes. Empty: no key, no limit.
+   */
+  concurrencyKey: string;
+  /**
+   * The most active jobs of `concurrency_key`, in [0, 10,000]. 0: the queue's
+   * `QueueSettings.concurrency_limit`, else 1. Ignored without a key. The limit of a key
+   * is the one of the job being leased (jobs of one key should agree).
+   */
+  concurrencyLimit: number;
+  /**
+   * Ids of jobs this one waits for (in any queue of the same hash slot: see
+   * `EnqueueFlow`). The job is `WAITING` until all of them have completed. At most 100,
+   * distinct. An unknown id is `INVALID_ARGUMENT`; a dependency already completed counts
+   * as done, one already dead, cancelled or expired is handled by
+   * `on_dependency_failure` at once.
+   */
+  dependsOn: string[];
+  /** What to do when a dependency ends without completing. */
+  onDependencyFailure: DependencyFailurePolicy;
 }
 
 export interface JobSpec_HeadersEntry {
@@ -320,6 +493,8 @@ export interface Job {
   countedAttempts: number;
   /** The `worker_id` the current (or last) lease was taken with; empty if none was given. */
   workerId: string;
+  /** Dependencies (`spec.depends_on`) not finished yet; 0 unless the job is WAITING. */
+  pendingDependencies: number;
 }
 
 function createBaseBackoffPolicy(): BackoffPolicy {
@@ -583,6 +758,12 @@ function createBaseJobSpec(): JobSpec {
     idempotencyKey: "",
     idempotencyWindow: undefined,
     traceContext: undefined,
+    idempotencyMode: 0,
+    startDeadline: undefined,
+    concurrencyKey: "",
+    concurrencyLimit: 0,
+    dependsOn: [],
+    onDependencyFailure: 0,
   };
 }
 
@@ -626,6 +807,24 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.traceContext !== undefined) {
       TraceContext.encode(message.traceContext, writer.uint32(106).fork()).join();
+    }
+    if (message.idempotencyMode !== 0) {
+      writer.uint32(112).int32(message.idempotencyMode);
+    }
+    if (message.startDeadline !== undefined) {
+      Timestamp.encode(toTimestamp(message.startDeadline), writer.uint32(122).fork()).join();
+    }
+    if (message.concurrencyKey !== "") {
+      writer.uint32(130).string(message.concurrencyKey);
+    }
+    if (message.concurrencyLimit !== 0) {
+      writer.uint32(136).int32(message.concurrencyLimit);
+    }
+    for (const v of message.dependsOn) {
+      writer.uint32(146).string(v!);
+    }
+    if (message.onDependencyFailure !== 0) {
+      writer.uint32(152).int32(message.onDependencyFailure);
     }
     return writer;
   },
@@ -750,6 +949,54 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.traceContext = TraceContext.decode(reader, reader.uint32());
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.idempotencyMode = reader.int32() as any;
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.startDeadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.concurrencyKey = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.concurrencyLimit = reader.int32();
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.dependsOn.push(reader.string());
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.onDependencyFailure = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -822,6 +1069,36 @@ export const JobSpec: MessageFns<JobSpec> = {
         : isSet(object.trace_context)
         ? TraceContext.fromJSON(object.trace_context)
         : undefined,
+      idempotencyMode: isSet(object.idempotencyMode)
+        ? idempotencyModeFromJSON(object.idempotencyMode)
+        : isSet(object.idempotency_mode)
+        ? idempotencyModeFromJSON(object.idempotency_mode)
+        : 0,
+      startDeadline: isSet(object.startDeadline)
+        ? fromJsonTimestamp(object.startDeadline)
+        : isSet(object.start_deadline)
+        ? fromJsonTimestamp(object.start_deadline)
+        : undefined,
+      concurrencyKey: isSet(object.concurrencyKey)
+        ? globalThis.String(object.concurrencyKey)
+        : isSet(object.concurrency_key)
+        ? globalThis.String(object.concurrency_key)
+        : "",
+      concurrencyLimit: isSet(object.concurrencyLimit)
+        ? globalThis.Number(object.concurrencyLimit)
+        : isSet(object.concurrency_limit)
+        ? globalThis.Number(object.concurrency_limit)
+        : 0,
+      dependsOn: globalThis.Array.isArray(object?.dependsOn)
+        ? object.dependsOn.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.depends_on)
+        ? object.depends_on.map((e: any) => globalThis.String(e))
+        : [],
+      onDependencyFailure: isSet(object.onDependencyFailure)
+        ? dependencyFailurePolicyFromJSON(object.onDependencyFailure)
+        : isSet(object.on_dependency_failure)
+        ? dependencyFailurePolicyFromJSON(object.on_dependency_failure)
+        : 0,
     };
   },
 
@@ -872,6 +1149,24 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.traceContext !== undefined) {
       obj.traceContext = TraceContext.toJSON(message.traceContext);
     }
+    if (message.idempotencyMode !== 0) {
+      obj.idempotencyMode = idempotencyModeToJSON(message.idempotencyMode);
+    }
+    if (message.startDeadline !== undefined) {
+      obj.startDeadline = message.startDeadline.toISOString();
+    }
+    if (message.concurrencyKey !== "") {
+      obj.concurrencyKey = message.concurrencyKey;
+    }
+    if (message.concurrencyLimit !== 0) {
+      obj.concurrencyLimit = Math.round(message.concurrencyLimit);
+    }
+    if (message.dependsOn?.length) {
+      obj.dependsOn = message.dependsOn;
+    }
+    if (message.onDependencyFailure !== 0) {
+      obj.onDependencyFailure = dependencyFailurePolicyToJSON(message.onDependencyFailure);
+    }
     return obj;
   },
 
@@ -913,6 +1208,12 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.traceContext = (object.traceContext !== undefined && object.traceContext !== null)
       ? TraceContext.fromPartial(object.traceContext)
       : undefined;
+    message.idempotencyMode = object.idempotencyMode ?? 0;
+    message.startDeadline = object.startDeadline ?? undefined;
+    message.concurrencyKey = object.concurrencyKey ?? "";
+    message.concurrencyLimit = object.concurrencyLimit ?? 0;
+    message.dependsOn = object.dependsOn?.map((e) => e) || [];
+    message.onDependencyFailure = object.onDependencyFailure ?? 0;
     return message;
   },
 };
@@ -1227,6 +1528,7 @@ function createBaseJob(): Job {
     leaseExpireTime: undefined,
     countedAttempts: 0,
     workerId: "",
+    pendingDependencies: 0,
   };
 }
 
@@ -1282,6 +1584,9 @@ export const Job: MessageFns<Job> = {
     }
     if (message.workerId !== "") {
       writer.uint32(138).string(message.workerId);
+    }
+    if (message.pendingDependencies !== 0) {
+      writer.uint32(144).int32(message.pendingDependencies);
     }
     return writer;
   },
@@ -1435,6 +1740,14 @@ export const Job: MessageFns<Job> = {
             message.workerId = reader.string();
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.pendingDependencies = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1506,6 +1819,11 @@ export const Job: MessageFns<Job> = {
         : isSet(object.worker_id)
         ? globalThis.String(object.worker_id)
         : "",
+      pendingDependencies: isSet(object.pendingDependencies)
+        ? globalThis.Number(object.pendingDependencies)
+        : isSet(object.pending_dependencies)
+        ? globalThis.Number(object.pending_dependencies)
+        : 0,
     };
   },
 
@@ -1562,6 +1880,9 @@ export const Job: MessageFns<Job> = {
     if (message.workerId !== "") {
       obj.workerId = message.workerId;
     }
+    if (message.pendingDependencies !== 0) {
+      obj.pendingDependencies = Math.round(message.pendingDependencies);
+    }
     return obj;
   },
 
@@ -1591,6 +1912,7 @@ export const Job: MessageFns<Job> = {
     message.leaseExpireTime = object.leaseExpireTime ?? undefined;
     message.countedAttempts = object.countedAttempts ?? 0;
     message.workerId = object.workerId ?? "";
+    message.pendingDependencies = object.pendingDependencies ?? 0;
     return message;
   },
 };
