@@ -36,6 +36,7 @@ EXPORTS = [
     "EnqueueResult",
     "FailedPrecondition",
     "FieldViolation",
+    "IdempotencyMode",
     "Internal",
     "InvalidArgument",
     "Job",

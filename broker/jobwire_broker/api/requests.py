@@ -21,6 +21,7 @@ from ..domain.model import (
     CompleteItem,
     FailItem,
     HeartbeatItem,
+    IdempotencyMode,
     JobError,
     NewJob,
     Progress,
@@ -37,6 +38,8 @@ MAX_TOKEN_BYTES = 128
 MAX_TRACEPARENT_BYTES = 256
 MAX_TRACESTATE_BYTES = 512
 MAX_BAGGAGE_BYTES = 8_192
+IDEMPOTENCY_MODES = frozenset(m.value for m in IdempotencyMode)
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, Timestamp's own limit
 
 
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex; a future version may
@@ -219,7 +222,38 @@ class Parser:
             idempotency_key=spec.idempotency_key,
             idempotency_window_ms=window,
             trace=self.trace(f"{field}.trace_context", spec.trace_context),
+            idempotency_mode=self.idempotency_mode(
+                f"{field}.idempotency_mode", spec.idempotency_mode
+            ),
+            start_deadline_ms=self.start_deadline(field, spec, run_at),
         )
+
+    def idempotency_mode(self, field: str, value: int) -> IdempotencyMode:
+        if value == job_pb2.IDEMPOTENCY_MODE_UNSPECIFIED:
+            return IdempotencyMode.FIRST
+        if value not in IDEMPOTENCY_MODES:
+            self.bad(field, f"is not a known IdempotencyMode: {value}")
+            return IdempotencyMode.FIRST
+        return IdempotencyMode(value)
+
+    def start_deadline(self, field: str, spec: job_pb2.JobSpec, run_at_ms: int) -> int | None:
+        """The deadline in ms, or None. Whether it is after the enqueue time (and after a
+        `delay`) only the store's clock can tell: enqueue.lua checks that."""
+        if not spec.HasField("start_deadline"):
+            return None
+        name, t = f"{field}.start_deadline", spec.start_deadline
+        if t.seconds > MAX_TIMESTAMP_SECONDS:
+            self.bad(name, "must be a valid time before year 10000")
+            return None
+        before = len(self.violations)
+        deadline = self.timestamp_ms(name, t)
+        if len(self.violations) > before:
+            return None
+        if deadline == 0:
+            self.bad(name, "must be after the enqueue time")
+        elif deadline < run_at_ms:
+            self.bad(name, "must not be before the job's run_time")
+        return deadline
 
     def _headers(self, field: str, headers: dict[str, str]) -> None:
         lim = self.limits

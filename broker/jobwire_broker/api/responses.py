@@ -20,6 +20,7 @@ STATES = {
     JobState.COMPLETED: job_pb2.JOB_STATE_COMPLETED,
     JobState.DEAD: job_pb2.JOB_STATE_DEAD,
     JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+    JobState.EXPIRED: job_pb2.JOB_STATE_EXPIRED,
 }
 EVENT_KINDS = {
     "state": pb.EVENT_KIND_STATE_CHANGED,
@@ -79,6 +80,8 @@ def spec(job: JobRecord) -> job_pb2.JobSpec:
     )
     if job.timeout_ms:
         out.execution_timeout.CopyFrom(duration(job.timeout_ms))
+    if job.start_deadline_ms:
+        out.start_deadline.CopyFrom(timestamp(job.start_deadline_ms))
     return out
 
 

@@ -89,7 +89,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.done()
         self.broker.hooks.describe_call("enqueue", "send", queue)
         caller = None if job.trace.traceparent else caller_trace(context)
-        (result,) = await self.broker.enqueue(queue, [job], caller)
+        (result,) = await self.broker.enqueue(queue, [job], caller, fields=["job"])
         return pb.EnqueueResponse(
             job_id=job_id(queue, result.seq),
             duplicate=result.duplicate,

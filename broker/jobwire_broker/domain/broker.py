@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, ParamSpec, TypeVar
 
-from ..store import Store, StoreUnavailable
+from ..store import DeadlineRefused, Store, StoreUnavailable
 from ..store.notify import Notifier
+from . import deadlines
 from .errors import (
     JobwireError,
     item_error,
@@ -145,13 +146,22 @@ class Broker:
 
     @store_errors
     async def enqueue(
-        self, queue: str, jobs: Sequence[NewJob], caller: TraceContext | None = None
+        self,
+        queue: str,
+        jobs: Sequence[NewJob],
+        caller: TraceContext | None = None,
+        fields: Sequence[str] = (),
     ) -> list[Enqueued]:
         """Adds jobs. `caller` is the trace context the call's metadata carried: jobs
-        without a context of their own join that trace."""
+        without a context of their own join that trace. `fields` names the jobs in the
+        request, for errors (default `jobs[i]`)."""
         jobs, token = self.hooks.enqueuing(queue, jobs, caller)
         try:
             results = await self.store.enqueue(queue, jobs)
+        except DeadlineRefused as exc:
+            error = deadlines.refused(exc, fields)
+            self.hooks.enqueue_failed(token, error)
+            raise error from None
         except Exception as exc:
             self.hooks.enqueue_failed(token, exc)
             raise

@@ -21,10 +21,19 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not leased before its start deadline
 
     @property
     def terminal(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
+
+
+class IdempotencyMode(IntEnum):
+    """What an Enqueue does when its idempotency key is remembered (job.proto)."""
+
+    FIRST = 1  # return the first job
+    REPLACE = 2  # debounce: replace a pending job's spec, restart the window
+    EXTEND = 3  # return the first job, restart the window
 
 
 class BackoffKind(IntEnum):
@@ -68,6 +77,9 @@ class NewJob:
     idempotency_key: str = ""
     idempotency_window_ms: int = field(default=86_400_000, metadata=ENQUEUE_ONLY)
     trace: TraceContext = TraceContext()
+    idempotency_mode: IdempotencyMode = field(default=IdempotencyMode.FIRST, metadata=ENQUEUE_ONLY)
+    # Dropped (expired) if not leased by then (ms); None: no deadline.
+    start_deadline_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +137,7 @@ class JobRecord:
     error: JobError | None = None
     cancel_requested: bool = False
     worker_id: str = ""  # of the current or last lease
+    start_deadline_ms: int = 0  # 0: none
 
     @property
     def id(self) -> str:

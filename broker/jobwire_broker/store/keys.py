@@ -44,6 +44,8 @@ KEY_NAMES = (
     "dlgroups",
     "dlg:",
     "dlgmeta:",
+    "expired",
+    "deadlines",
 )
 
 

@@ -64,6 +64,8 @@ _LIFECYCLE_STORED = tuple(
     n for n in LIFECYCLE_FIELDS if n not in ("id", "exec_until_ms", "watched")
 )
 _SPEC_STORED = _flat_names(NewJob, SPEC_FIELDS)
+# Every stored spec field, as stored: what a replaced job's new spec may leave out.
+SPEC_STORED = _SPEC_STORED
 # Every field of a job hash, as stored.
 JOB_FIELDS = (
     *_SPEC_STORED,
@@ -86,6 +88,7 @@ SCRIPT_SPEC_FIELDS = _flat_names(
         "timeout_ms",
         "idempotency_key",
         "trace",
+        "start_deadline_ms",
     ),
 )
 SCRIPT_FIELDS = (*SCRIPT_SPEC_FIELDS, *(n for n in JOB_FIELDS if n not in _SPEC_STORED))

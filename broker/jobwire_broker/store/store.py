@@ -24,6 +24,7 @@ from ..domain.model import (
     FailResult,
     HeartbeatItem,
     HeartbeatResult,
+    IdempotencyMode,
     ItemResult,
     JobRecord,
     JobState,
@@ -53,6 +54,7 @@ T = TypeVar("T")
 Row = dict[str, Any]
 CONNECTION_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError, OSError)
 REGISTRY_REFRESH_S = 60.0
+LEASE_IDLE_CALLS = 4
 
 
 class _LeaseCall(NamedTuple):
@@ -70,6 +72,20 @@ class _LeaseCall(NamedTuple):
 
 class StoreUnavailable(Exception):
     """Redis could not be reached, or is still loading its data."""
+
+
+class DeadlineRefused(Exception):
+    """An Enqueue wrote nothing: start deadlines that are past, or before their job's
+    run time, by the store's clock. `refusals` are (job index, problem, now_ms,
+    run_at_ms), problem 'past' or 'before_run_time'."""
+
+    def __init__(self, refusals: list[tuple[int, str, int, int]]) -> None:
+        super().__init__(refusals)
+        self.refusals = refusals
+
+
+def _refusal(r: Row) -> tuple[int, str, int, int]:
+    return int(r["index"]) - 1, r["problem"].decode(), int(r["now"]), int(r["run_at_ms"])
 
 
 @contextlib.contextmanager
@@ -203,11 +219,16 @@ class Store:
                     "delay_ms": job.delay_ms,
                     "run_at_ms": job.run_at_ms,
                     "idempotency_window_ms": job.idempotency_window_ms,
+                    "idempotency_mode": job.idempotency_mode.value,
                 }
                 for job in jobs
             ],
         }
+        if any(job.idempotency_mode is IdempotencyMode.REPLACE for job in jobs):
+            args["spec_fields"] = list(schema.SPEC_STORED)
         rows = await self._run("enqueue", queue, args)
+        if isinstance(rows, dict):
+            raise DeadlineRefused([_refusal(r) for r in rows["invalid"]])
         return [Enqueued(r["seq"], r["duplicate"], _state(r["state"])) for r in rows]
 
     # -- workers --------------------------------------------------------------------
@@ -224,8 +245,10 @@ class Store:
         estimate), JOBS_PER_CALL per script call. With none ready, sets the queue's
         waiting flag for waiting_flag_ms so the next Enqueue publishes a wake-up."""
         first = await self._lease_call(queue, max_jobs, waiting_flag_ms, max_bytes, worker_id)
-        jobs, out = list(first.jobs), first
-        while out.full and len(jobs) < max_jobs and out.bytes_left > 0:
+        jobs, out, idle = list(first.jobs), first, 0
+        # A call that only expired jobs leased nothing; a backlog of them is left to the
+        # maintenance loop's sweep after a few such calls.
+        while out.full and len(jobs) < max_jobs and out.bytes_left > 0 and idle < LEASE_IDLE_CALLS:
             # More may be ready: the next call neither sets the waiting flag nor reports
             # a job too large for what is left of the reply (this reply is not empty).
             try:
@@ -235,6 +258,7 @@ class Store:
             except StoreUnavailable:
                 break  # the jobs already leased go out: losing the reply would strand them
             jobs.extend(out.jobs)
+            idle = 0 if out.jobs else idle + 1
         return LeaseBatch(
             jobs=jobs,
             next_due_in_ms=first.batch.next_due_in_ms,
@@ -266,7 +290,9 @@ class Store:
             too_large=TooLarge(too_large["seq"], too_large["bytes"]) if too_large else None,
             paused=bool(out.get("paused")),
         )
-        return _LeaseCall(batch, len(jobs) == asked, int(out["bytes_left"]))
+        # Jobs expired at their start deadline took places of the call, as leased ones do.
+        moved = len(jobs) + int(out.get("expired", 0))
+        return _LeaseCall(batch, moved == asked, int(out["bytes_left"]))
 
     async def heartbeat(self, queue: str, items: Sequence[HeartbeatItem]) -> list[HeartbeatResult]:
         args = [
@@ -383,6 +409,12 @@ class Store:
             )
             for r in rows
         ]
+
+    async def expire(self, queue: str, limit: int = JOBS_PER_CALL) -> tuple[int, int]:
+        """Expires pending jobs past their start deadline (expire.lua): how many, and
+        how many deadline entries were looked at (fewer than `limit`: none is left)."""
+        r = await self._run("expire", queue, {"limit": limit})
+        return int(r["expired"]), int(r["examined"])
 
     async def promote(self, queue: str, limit: int = JOBS_PER_CALL) -> int:
         return int((await self._run("promote", queue, {"limit": limit}))["moved"])

@@ -184,7 +184,12 @@ export interface JobwireClientOptions {
   propagator?: TextMapPropagator;
 }
 
-const TERMINAL_STATES = new Set([JobState.JOB_STATE_COMPLETED, JobState.JOB_STATE_DEAD, JobState.JOB_STATE_CANCELLED]);
+const TERMINAL_STATES = new Set([
+  JobState.JOB_STATE_COMPLETED,
+  JobState.JOB_STATE_DEAD,
+  JobState.JOB_STATE_CANCELLED,
+  JobState.JOB_STATE_EXPIRED,
+]);
 
 /** Whether a job in this state will never change again. */
 export function isTerminal(state: JobState): boolean {

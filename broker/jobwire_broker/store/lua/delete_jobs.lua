@@ -1,7 +1,7 @@
 -- delete_jobs.lua: deletes jobs that are not active (DeleteJobs, PurgeDeadLetters), with
 -- their events, dead-letter entries and idempotency keys.
 -- KEYS: the queue key set (lib.lua); uses scheduled, ready, completed, dead, cancelled,
---       job:, events:, idem:, qevents, dlgroups, dlg:, dlgmeta:.
+--       expired, deadlines, job:, events:, idem:, qevents, dlgroups, dlg:, dlgmeta:.
 -- ARGS: {seqs = list of seq, as decimal strings (numbers would reach Lua as doubles):
 --        all or nothing, none may be active; or
 --        state = a state other than 'active' with positions = list of {seq, score},
@@ -14,7 +14,7 @@
 
 local now = now_ms()
 local ALLOWED = {scheduled = true, ready = true, completed = true, dead = true,
-  cancelled = true}
+  cancelled = true, expired = true}
 
 local todo = {}
 if ARGS.seqs then

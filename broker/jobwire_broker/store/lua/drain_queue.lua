@@ -56,7 +56,7 @@ if ARGS.all_keys and deleted < ARGS.limit then
     redis.call('ZREM', K.workers, id)
   end
   if #workers < ARGS.limit then
-    redis.call('DEL', K.settings, K.paused, K.waiting, K.qevents)
+    redis.call('DEL', K.settings, K.paused, K.waiting, K.qevents, K.deadlines)
     redis.call('DEL', unpack(stats_keys(now)))
   end
   return cmsgpack.pack({deleted = deleted, done = #workers < ARGS.limit,

@@ -21,6 +21,8 @@
 --   KEYS[18] dlgroups   zset dead-letter fingerprint -> last dead time (ms)
 --   KEYS[19] dlg:       prefix of a group's dead jobs (dlg:<fingerprint>, zset seq -> ms)
 --   KEYS[20] dlgmeta:   prefix of a group's description (dlgmeta:<fingerprint>, a hash)
+--   KEYS[21] expired    zset seq -> finish time (ms): jobs not leased by their deadline
+--   KEYS[22] deadlines  zset seq -> start deadline (ms) of pending jobs never leased
 -- and the same ARGV:
 --   ARGV[1]  now override in ms, or "" to read Redis TIME (only tests set it)
 --   ARGV[2]  pub/sub channel that wakes long-polling Leases of this queue
@@ -37,6 +39,7 @@ local K = {
   job = KEYS[9], events = KEYS[10], idem = KEYS[11], settings = KEYS[12],
   paused = KEYS[13], qevents = KEYS[14], stats = KEYS[15], workers = KEYS[16],
   worker = KEYS[17], dlgroups = KEYS[18], dlg = KEYS[19], dlgmeta = KEYS[20],
+  expired = KEYS[21], deadlines = KEYS[22],
   wake_channel = ARGV[2], events_channel = ARGV[3],
 }
 
@@ -62,6 +65,7 @@ local J = {
   error_type = 'error.type', error_message = 'error.message',
   error_non_retryable = 'error.non_retryable', error_fingerprint = 'error.fingerprint',
   cancel_requested = 'cancel_requested', worker_id = 'worker_id',
+  start_deadline_ms = 'start_deadline_ms',
 }
 
 -- The fields of an event (store/schema.py EVENT_FIELDS).
@@ -324,6 +328,7 @@ local DELETED_EVENTS_TTL_S = 60
 -- last 'deleted' event (with the state it was deleted from) and expires soon after.
 local function remove_job(seq, state)
   redis.call('ZREM', K[state], seq)
+  redis.call('ZREM', K.deadlines, seq)
   if state == 'dead' then dead_remove(seq) end
   local f = fields(seq, {'idempotency_key', 'watched', 'attempt'})
   if f.idempotency_key and redis.call('GET', K.idem .. f.idempotency_key) == tostring(seq) then
@@ -406,6 +411,45 @@ local function settle_failure(seq, now, err, delay_override, rand, expired)
   emit(seq, record(err, ERROR, 2,
     {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt}))
   return state, due
+end
+
+-- The sorted set of each pending state a start deadline holds in. A job waiting for its
+-- dependencies (state 'waiting') belongs here too, with the set of that state, once the
+-- state exists: K.waiting is the long-poll flag, not that set.
+local PENDING_SETS = {ready = K.ready, scheduled = K.scheduled}
+
+-- Drops pending job `seq` (in PENDING_SETS[state]) whose start deadline has passed: it
+-- ends expired, never leased. Watchers see a state event; queue watchers a 'cancelled'
+-- event with state expired (QueueEventKind has no kind of its own).
+local function expire_job(seq, state, now)
+  redis.call('ZREM', PENDING_SETS[state], seq)
+  redis.call('ZREM', K.deadlines, seq)
+  redis.call('ZADD', K.expired, now, seq)
+  set(seq, {[J.state] = 'expired', [J.finished_ms] = now})
+  local attempt = redis.call('HGET', K.job .. seq, J.attempt) or '0'
+  emit(seq, {[E.kind] = 'state', [E.state] = 'expired', [E.attempt] = attempt})
+  job_event('cancelled', seq, 'expired', attempt)
+end
+
+-- The start deadline (ms) of job `seq` when it has passed at `now`, else nil.
+local function overdue(seq, now)
+  local deadline = redis.call('ZSCORE', K.deadlines, seq)
+  if deadline and tonumber(deadline) <= now then return tonumber(deadline) end
+  return nil
+end
+
+-- Expires the jobs among the first `limit` ready ones whose start deadline has passed,
+-- so that the ready jobs a Lease then takes from the head have none. Returns how many.
+local function expire_ready_heads(now, limit)
+  local n = 0
+  if redis.call('EXISTS', K.deadlines) == 0 then return 0 end
+  for _, seq in ipairs(redis.call('ZRANGE', K.ready, 0, limit - 1)) do
+    if overdue(seq, now) then
+      expire_job(seq, 'ready', now)
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- Moves up to `limit` due scheduled jobs to ready. Returns how many moved.

@@ -14,6 +14,7 @@ from ._errors import JobwireError, Unavailable, error_from_rpc
 from ._models import (
     Backoff,
     EnqueueResult,
+    IdempotencyMode,
     JobEvent,
     JobInfo,
     JobState,
@@ -189,6 +190,9 @@ class Client:
         execution_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         idempotency_window: Seconds | None = None,
+        idempotency_mode: IdempotencyMode | None = None,
+        start_deadline: datetime | None = None,
+        start_within: Seconds | None = None,
     ) -> EnqueueResult:
         """Adds a job. `payload`: bytes as they are, str as UTF-8 text, anything else as
         JSON. Retried on UNAVAILABLE only with an idempotency key (else a retry could
@@ -208,6 +212,9 @@ class Client:
                 idempotency_key=idempotency_key,
                 idempotency_window=idempotency_window,
                 trace=send.trace_contexts[0],
+                idempotency_mode=idempotency_mode,
+                start_deadline=start_deadline,
+                start_within=start_within,
             )
             reply = await self.call(
                 self.stub.Enqueue,

@@ -27,10 +27,21 @@ class JobState(Enum):
     COMPLETED = job_pb2.JOB_STATE_COMPLETED
     DEAD = job_pb2.JOB_STATE_DEAD
     CANCELLED = job_pb2.JOB_STATE_CANCELLED
+    EXPIRED = job_pb2.JOB_STATE_EXPIRED  # not leased before its start deadline
 
     @property
     def terminal(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
+
+
+class IdempotencyMode(Enum):
+    """What an enqueue does when its idempotency key is remembered: FIRST returns the
+    first job; REPLACE (debounce) gives a still pending job the new payload and options;
+    EXTEND returns the first job and restarts the key's window."""
+
+    FIRST = job_pb2.IDEMPOTENCY_MODE_FIRST
+    REPLACE = job_pb2.IDEMPOTENCY_MODE_REPLACE
+    EXTEND = job_pb2.IDEMPOTENCY_MODE_EXTEND
 
 
 class BackoffKind(Enum):
@@ -215,6 +226,16 @@ def job_event(e: pb.StreamProgressResponse) -> JobEvent:
     return JobEvent(e.event_id, EVENT_KINDS.get(e.kind, "state"), info.state, info.progress, info)
 
 
+def _start_deadline(at: datetime | None, within: Seconds | None) -> datetime | None:
+    """A start deadline given as a time or as a span from now (this machine's clock)."""
+    if at is not None and within is not None:
+        raise ValueError("give start_deadline or start_within, not both")
+    if within is None:
+        return at
+    span = within if isinstance(within, timedelta) else timedelta(seconds=within)
+    return datetime.now(UTC) + span
+
+
 def job_spec(
     payload: Any,
     *,
@@ -230,9 +251,13 @@ def job_spec(
     idempotency_key: str | None = None,
     idempotency_window: Seconds | None = None,
     trace: Mapping[str, str] | None = None,
+    idempotency_mode: IdempotencyMode | None = None,
+    start_deadline: datetime | None = None,
+    start_within: Seconds | None = None,
 ) -> job_pb2.JobSpec:
     """The JobSpec for a payload and the options of Client.enqueue; `trace` holds W3C
-    traceparent/tracestate/baggage values."""
+    traceparent/tracestate/baggage values. `start_within` is a start deadline relative
+    to now (this machine's clock); give it or `start_deadline`, not both."""
     data, ctype = encode(payload, content_type)
     spec = job_pb2.JobSpec(
         payload=data,
@@ -254,6 +279,11 @@ def job_spec(
         spec.execution_timeout.CopyFrom(duration(execution_timeout))
     if idempotency_window is not None:
         spec.idempotency_window.CopyFrom(duration(idempotency_window))
+    if idempotency_mode is not None:
+        spec.idempotency_mode = idempotency_mode.value
+    deadline = _start_deadline(start_deadline, start_within)
+    if deadline is not None:
+        spec.start_deadline.FromDatetime(deadline)
     if trace:
         spec.trace_context.CopyFrom(
             job_pb2.TraceContext(

@@ -13,6 +13,7 @@ from ._errors import Unavailable, error_from_rpc
 from ._models import (
     Backoff,
     EnqueueResult,
+    IdempotencyMode,
     JobInfo,
     JobState,
     Seconds,
@@ -95,6 +96,9 @@ class SyncClient:
         execution_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         idempotency_window: Seconds | None = None,
+        idempotency_mode: IdempotencyMode | None = None,
+        start_deadline: datetime | None = None,
+        start_within: Seconds | None = None,
     ) -> EnqueueResult:
         """As Client.enqueue."""
         with Send(queue, 1) as send:
@@ -112,6 +116,9 @@ class SyncClient:
                 idempotency_key=idempotency_key,
                 idempotency_window=idempotency_window,
                 trace=send.trace_contexts[0],
+                idempotency_mode=idempotency_mode,
+                start_deadline=start_deadline,
+                start_within=start_within,
             )
             reply = self._call(
                 self.stub.Enqueue,

@@ -153,6 +153,7 @@ public final class JobWatch implements Iterator<StreamProgressResponse>, AutoClo
   private static boolean isTerminal(JobState state) {
     return state == JobState.JOB_STATE_COMPLETED
         || state == JobState.JOB_STATE_DEAD
-        || state == JobState.JOB_STATE_CANCELLED;
+        || state == JobState.JOB_STATE_CANCELLED
+        || state == JobState.JOB_STATE_EXPIRED;
   }
 }
