@@ -21,10 +21,22 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # for its dependencies (docs/flows.md)
 
     @property
     def terminal(self) -> bool:
         return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+
+
+class DependencyPolicy(IntEnum):
+    """What a dependency that ends without completing does to its waiting dependants."""
+
+    FAIL = 1
+    IGNORE = 2
+
+
+# The most dependencies one job may have.
+MAX_DEPENDENCIES = 100
 
 
 class BackoffKind(IntEnum):
@@ -68,6 +80,9 @@ class NewJob:
     idempotency_key: str = ""
     idempotency_window_ms: int = field(default=86_400_000, metadata=ENQUEUE_ONLY)
     trace: TraceContext = TraceContext()
+    # Ids of the jobs it waits for (distinct, existing); enqueue.lua stores them.
+    depends_on: tuple[str, ...] = field(default=(), metadata=ENQUEUE_ONLY)
+    on_dependency_failure: DependencyPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +140,9 @@ class JobRecord:
     error: JobError | None = None
     cancel_requested: bool = False
     worker_id: str = ""  # of the current or last lease
+    depends_on: tuple[str, ...] = ()
+    on_dependency_failure: DependencyPolicy = DependencyPolicy.FAIL
+    pending_dependencies: int = 0  # while waiting
 
     @property
     def id(self) -> str:

@@ -8,8 +8,14 @@
 --        jobs = list of
 --         {spec = the job's stored fields by name (schema.SPEC_FIELDS), encoded; empty
 --                 and unset ones left out,
---          delay_ms, run_at_ms (0: none), idempotency_window_ms}}
--- Returns: list of {seq, duplicate (bool), state}, one per job in order
+--          delay_ms, run_at_ms (0: none), idempotency_window_ms,
+--          queue = the job's queue when not this one (a flow; its keys are in KEYS,
+--                  named by ARGV[5]), absent otherwise,
+--          deps = the jobs it waits for (docs/flows.md), absent for none: list of
+--                 {queue, seq (a string), field = the request field naming it}, or
+--                 {ref = the index (1-based) of an earlier job of this call}}}
+-- Returns: list of {seq, duplicate (bool), state}, one per job in order; or, when a
+--          dependency named by id does not exist, {missing = its field} (nothing written)
 -- Codes: 0 OK
 
 -- Options a queue's settings may default, stored under the job's field names; the
@@ -18,11 +24,11 @@ local OPTIONS = {J.max_attempts, J.lease_ms, J.timeout_ms, J.priority}
 local BACKOFF = {J.backoff_kind, J.backoff_initial_ms, J.backoff_max_ms,
   J.backoff_multiplier, J.backoff_jitter}
 
-local queue_settings = nil
+local queue_settings, settings_key = nil, nil
 
 local function settings()
-  if not queue_settings then
-    queue_settings = {}
+  if not queue_settings or settings_key ~= K.settings then
+    queue_settings, settings_key = {}, K.settings
     local flat = redis.call('HGETALL', K.settings)
     for i = 1, #flat, 2 do queue_settings[flat[i]] = flat[i + 1] end
   end
@@ -40,27 +46,37 @@ local function apply_defaults(spec)
 end
 
 local now = now_ms()
-local out, woke = {}, false
-for _, job in ipairs(ARGS.jobs) do
+local missing = missing_dependency(ARGS.jobs)
+if missing then return finish({missing = missing}, now) end
+local out, woke, created = {}, false, {}
+for i, job in ipairs(ARGS.jobs) do
+  local saved = enter(job.queue)
   local spec = job.spec
   local idem = spec[J.idempotency_key] or ''
   local existing = idem ~= '' and redis.call('GET', K.idem .. idem)
   if existing then
     local state = redis.call('HGET', K.job .. existing, J.state) or 'completed'
     out[#out + 1] = {seq = tonumber(existing), duplicate = true, state = state}
+    created[i] = {queue = QUEUE, seq = existing}
   else
     apply_defaults(spec)
     local seq = redis.call('INCR', K.seq)
     local run_at = math.max(now + job.delay_ms, job.run_at_ms)
     local state = run_at > now and 'scheduled' or 'ready'
     spec[J.id], spec[J.state], spec[J.created_ms], spec[J.run_at_ms] =
-      ARGS.queue .. ':' .. seq, state, now, run_at
+      QUEUE .. ':' .. seq, state, now, run_at
     spec[J.attempt], spec[J.releases] = 0, 0
     set(seq, spec)
+    created[i] = {queue = QUEUE, seq = seq}
+    if job.deps then
+      local deps = {}
+      for j, d in ipairs(job.deps) do deps[j] = d.ref and created[d.ref] or d end
+      state = wait_for(seq, deps, now) or state
+    end
     if state == 'ready' then
       redis.call('ZADD', K.ready, ready_score(spec[J.priority], seq), seq)
-      woke = true
-    else
+      if saved then wake() else woke = true end
+    elseif state == 'scheduled' then
       redis.call('ZADD', K.scheduled, run_at, seq)
     end
     if idem ~= '' then
@@ -69,6 +85,7 @@ for _, job in ipairs(ARGS.jobs) do
     job_event('enqueued', seq, state, 0)
     out[#out + 1] = {seq = seq, duplicate = false, state = state}
   end
+  leave(saved)
 end
 if woke then wake() end
 return finish(out, now)
