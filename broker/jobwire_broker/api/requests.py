@@ -4,6 +4,7 @@ bad request is rejected whole with each problem named and nothing written."""
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import TypeVar
 
 from google.protobuf import json_format
@@ -13,12 +14,15 @@ from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import job_pb2
 
 from ..domain.errors import FieldViolation, JobwireError, invalid
+from ..domain.ids import job_id as format_job_id
 from ..domain.ids import parse_job_id, queue_problem
 from ..domain.limits import SECOND_MS, Defaults, Limits
 from ..domain.model import (
+    MAX_DEPENDENCIES,
     Backoff,
     BackoffKind,
     CompleteItem,
+    DependencyPolicy,
     FailItem,
     HeartbeatItem,
     IdempotencyMode,
@@ -226,6 +230,10 @@ class Parser:
                 f"{field}.idempotency_mode", spec.idempotency_mode
             ),
             start_deadline_ms=self.start_deadline(field, spec, run_at),
+            depends_on=self.dependencies(f"{field}.depends_on", spec.depends_on),
+            on_dependency_failure=self.dependency_policy(
+                f"{field}.on_dependency_failure", spec.on_dependency_failure
+            ),
         )
 
     def idempotency_mode(self, field: str, value: int) -> IdempotencyMode:
@@ -254,6 +262,30 @@ class Parser:
         elif deadline < run_at_ms:
             self.bad(name, "must not be before the job's run_time")
         return deadline
+
+    def dependencies(self, field: str, ids: Sequence[str]) -> tuple[str, ...]:
+        """JobSpec.depends_on: at most MAX_DEPENDENCIES distinct, well-formed job ids."""
+        if len(ids) > MAX_DEPENDENCIES:
+            self.bad(field, f"has {len(ids)} entries, limit {MAX_DEPENDENCIES}")
+            return ()
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(ids):
+            queue, seq = self.job_id(f"{field}[{i}]", raw)
+            if not queue:
+                continue
+            normal = format_job_id(queue, seq)
+            if normal in seen:
+                self.bad(f"{field}[{i}]", f"repeats {field}[{seen[normal]}]")
+            seen.setdefault(normal, i)
+        return tuple(seen)
+
+    def dependency_policy(self, field: str, value: int) -> DependencyPolicy | None:
+        if value == 0:
+            return None
+        if value not in {p.value for p in DependencyPolicy}:
+            self.bad(field, f"is not a known DependencyFailurePolicy: {value}")
+            return None
+        return DependencyPolicy(value)
 
     def _headers(self, field: str, headers: dict[str, str]) -> None:
         lim = self.limits

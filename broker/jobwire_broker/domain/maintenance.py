@@ -1,6 +1,6 @@
 """The loop every replica runs: take back expired leases, expire jobs past their start
-deadline, promote due jobs, apply retention. Each step is one atomic script per queue, so
-replicas may overlap freely."""
+deadline, promote due jobs, resolve dependants left for later, apply retention. Each step
+is one atomic script per queue, so replicas may overlap freely."""
 
 import asyncio
 import contextlib
@@ -71,6 +71,7 @@ class Maintenance:
         for _ in range(ROUNDS):
             if await self.store.promote(queue, JOBS_PER_CALL) < JOBS_PER_CALL:
                 break
+        await self._resolve(queue)
         if prune:
             for _ in range(ROUNDS):
                 deleted = await self.store.prune(queue, self.settings.retention, JOBS_PER_CALL)
@@ -86,4 +87,11 @@ class Maintenance:
             if expired:
                 log.info("expired %d jobs at their start deadline in %s", expired, queue)
             if examined < JOBS_PER_CALL:
+                break
+
+    async def _resolve(self, queue: str) -> None:
+        """Dependants their dependency's script left for later (docs/flows.md)."""
+        for _ in range(ROUNDS):
+            _, left = await self.store.resolve(queue)
+            if not left:
                 break

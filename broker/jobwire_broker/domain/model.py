@@ -22,6 +22,7 @@ class JobState(StrEnum):
     DEAD = "dead"
     CANCELLED = "cancelled"
     EXPIRED = "expired"  # not leased before its start deadline
+    WAITING = "waiting"  # for its dependencies (docs/flows.md)
 
     @property
     def terminal(self) -> bool:
@@ -34,6 +35,17 @@ class IdempotencyMode(IntEnum):
     FIRST = 1  # return the first job
     REPLACE = 2  # debounce: replace a pending job's spec, restart the window
     EXTEND = 3  # return the first job, restart the window
+
+
+class DependencyPolicy(IntEnum):
+    """What a dependency that ends without completing does to its waiting dependants."""
+
+    FAIL = 1
+    IGNORE = 2
+
+
+# The most dependencies one job may have.
+MAX_DEPENDENCIES = 100
 
 
 class BackoffKind(IntEnum):
@@ -80,6 +92,9 @@ class NewJob:
     idempotency_mode: IdempotencyMode = field(default=IdempotencyMode.FIRST, metadata=ENQUEUE_ONLY)
     # Dropped (expired) if not leased by then (ms); None: no deadline.
     start_deadline_ms: int | None = None
+    # Ids of the jobs it waits for (distinct, existing); enqueue.lua stores them.
+    depends_on: tuple[str, ...] = field(default=(), metadata=ENQUEUE_ONLY)
+    on_dependency_failure: DependencyPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +153,9 @@ class JobRecord:
     cancel_requested: bool = False
     worker_id: str = ""  # of the current or last lease
     start_deadline_ms: int = 0  # 0: none
+    depends_on: tuple[str, ...] = ()
+    on_dependency_failure: DependencyPolicy = DependencyPolicy.FAIL
+    pending_dependencies: int = 0  # while waiting
 
     @property
     def id(self) -> str:

@@ -2,8 +2,8 @@
 -- each ends expired without running. The maintenance loop calls it, so an overdue job
 -- does not sit as ready until a Lease comes by; lease.lua checks the deadline itself too.
 -- Entries of jobs no longer pending (leased since, or gone) are dropped from the set.
--- KEYS: the queue key set (lib.lua); uses ready, scheduled, expired, deadlines, job:,
---       events:, qevents.
+-- KEYS: the queue key set (lib.lua); uses ready, scheduled, blocked, expired, deadlines,
+--       job:, events:, qevents, dependants:, resolve.
 -- ARGS: {limit = the most deadline entries to look at (and jobs to expire) in this call}
 -- Returns: {expired = jobs expired, examined = deadline entries looked at}
 -- Codes: 0 OK
@@ -13,7 +13,7 @@ local due = redis.call('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, AR
 local expired = 0
 for _, seq in ipairs(due) do
   local state = redis.call('HGET', K.job .. seq, J.state)
-  if state and PENDING_SETS[state] then
+  if state == 'ready' or state == 'scheduled' or state == 'waiting' then
     expire_job(seq, state, now)
     expired = expired + 1
   else

@@ -4,7 +4,9 @@
 -- The queue's settings (keep_completed, completed_max_age_ms, keep_dead,
 -- dead_max_age_ms) win over the broker's defaults given here.
 -- KEYS: the queue key set (lib.lua); uses completed, dead, cancelled, expired, job:,
---       events:, idem:, settings, deadlines, dlgroups, dlg:, dlgmeta:.
+--       events:, idem:, settings, deadlines, dlgroups, dlg:, dlgmeta:;
+--       for dependants (lib.lua resolve_dependants): dependants:, blocked, resolve,
+--       and the key sets of the dependants' other queues (ARGV[5]).
 -- ARGS: {completed_age_ms, completed_count (completed, cancelled and expired jobs, each
 --        set on its own: the most age and count kept), dead_age_ms, dead_count,
 --        limit (the most jobs to delete in this call, all sets together)}

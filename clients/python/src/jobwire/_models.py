@@ -1,7 +1,7 @@
 """The SDK's own types, and their mapping to and from the jobwire.v1 protos."""
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -28,6 +28,7 @@ class JobState(Enum):
     DEAD = job_pb2.JOB_STATE_DEAD
     CANCELLED = job_pb2.JOB_STATE_CANCELLED
     EXPIRED = job_pb2.JOB_STATE_EXPIRED  # not leased before its start deadline
+    WAITING = job_pb2.JOB_STATE_WAITING  # for the jobs it depends on
 
     @property
     def terminal(self) -> bool:
@@ -42,6 +43,14 @@ class IdempotencyMode(Enum):
     FIRST = job_pb2.IDEMPOTENCY_MODE_FIRST
     REPLACE = job_pb2.IDEMPOTENCY_MODE_REPLACE
     EXTEND = job_pb2.IDEMPOTENCY_MODE_EXTEND
+
+
+class DependencyFailure(Enum):
+    """What a dependant does when a job it depends on ends dead, cancelled or expired,
+    or is deleted: FAIL goes dead at once (DEPENDENCY_FAILED), IGNORE counts it done."""
+
+    FAIL = job_pb2.DEPENDENCY_FAILURE_POLICY_FAIL
+    IGNORE = job_pb2.DEPENDENCY_FAILURE_POLICY_IGNORE
 
 
 class BackoffKind(Enum):
@@ -130,9 +139,32 @@ class JobInfo:
     traceparent: str
     # Attempts that count against max_attempts: attempt less the leases handed back.
     counted_attempts: int = 0
+    depends_on: tuple[str, ...] = ()  # ids of the jobs it waits for
+    pending_dependencies: int = 0  # of those, not finished yet (while WAITING)
 
     def result_json(self) -> Any:
         return json.loads(self.result) if self.result else None
+
+
+@dataclass(frozen=True)
+class FlowJob:
+    """One job of Client.enqueue_flow: `ref` names it within the flow; it waits for the
+    flow's jobs named in `depends_on_refs`. `job` is a payload (encoded as in enqueue) or
+    a JobSpec from `jobwire.job_spec(...)`, whose `depends_on` may name existing jobs."""
+
+    ref: str
+    queue: str
+    job: Any = b""
+    depends_on_refs: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """Of Client.get_dependencies: the jobs a job depends on that still exist, in its
+    depends_on order (each with its state and result), and the ids no longer stored."""
+
+    jobs: list[JobInfo]
+    missing_job_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -218,6 +250,8 @@ def job_info(j: job_pb2.Job) -> JobInfo:
         started_at=_time(j.start_time, j.HasField("start_time")),
         finished_at=_time(j.finish_time, j.HasField("finish_time")),
         traceparent=j.spec.trace_context.traceparent,
+        depends_on=tuple(j.spec.depends_on),
+        pending_dependencies=j.pending_dependencies,
     )
 
 
@@ -254,6 +288,8 @@ def job_spec(
     idempotency_mode: IdempotencyMode | None = None,
     start_deadline: datetime | None = None,
     start_within: Seconds | None = None,
+    depends_on: Sequence[str] = (),
+    on_dependency_failure: DependencyFailure | None = None,
 ) -> job_pb2.JobSpec:
     """The JobSpec for a payload and the options of Client.enqueue; `trace` holds W3C
     traceparent/tracestate/baggage values. `start_within` is a start deadline relative
@@ -266,19 +302,21 @@ def job_spec(
         priority=priority,
         max_attempts=max_attempts,
         idempotency_key=idempotency_key or "",
+        depends_on=list(depends_on),
     )
-    if delay is not None:
-        spec.delay.CopyFrom(duration(delay))
+    if on_dependency_failure is not None:
+        spec.on_dependency_failure = on_dependency_failure.value
     if run_at is not None:
         spec.run_time.FromDatetime(run_at)
     if backoff is not None:
         spec.backoff.CopyFrom(backoff.to_proto())
-    if lease_duration is not None:
-        spec.lease_duration.CopyFrom(duration(lease_duration))
-    if execution_timeout is not None:
-        spec.execution_timeout.CopyFrom(duration(execution_timeout))
-    if idempotency_window is not None:
-        spec.idempotency_window.CopyFrom(duration(idempotency_window))
+    _set_durations(
+        spec,
+        delay=delay,
+        lease_duration=lease_duration,
+        execution_timeout=execution_timeout,
+        idempotency_window=idempotency_window,
+    )
     if idempotency_mode is not None:
         spec.idempotency_mode = idempotency_mode.value
     deadline = _start_deadline(start_deadline, start_within)
@@ -293,3 +331,33 @@ def job_spec(
             )
         )
     return spec
+
+
+def _set_durations(spec: job_pb2.JobSpec, **given: Seconds | None) -> None:
+    """Sets each Duration field of `spec` named in `given` whose value is not None."""
+    for name, value in given.items():
+        if value is not None:
+            getattr(spec, name).CopyFrom(duration(value))
+
+
+def flow_request(jobs: Sequence[FlowJob], traces: Sequence[Mapping[str, str]]) -> Any:
+    """The EnqueueFlowRequest of Client.enqueue_flow; each job without a trace context
+    of its own gets its creation span's."""
+    request = pb.EnqueueFlowRequest()
+    for item, trace in zip(jobs, traces, strict=True):
+        if isinstance(item.job, job_pb2.JobSpec):
+            spec = item.job
+            if trace and not spec.HasField("trace_context"):
+                spec = job_pb2.JobSpec()
+                spec.CopyFrom(item.job)
+                spec.trace_context.CopyFrom(job_pb2.TraceContext(**dict(trace)))
+        else:
+            spec = job_spec(item.job, trace=trace)
+        request.jobs.add(
+            ref=item.ref, queue=item.queue, job=spec, depends_on_refs=list(item.depends_on_refs)
+        )
+    return request
+
+
+def dependencies(reply: Any) -> Dependencies:
+    return Dependencies([job_info(j) for j in reply.jobs], list(reply.missing_job_ids))
