@@ -462,3 +462,25 @@ async def test_sdk_options_and_state(broker: BrokerApp, admin: arpc.AdminService
             if event.job_id == soon.job_id and event.state == EXPIRED:
                 assert event.kind == apb.QUEUE_EVENT_KIND_CANCELLED
                 break
+
+
+async def test_a_waiting_job_expires_and_an_expired_job_fails_its_dependants(
+    s: Store, redis: Redis, prefix: str, clock: Clock
+) -> None:
+    """Deadlines meet dependencies: a job WAITING past its start deadline ends expired
+    (the sweep looks at waiting jobs too), and the job that waited for it fails (FAIL)."""
+    (dep,) = await s.enqueue(Q, [NewJob(b"dep", start_deadline_ms=T0 + 100)])
+    (mid,) = await s.enqueue(
+        Q, [NewJob(b"mid", depends_on=(f"{Q}:{dep.seq}",), start_deadline_ms=T0 + 50)]
+    )
+    (last,) = await s.enqueue(Q, [NewJob(b"last", depends_on=(f"{Q}:{dep.seq}",))])
+    assert mid.state is JobState.WAITING and last.state is JobState.WAITING
+    clock.now += 50
+    assert await s.expire(Q, 50) == (1, 1)  # mid, while it waits
+    clock.now += 50
+    assert await s.expire(Q, 50) == (1, 1)  # dep; last fails with it
+    assert await places(redis, prefix) == {
+        "expired": {str(dep.seq), str(mid.seq)},
+        "dead": {str(last.seq)},
+    }
+    assert await members(redis, prefix, "blocked") == set()
