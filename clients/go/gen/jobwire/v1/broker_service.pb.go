@@ -147,7 +147,9 @@ type EnqueueResponse struct {
 	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// True when the idempotency key matched an earlier job and nothing was created.
 	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
-	// State of the job right after the call: scheduled or ready for a new job.
+	// State of the job right after the call. A new job: SCHEDULED or READY; WAITING while
+	// jobs in `depends_on` are unfinished; DEAD when one of them had already failed under
+	// DEPENDENCY_FAILURE_POLICY_FAIL. A duplicate: the existing job's state.
 	State         JobState `protobuf:"varint,3,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1800,7 +1802,8 @@ func (x *CancelJobRequest) GetJobId() string {
 // Response of CancelJob.
 type CancelJobResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// CANCELLED when cancelled at once; ACTIVE when the worker was asked to stop.
+	// CANCELLED when cancelled at once (also when it already was); ACTIVE when the worker
+	// was asked to stop.
 	State         JobState `protobuf:"varint,1,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

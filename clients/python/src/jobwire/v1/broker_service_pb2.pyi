@@ -103,7 +103,10 @@ class EnqueueResponse(_message.Message):
     duplicate: _builtins.bool
     """True when the idempotency key matched an earlier job and nothing was created."""
     state: _job_pb2.JobState.ValueType
-    """State of the job right after the call: scheduled or ready for a new job."""
+    """State of the job right after the call. A new job: SCHEDULED or READY; WAITING while
+    jobs in `depends_on` are unfinished; DEAD when one of them had already failed under
+    DEPENDENCY_FAILURE_POLICY_FAIL. A duplicate: the existing job's state.
+    """
     def __init__(
         self,
         *,
@@ -960,7 +963,9 @@ class CancelJobResponse(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     state: _job_pb2.JobState.ValueType
-    """CANCELLED when cancelled at once; ACTIVE when the worker was asked to stop."""
+    """CANCELLED when cancelled at once (also when it already was); ACTIVE when the worker
+    was asked to stop.
+    """
     def __init__(
         self,
         *,

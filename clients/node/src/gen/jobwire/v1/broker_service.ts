@@ -102,7 +102,11 @@ export interface EnqueueResponse {
   jobId: string;
   /** True when the idempotency key matched an earlier job and nothing was created. */
   duplicate: boolean;
-  /** State of the job right after the call: scheduled or ready for a new job. */
+  /**
+   * State of the job right after the call. A new job: SCHEDULED or READY; WAITING while
+   * jobs in `depends_on` are unfinished; DEAD when one of them had already failed under
+   * DEPENDENCY_FAILURE_POLICY_FAIL. A duplicate: the existing job's state.
+   */
   state: JobState;
 }
 
@@ -422,7 +426,10 @@ export interface CancelJobRequest {
 
 /** Response of CancelJob. */
 export interface CancelJobResponse {
-  /** CANCELLED when cancelled at once; ACTIVE when the worker was asked to stop. */
+  /**
+   * CANCELLED when cancelled at once (also when it already was); ACTIVE when the worker
+   * was asked to stop.
+   */
   state: JobState;
 }
 
@@ -3859,10 +3866,11 @@ export const BrokerServiceService = {
     responseDeserialize: (value: Buffer): GetJobResponse => GetJobResponse.decode(value),
   },
   /**
-   * Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-   * flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-   * is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-   * job; `NOT_FOUND` for an unknown one.
+   * Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+   * dependants resolve as for a cancelled dependency); an active job is flagged and its
+   * worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+   * `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+   * `NOT_FOUND` for an unknown one.
    */
   cancelJob: {
     path: "/jobwire.v1.BrokerService/CancelJob" as const,
@@ -3985,10 +3993,11 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
   /** Returns a job. `NOT_FOUND` if it never existed or was removed by retention. */
   getJob: handleUnaryCall<GetJobRequest, GetJobResponse>;
   /**
-   * Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-   * flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-   * is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-   * job; `NOT_FOUND` for an unknown one.
+   * Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+   * dependants resolve as for a cancelled dependency); an active job is flagged and its
+   * worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+   * `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+   * `NOT_FOUND` for an unknown one.
    */
   cancelJob: handleUnaryCall<CancelJobRequest, CancelJobResponse>;
   /**
@@ -4230,10 +4239,11 @@ export interface BrokerServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetJobResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-   * flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-   * is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-   * job; `NOT_FOUND` for an unknown one.
+   * Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+   * dependants resolve as for a cancelled dependency); an active job is flagged and its
+   * worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+   * `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+   * `NOT_FOUND` for an unknown one.
    */
   cancelJob(
     request: CancelJobRequest,
