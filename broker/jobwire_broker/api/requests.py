@@ -86,6 +86,12 @@ class Parser:
         self.defaults = defaults
         self.violations: list[FieldViolation] = []
 
+    def not_served(self, field: str, given: bool) -> None:
+        """A field of the protos this broker does not serve yet (issue 11): a value is
+        refused, so nobody believes a limit holds that does not."""
+        if given:
+            self.bad(field, "is not served by this broker yet")
+
     def bad(self, field: str, description: str) -> None:
         self.violations.append(FieldViolation(field, description))
 
@@ -181,6 +187,8 @@ class Parser:
         self.size(f"{field}.content_type", spec.content_type, lim.max_content_type_bytes)
         self._headers(f"{field}.headers", dict(spec.headers))
         self.in_range(f"{field}.priority", spec.priority, -lim.max_priority, lim.max_priority)
+        self.not_served(f"{field}.concurrency_key", bool(spec.concurrency_key))
+        self.not_served(f"{field}.concurrency_limit", spec.concurrency_limit != 0)
         delay = self.option_ms(f"{field}.delay", spec.delay, 0, lim.max_delay_ms, 0)
         run_at = 0
         if spec.HasField("run_time"):
@@ -373,6 +381,7 @@ class Parser:
 
     def fail_or_release(self, field: str, r: pb.FailRequest) -> tuple[str, FailItem | ReleaseItem]:
         """A Fail, or with the deprecated `release` flag the ReleaseLease it stands for."""
+        self.not_served(f"{field}rate_limit_delay", r.HasField("rate_limit_delay"))
         if not r.release:
             return self.fail(field, r)
         queue, seq = self.job_id(f"{field}job_id", r.job_id)

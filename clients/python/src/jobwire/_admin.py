@@ -116,7 +116,9 @@ class QueueSettings:
     def fields_set(self) -> list[str]:
         """The names of the fields that are not None, in proto order."""
         return [
-            f.name for f in pb.QueueSettings.DESCRIPTOR.fields if getattr(self, f.name) is not None
+            f.name
+            for f in pb.QueueSettings.DESCRIPTOR.fields
+            if getattr(self, f.name, None) is not None
         ]
 
     def to_proto(self) -> pb.QueueSettings:
