@@ -6,6 +6,7 @@ writes nothing; on a (one-node) Redis Cluster a flow across queues is refused.""
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from jobwire.v1 import admin_service_pb2_grpc as arpc
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
+from jobwire_broker.embedded import free_port
 from jobwire_broker.server import BrokerApp
 from redis.asyncio import Redis
 from support import (
@@ -402,9 +404,21 @@ class ClusterNode(RedisServer):
         return self
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid, free port too: a
+    node given a port above 55535 cannot open its bus and exits."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with contextlib.suppress(OSError), socket.socket() as s:
+            s.bind(("127.0.0.1", port + 10_000))
+            return port
+
+
 @pytest.fixture(scope="module")
 def cluster_node() -> Any:
-    node = ClusterNode().start()
+    node = ClusterNode(port=cluster_port()).start()
     yield node
     node.stop()
 
