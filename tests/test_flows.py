@@ -8,7 +8,7 @@ import contextlib
 import os
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from support import (
     stub_for,
     unique_prefix,
 )
+from test_bad_input import rejected
 
 FAIL = job_pb2.DEPENDENCY_FAILURE_POLICY_FAIL
 IGNORE = job_pb2.DEPENDENCY_FAILURE_POLICY_IGNORE
@@ -40,6 +41,15 @@ DEAD = job_pb2.JOB_STATE_DEAD
 COMPLETED = job_pb2.JOB_STATE_COMPLETED
 CANCELLED = job_pb2.JOB_STATE_CANCELLED
 TERMINAL = {COMPLETED, DEAD, CANCELLED}
+
+
+async def refused(
+    redis: Redis, prefix: str, make_call: Callable[[], Awaitable[Any]], fields: list[str]
+) -> None:
+    """The call is INVALID_ARGUMENT naming exactly `fields`, and wrote nothing."""
+    await rejected(
+        redis, prefix, make_call, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", fields
+    )
 
 
 def spec(payload: bytes = b"", **kwargs: Any) -> job_pb2.JobSpec:
@@ -290,34 +300,19 @@ BAD_ENQUEUES = {
 async def test_bad_depends_on_writes_nothing(
     stub: rpc.BrokerServiceStub, redis: Redis, prefix: str, seeded: str, case: str
 ) -> None:
-    from test_bad_input import rejected
-
     deps, fields = BAD_ENQUEUES[case]
     job_spec = spec(depends_on=deps(seeded))
-    await rejected(
-        redis,
-        prefix,
-        lambda: stub.Enqueue(pb.EnqueueRequest(queue="q", job=job_spec)),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
-        fields,
+    await refused(
+        redis, prefix, lambda: stub.Enqueue(pb.EnqueueRequest(queue="q", job=job_spec)), fields
     )
 
 
 async def test_bad_depends_on_in_a_batch_names_the_job(
     stub: rpc.BrokerServiceStub, redis: Redis, prefix: str, seeded: str
 ) -> None:
-    from test_bad_input import rejected
-
     jobs = [spec(depends_on=[seeded]), spec(depends_on=[seeded, "r:77"])]
-    await rejected(
-        redis,
-        prefix,
-        lambda: stub.EnqueueBatch(pb.EnqueueBatchRequest(queue="q", jobs=jobs)),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
-        ["jobs[1].depends_on[1]"],
-    )
+    batch = pb.EnqueueBatchRequest(queue="q", jobs=jobs)
+    await refused(redis, prefix, lambda: stub.EnqueueBatch(batch), ["jobs[1].depends_on[1]"])
 
 
 def bad_flows(ok: str) -> dict[str, tuple[list[pb.FlowJob], list[str]]]:
@@ -360,17 +355,8 @@ def bad_flows(ok: str) -> dict[str, tuple[list[pb.FlowJob], list[str]]]:
 async def test_bad_flow_writes_nothing(
     stub: rpc.BrokerServiceStub, redis: Redis, prefix: str, seeded: str, case: str
 ) -> None:
-    from test_bad_input import rejected
-
     jobs, fields = bad_flows(seeded)[case]
-    await rejected(
-        redis,
-        prefix,
-        lambda: stub.EnqueueFlow(pb.EnqueueFlowRequest(jobs=jobs)),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
-        fields,
-    )
+    await refused(redis, prefix, lambda: stub.EnqueueFlow(pb.EnqueueFlowRequest(jobs=jobs)), fields)
 
 
 async def test_get_dependencies_of_an_unknown_job_is_not_found(
@@ -424,8 +410,6 @@ def cluster_node() -> Any:
 
 
 async def test_cross_queue_flows_are_refused_on_a_cluster(cluster_node: ClusterNode) -> None:
-    from test_bad_input import rejected
-
     redis = Redis.from_url(cluster_node.url)
     try:
         await redis.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")

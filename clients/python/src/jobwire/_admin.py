@@ -114,7 +114,8 @@ class QueueSettings:
     event_history: int | None = None
 
     def fields_set(self) -> list[str]:
-        """The names of the fields that are not None, in proto order."""
+        """The names of the fields that are not None, in proto order. (The proto's
+        settings this SDK does not carry, not served by the broker yet, count as None.)"""
         return [
             f.name
             for f in pb.QueueSettings.DESCRIPTOR.fields

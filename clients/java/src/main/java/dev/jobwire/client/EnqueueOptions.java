@@ -239,13 +239,19 @@ public final class EnqueueOptions {
       return this;
     }
 
-    /** Jobs of the queue with this key run at most their concurrency limit at a time. */
+    /**
+     * Jobs of the queue with this key run at most their concurrency limit at a time. Not served
+     * by the broker yet: a job with a key is refused with {@code INVALID_ARGUMENT}.
+     */
     public Builder concurrencyKey(String concurrencyKey) {
       this.concurrencyKey = Objects.requireNonNull(concurrencyKey);
       return this;
     }
 
-    /** Active jobs allowed per concurrency key, in [1, 10,000] (0: the queue's, else 1). */
+    /**
+     * Active jobs allowed per concurrency key, in [1, 10,000] (0: the queue's, else 1). Not served
+     * by the broker yet: a non-zero limit is refused with {@code INVALID_ARGUMENT}.
+     */
     public Builder concurrencyLimit(int concurrencyLimit) {
       this.concurrencyLimit = concurrencyLimit;
       return this;
