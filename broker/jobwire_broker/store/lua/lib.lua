@@ -21,6 +21,8 @@
 --   KEYS[18] dlgroups   zset dead-letter fingerprint -> last dead time (ms)
 --   KEYS[19] dlg:       prefix of a group's dead jobs (dlg:<fingerprint>, zset seq -> ms)
 --   KEYS[20] dlgmeta:   prefix of a group's description (dlgmeta:<fingerprint>, a hash)
+--   KEYS[21] schedules  zset schedule name -> next tick due (ms); paused ones left out
+--   KEYS[22] schedule:  prefix of schedule records (schedule:<name>, a hash of SC fields)
 -- and the same ARGV:
 --   ARGV[1]  now override in ms, or "" to read Redis TIME (only tests set it)
 --   ARGV[2]  pub/sub channel that wakes long-polling Leases of this queue
@@ -37,6 +39,7 @@ local K = {
   job = KEYS[9], events = KEYS[10], idem = KEYS[11], settings = KEYS[12],
   paused = KEYS[13], qevents = KEYS[14], stats = KEYS[15], workers = KEYS[16],
   worker = KEYS[17], dlgroups = KEYS[18], dlg = KEYS[19], dlgmeta = KEYS[20],
+  schedules = KEYS[21], schedule = KEYS[22],
   wake_channel = ARGV[2], events_channel = ARGV[3],
 }
 
@@ -88,6 +91,12 @@ local W = {
   last_lease_ms = 'last_lease_ms', last_heartbeat_ms = 'last_heartbeat_ms',
   in_flight = 'in_flight', expired_ms = 'expired_ms',
 }
+
+-- The fields of a schedule record scripts read or write (store/schema.py
+-- SCHEDULE_SCRIPT_FIELDS); the others are stored as given.
+local SC = {version = 'version', cursor_ms = 'cursor_ms', paused = 'paused',
+  last_tick_ms = 'last_tick_ms', last_job_id = 'last_job_id', create_ms = 'create_ms',
+  update_ms = 'update_ms'}
 
 -- The fields of a dead-letter group's description.
 local G = {error_type = 'error_type', template = 'template'}

@@ -21,6 +21,7 @@ from ._admin import (
 )
 from ._client import ChannelOptions, Client, RetryPolicy
 from ._errors import (
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     Internal,
@@ -46,13 +47,16 @@ from ._models import (
     Progress,
     job_spec,
 )
+from ._schedules import CatchUpPolicy, OverlapPolicy, Schedule, Schedules, SyncSchedules
 from ._sync import SyncClient
 from ._worker import Job, NonRetryable, RetryAfter, Worker
 
 __all__ = [
     "Admin",
+    "AlreadyExists",
     "Backoff",
     "BackoffKind",
+    "CatchUpPolicy",
     "ChannelOptions",
     "Client",
     "DeadLetterGroup",
@@ -74,6 +78,7 @@ __all__ = [
     "LeaseLost",
     "NonRetryable",
     "NotFound",
+    "OverlapPolicy",
     "PermissionDenied",
     "Progress",
     "QueueCounts",
@@ -86,8 +91,11 @@ __all__ = [
     "ResourceExhausted",
     "RetryAfter",
     "RetryPolicy",
+    "Schedule",
+    "Schedules",
     "SyncAdmin",
     "SyncClient",
+    "SyncSchedules",
     "Unauthenticated",
     "Unavailable",
     "Worker",

@@ -142,6 +142,10 @@ class JobFinished(FailedPrecondition):
     """JOB_FINISHED: the job is already completed or dead (CancelJob)."""
 
 
+class AlreadyExists(JobwireError):
+    """ALREADY_EXISTS (SCHEDULE_EXISTS): the name is taken; pick another or update it."""
+
+
 class ResourceExhausted(JobwireError):
     """RESOURCE_EXHAUSTED (JOB_TOO_LARGE): a limit was hit; retrying as is fails again."""
 
@@ -182,6 +186,8 @@ BY_REASON: dict[int, type[JobwireError]] = {
     _R.QUEUE_NOT_FOUND: NotFound,
     _R.WRONG_STATE: FailedPrecondition,
     _R.QUEUE_BUSY: FailedPrecondition,
+    _R.SCHEDULE_NOT_FOUND: NotFound,
+    _R.SCHEDULE_EXISTS: AlreadyExists,
 }
 BY_CODE: dict[grpc.StatusCode, type[JobwireError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -192,6 +198,7 @@ BY_CODE: dict[grpc.StatusCode, type[JobwireError]] = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.INTERNAL: Internal,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
 }
 
 
