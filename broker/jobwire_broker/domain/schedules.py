@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import random
-import time
 from dataclasses import dataclass
 
 from ..store import Store, StoreUnavailable
@@ -23,7 +22,6 @@ log = logging.getLogger(__name__)
 MISSED_AFTER_MS = 60_000  # a tick not fired within this of its time was missed
 NEXT_RUNS = 5
 MAX_ON_TIME = 1_000  # ticks fired at once that are not missed (a stalled ticker's)
-REGISTRY_REFRESH_S = 1.0
 HEADER_NAME = "jobwire-schedule"
 HEADER_TIME = "jobwire-schedule-time"
 
@@ -198,9 +196,9 @@ class ScheduleTicker:
     def __init__(self, store: Store, settings: TickerSettings | None = None) -> None:
         self.store = store
         self.settings = settings or TickerSettings()
-        self._queues: list[str] = []
-        self._registry: dict[str, str] = {}
-        self._read_at = -REGISTRY_REFRESH_S
+        self._registry: dict[str, str] = {}  # name -> queue, as of the last whole scan
+        self._scanning: dict[str, str] = {}  # what the scan under way has found so far
+        self._cursor = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -212,20 +210,28 @@ class ScheduleTicker:
                 async with asyncio.timeout(self.settings.interval_s * random.uniform(0.8, 1.2)):
                     await stop.wait()
 
+    async def _scan(self) -> None:
+        """Reads one bounded page of the registry per pass (never the whole of it); the
+        queues known are those of the last complete scan and of this one so far."""
+        self._cursor, found = await db.registry_page(self.store, self._cursor)
+        self._scanning.update(found)
+        if self._cursor == 0:
+            self._registry, self._scanning = self._scanning, {}
+
     async def tick(self) -> int:
-        """One pass over every queue with schedules; returns the jobs fired."""
-        if time.monotonic() - self._read_at >= REGISTRY_REFRESH_S:
-            self._registry = await db.registry(self.store)
-            self._queues = sorted(set(self._registry.values()))
-            self._read_at = time.monotonic()
+        """One pass: a page of the registry, then each known queue's due schedules (a
+        bounded range of its due set); returns the jobs fired."""
+        await self._scan()
+        queues = sorted({*self._registry.values(), *self._scanning.values()})
         now = await db.now_ms(self.store)
-        counts = await asyncio.gather(*(self._queue(q, now) for q in self._queues))
+        counts = await asyncio.gather(*(self._queue(q, now) for q in queues))
         return sum(counts)
 
     async def _queue(self, queue: str, now: int) -> int:
         fired = 0
         for name in await db.due(self.store, queue, now, JOBS_PER_CALL):
-            if self._registry.get(name, queue) != queue:
+            moved = self._scanning.get(name) or self._registry.get(name)
+            if moved not in (None, queue):
                 continue  # left behind by a move to another queue that did not finish
             rec = await db.get(self.store, queue, name)
             if rec is None or rec.paused:

@@ -163,6 +163,17 @@ async def registry(store: Store) -> dict[str, str]:
             return out
 
 
+async def registry_page(store: Store, cursor: int) -> tuple[int, dict[str, str]]:
+    """One HSCAN page (about SCAN_COUNT entries) of the registry from `cursor`; returns
+    the next cursor (0: the scan is complete) and the names -> queues it found."""
+    key = schedule_registry_key(store.prefix)
+    nxt, found = cast(
+        tuple[int, dict[bytes, bytes]],
+        await store._read(lambda: store.client.hscan(key, cursor, count=SCAN_COUNT)),
+    )
+    return int(nxt), {k.decode(): v.decode() for k, v in found.items()}
+
+
 # -- records -----------------------------------------------------------------------------
 
 
