@@ -359,6 +359,23 @@ SPEC_CASES = [
             ("short_span", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01"),
         ]
     ),
+    # Start deadlines and idempotency modes (tests/test_deadlines.py has the rest).
+    SpecCase("start_deadline_past", {"start_deadline": Timestamp(seconds=1)}, ("start_deadline",)),
+    SpecCase("start_deadline_epoch", {"start_deadline": Timestamp()}, ("start_deadline",)),
+    SpecCase(
+        "start_deadline_before_run_time",
+        {
+            "run_time": Timestamp(seconds=4_000_000_100),
+            "start_deadline": Timestamp(seconds=4_000_000_000),
+        },
+        ("start_deadline",),
+    ),
+    SpecCase(
+        "start_deadline_year_10000",
+        {"start_deadline": Timestamp(seconds=253_402_300_800)},
+        ("start_deadline",),
+    ),
+    SpecCase("idempotency_mode_99", {"idempotency_mode": 99}, ("idempotency_mode",)),
     SpecCase(
         "several_at_once",
         {"payload": b"x" * (MIB + 1), "priority": 5000, "max_attempts": -3},

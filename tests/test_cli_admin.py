@@ -103,6 +103,7 @@ async def test_queues_lists_counts_as_a_table_and_as_json(
         "completed": 0,
         "dead": 0,
         "cancelled": 0,
+        "expired": 0,
     }
     assert data["sms"]["paused"] is True
     assert data["sms"]["effective_settings"]["max_attempts"] == 3

@@ -12,7 +12,11 @@ generated AdminService stub with the status mapped by the client's own mapping
 (`Errors.map`, `Error::from`). The reasons the broker cannot be made to
 send (SHUTTING_DOWN, INTERNAL, UNAUTHENTICATED, PERMISSION_DENIED) and the fallbacks (no
 details, an unknown reason, another domain's reason) are statuses every probe builds and
-maps as a call's error. Each prints one JSON line per case; every language must print
+maps as a call's error. So, for now, are the reasons of the coordination features
+(CROSS_SLOT, SCHEDULE_NOT_FOUND, SCHEDULE_EXISTS), which this broker does not send yet;
+each probe marks where their real calls go (an EnqueueFlow across two queues on Redis
+Cluster, GetSchedule of a schedule that never existed, CreateSchedule twice) once it
+does. Each prints one JSON line per case; every language must print
 EXPECTED, the table of protos/jobwire/v1/README.md. A new client joins with one entry in
 PROBES.
 """
@@ -102,6 +106,22 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "code": "FAILED_PRECONDITION",
         "reason": "QUEUE_BUSY",
         "class": "failed_precondition",
+    },
+    # Built statuses until the broker sends them (see the module docstring).
+    "CROSS_SLOT": {
+        "code": "FAILED_PRECONDITION",
+        "reason": "CROSS_SLOT",
+        "class": "failed_precondition",
+    },
+    "SCHEDULE_NOT_FOUND": {
+        "code": "NOT_FOUND",
+        "reason": "SCHEDULE_NOT_FOUND",
+        "class": "not_found",
+    },
+    "SCHEDULE_EXISTS": {
+        "code": "ALREADY_EXISTS",
+        "reason": "SCHEDULE_EXISTS",
+        "class": "already_exists",
     },
     # Fallbacks: the class of the code when the reason is missing, unknown or not ours,
     # and the reason over the code when they disagree.

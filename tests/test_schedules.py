@@ -274,3 +274,25 @@ async def test_update_retimes_and_moves(s: Store, redis: Redis, prefix: str, clo
     await schedules.delete_schedule(s, "s")
     assert await schedules.list_schedules(s) == []
     assert await redis.keys(f"{prefix}:{{other}}:schedule*") == []
+
+
+async def test_start_within_sets_deadlines_and_drops_past_ones(
+    s: Store, redis: Redis, prefix: str, clock: Clock
+) -> None:
+    """Each fired job's start deadline is its tick time plus start_within; after an
+    outage, catch-up ticks whose deadline has already passed are not fired."""
+    clock.now = T0
+    await schedules.create_schedule(
+        s, spec(catch_up=CatchUp.ALL, catch_up_limit=1000, start_within_ms=90_000)
+    )
+    ticker = schedules.ScheduleTicker(s)
+    clock.now = T0 + 1_100
+    assert await ticker.tick() == 1
+    seq = (await fired(redis, prefix))[0][0]
+    job = schema.job(Q, await redis.hgetall(f"{prefix}:{{{Q}}}:job:{seq}"))
+    assert job.start_deadline_ms == T0 + 91_000
+    clock.now = T0 + 600_000 + 100  # 10 minutes later
+    await ticker.tick()
+    times = [t for _, _, t in await fired(redis, prefix)][1:]
+    # Ticks after T0 + 511 s still have more than a second to go before their deadline.
+    assert times == [stamp(T0 + x * 1000) for x in range(512, 601)]

@@ -8,7 +8,14 @@ from typing import Any
 import grpc
 import pytest
 from jobwire import ChannelOptions, Client, LeaseLost, NotFound, Unavailable
-from jobwire._errors import BY_REASON, FailedPrecondition, JobwireError, error_class, item_error
+from jobwire._errors import (
+    BY_REASON,
+    AlreadyExists,
+    FailedPrecondition,
+    JobwireError,
+    error_class,
+    item_error,
+)
 from jobwire._service_config import document
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
@@ -35,6 +42,16 @@ def test_the_admin_reasons_get_the_generic_classes() -> None:
         assert error_class(grpc.StatusCode.FAILED_PRECONDITION, name) is FailedPrecondition
     busy = item_error(grpc.StatusCode.FAILED_PRECONDITION.value[0], "QUEUE_BUSY", "active")
     assert type(busy) is FailedPrecondition and busy.reason == "QUEUE_BUSY"
+
+
+def test_the_coordination_reasons_get_their_classes() -> None:
+    cross = error_class(grpc.StatusCode.FAILED_PRECONDITION, "CROSS_SLOT")
+    assert cross is FailedPrecondition
+    assert error_class(grpc.StatusCode.NOT_FOUND, "SCHEDULE_NOT_FOUND") is NotFound
+    assert error_class(grpc.StatusCode.ALREADY_EXISTS, "SCHEDULE_EXISTS") is AlreadyExists
+    assert error_class(grpc.StatusCode.ALREADY_EXISTS, "") is AlreadyExists
+    taken = item_error(grpc.StatusCode.ALREADY_EXISTS.value[0], "SCHEDULE_EXISTS", "taken")
+    assert type(taken) is AlreadyExists and taken.reason == "SCHEDULE_EXISTS"
 
 
 def test_without_a_known_reason_the_code_decides() -> None:

@@ -124,6 +124,8 @@ class BrokerApp:
         self.port = self.server.add_insecure_port(self.settings.listen)
         # Health must say something from the first call on (unset reads as NOT_FOUND).
         serving = await self._redis_ok()
+        if serving:
+            await self.store.detect_cluster()
         if serving and self.embedded is None:  # ours is configured durable; check theirs
             await warn_if_not_durable(self.redis)
         later = await self._apply_queue_file(serving)

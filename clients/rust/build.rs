@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("jobwire/v1/broker_service.proto"),
         root.join("jobwire/v1/error_reason.proto"),
         root.join("jobwire/v1/admin_service.proto"),
+        root.join("jobwire/v1/schedule_service.proto"),
     ];
     if std::env::var_os("PROTOC").is_none() {
         // Build scripts run single-threaded, so changing our own environment is sound.

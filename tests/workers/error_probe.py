@@ -33,7 +33,7 @@ from jobwire import (
     Unauthenticated,
     Unavailable,
 )
-from jobwire._errors import DOMAIN, error_from_rpc
+from jobwire._errors import DOMAIN, AlreadyExists, error_from_rpc
 from jobwire.v1 import broker_service_pb2 as pb
 
 CLASSES: list[tuple[str, type[JobwireError]]] = [  # most specific first
@@ -42,6 +42,7 @@ CLASSES: list[tuple[str, type[JobwireError]]] = [  # most specific first
     ("failed_precondition", FailedPrecondition),
     ("invalid_argument", InvalidArgument),
     ("not_found", NotFound),
+    ("already_exists", AlreadyExists),
     ("resource_exhausted", ResourceExhausted),
     ("unavailable", Unavailable),
     ("unauthenticated", Unauthenticated),
@@ -160,6 +161,10 @@ async def run(target: str, dead: str, queue: str) -> None:
         ("FOREIGN_DOMAIN", Built(c.FAILED_PRECONDITION, "LEASE_LOST", "example.com")),
         ("REASON_OVER_CODE", Built(c.UNKNOWN, "JOB_FINISHED", DOMAIN)),
         ("ABORTED", Built(c.ABORTED, "", "")),
+        # TODO(broker sends them): trigger these three with real calls instead, as above.
+        ("CROSS_SLOT", Built(c.FAILED_PRECONDITION, "CROSS_SLOT", DOMAIN)),
+        ("SCHEDULE_NOT_FOUND", Built(c.NOT_FOUND, "SCHEDULE_NOT_FOUND", DOMAIN)),
+        ("SCHEDULE_EXISTS", Built(c.ALREADY_EXISTS, "SCHEDULE_EXISTS", DOMAIN)),
     ]:
         emit(case, error_from_rpc(err))
 

@@ -32,12 +32,16 @@ DURATIONS = {"lease_duration", "execution_timeout", "completed_max_age", "dead_m
 MAX_KEEP = 100_000_000
 MAX_AGE_MS = 3_650 * DAY_MS
 MAX_EVENT_HISTORY = 1_000_000
+# Settings of the protos this broker does not serve yet (issue 11): refused when given.
+NOT_SERVED = ("concurrency_limit", "rate_limit", "key_rate_limit")
 
 
 def parse_settings(p: Parser, field: str, s: pb.QueueSettings) -> QueueSettings:
     """The settings given (set fields only), each checked against its documented range."""
     lim = p.limits
     values: dict[str, Any] = {}
+    for name in NOT_SERVED:
+        p.not_served(f"{field}.{name}", s.HasField(name))  # type: ignore[arg-type]
     if s.HasField("max_attempts"):
         p.in_range(f"{field}.max_attempts", s.max_attempts, 1, lim.max_attempts)
         values["max_attempts"] = s.max_attempts
@@ -79,7 +83,9 @@ def parse_update(limits: Limits, defaults: Defaults, request: pb.UpdateQueueRequ
     values = parse_settings(p, "settings", request.settings)
     paths = list(request.update_mask.paths)
     for i, path in enumerate(paths):
-        if path not in FIELDS:
+        if path in NOT_SERVED:
+            p.not_served(f"update_mask.paths[{i}]", True)
+        elif path not in FIELDS:
             p.bad(f"update_mask.paths[{i}]", f"is not a QueueSettings field: {path!r}")
     if not paths:
         paths = [f for f in FIELDS if request.settings.HasField(f)]  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ bad request is rejected whole with each problem named and nothing written."""
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import TypeVar
 
 from google.protobuf import json_format
@@ -13,14 +14,18 @@ from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import job_pb2
 
 from ..domain.errors import FieldViolation, JobwireError, invalid
+from ..domain.ids import job_id as format_job_id
 from ..domain.ids import parse_job_id, queue_problem
 from ..domain.limits import SECOND_MS, Defaults, Limits
 from ..domain.model import (
+    MAX_DEPENDENCIES,
     Backoff,
     BackoffKind,
     CompleteItem,
+    DependencyPolicy,
     FailItem,
     HeartbeatItem,
+    IdempotencyMode,
     JobError,
     NewJob,
     Progress,
@@ -37,6 +42,8 @@ MAX_TOKEN_BYTES = 128
 MAX_TRACEPARENT_BYTES = 256
 MAX_TRACESTATE_BYTES = 512
 MAX_BAGGAGE_BYTES = 8_192
+IDEMPOTENCY_MODES = frozenset(m.value for m in IdempotencyMode)
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, Timestamp's own limit
 
 
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex; a future version may
@@ -78,6 +85,12 @@ class Parser:
         self.limits = limits
         self.defaults = defaults
         self.violations: list[FieldViolation] = []
+
+    def not_served(self, field: str, given: bool) -> None:
+        """A field of the protos this broker does not serve yet (issue 11): a value is
+        refused, so nobody believes a limit holds that does not."""
+        if given:
+            self.bad(field, "is not served by this broker yet")
 
     def bad(self, field: str, description: str) -> None:
         self.violations.append(FieldViolation(field, description))
@@ -174,6 +187,8 @@ class Parser:
         self.size(f"{field}.content_type", spec.content_type, lim.max_content_type_bytes)
         self._headers(f"{field}.headers", dict(spec.headers))
         self.in_range(f"{field}.priority", spec.priority, -lim.max_priority, lim.max_priority)
+        self.not_served(f"{field}.concurrency_key", bool(spec.concurrency_key))
+        self.not_served(f"{field}.concurrency_limit", spec.concurrency_limit != 0)
         delay = self.option_ms(f"{field}.delay", spec.delay, 0, lim.max_delay_ms, 0)
         run_at = 0
         if spec.HasField("run_time"):
@@ -219,7 +234,66 @@ class Parser:
             idempotency_key=spec.idempotency_key,
             idempotency_window_ms=window,
             trace=self.trace(f"{field}.trace_context", spec.trace_context),
+            idempotency_mode=self.idempotency_mode(
+                f"{field}.idempotency_mode", spec.idempotency_mode
+            ),
+            start_deadline_ms=self.start_deadline(field, spec, run_at),
+            depends_on=self.dependencies(f"{field}.depends_on", spec.depends_on),
+            on_dependency_failure=self.dependency_policy(
+                f"{field}.on_dependency_failure", spec.on_dependency_failure
+            ),
         )
+
+    def idempotency_mode(self, field: str, value: int) -> IdempotencyMode:
+        if value == job_pb2.IDEMPOTENCY_MODE_UNSPECIFIED:
+            return IdempotencyMode.FIRST
+        if value not in IDEMPOTENCY_MODES:
+            self.bad(field, f"is not a known IdempotencyMode: {value}")
+            return IdempotencyMode.FIRST
+        return IdempotencyMode(value)
+
+    def start_deadline(self, field: str, spec: job_pb2.JobSpec, run_at_ms: int) -> int | None:
+        """The deadline in ms, or None. Whether it is after the enqueue time (and after a
+        `delay`) only the store's clock can tell: enqueue.lua checks that."""
+        if not spec.HasField("start_deadline"):
+            return None
+        name, t = f"{field}.start_deadline", spec.start_deadline
+        if t.seconds > MAX_TIMESTAMP_SECONDS:
+            self.bad(name, "must be a valid time before year 10000")
+            return None
+        before = len(self.violations)
+        deadline = self.timestamp_ms(name, t)
+        if len(self.violations) > before:
+            return None
+        if deadline == 0:
+            self.bad(name, "must be after the enqueue time")
+        elif deadline < run_at_ms:
+            self.bad(name, "must not be before the job's run_time")
+        return deadline
+
+    def dependencies(self, field: str, ids: Sequence[str]) -> tuple[str, ...]:
+        """JobSpec.depends_on: at most MAX_DEPENDENCIES distinct, well-formed job ids."""
+        if len(ids) > MAX_DEPENDENCIES:
+            self.bad(field, f"has {len(ids)} entries, limit {MAX_DEPENDENCIES}")
+            return ()
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(ids):
+            queue, seq = self.job_id(f"{field}[{i}]", raw)
+            if not queue:
+                continue
+            normal = format_job_id(queue, seq)
+            if normal in seen:
+                self.bad(f"{field}[{i}]", f"repeats {field}[{seen[normal]}]")
+            seen.setdefault(normal, i)
+        return tuple(seen)
+
+    def dependency_policy(self, field: str, value: int) -> DependencyPolicy | None:
+        if value == 0:
+            return None
+        if value not in {p.value for p in DependencyPolicy}:
+            self.bad(field, f"is not a known DependencyFailurePolicy: {value}")
+            return None
+        return DependencyPolicy(value)
 
     def _headers(self, field: str, headers: dict[str, str]) -> None:
         lim = self.limits
@@ -307,6 +381,7 @@ class Parser:
 
     def fail_or_release(self, field: str, r: pb.FailRequest) -> tuple[str, FailItem | ReleaseItem]:
         """A Fail, or with the deprecated `release` flag the ReleaseLease it stands for."""
+        self.not_served(f"{field}rate_limit_delay", r.HasField("rate_limit_delay"))
         if not r.release:
             return self.fail(field, r)
         queue, seq = self.job_id(f"{field}job_id", r.job_id)

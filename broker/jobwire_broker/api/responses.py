@@ -20,6 +20,8 @@ STATES = {
     JobState.COMPLETED: job_pb2.JOB_STATE_COMPLETED,
     JobState.DEAD: job_pb2.JOB_STATE_DEAD,
     JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+    JobState.EXPIRED: job_pb2.JOB_STATE_EXPIRED,
+    JobState.WAITING: job_pb2.JOB_STATE_WAITING,
 }
 EVENT_KINDS = {
     "state": pb.EVENT_KIND_STATE_CHANGED,
@@ -76,9 +78,16 @@ def spec(job: JobRecord) -> job_pb2.JobSpec:
             tracestate=job.trace.tracestate,
             baggage=job.trace.baggage,
         ),
+        depends_on=job.depends_on,
     )
+    if job.depends_on:
+        out.on_dependency_failure = job_pb2.DependencyFailurePolicy.ValueType(
+            job.on_dependency_failure
+        )
     if job.timeout_ms:
         out.execution_timeout.CopyFrom(duration(job.timeout_ms))
+    if job.start_deadline_ms:
+        out.start_deadline.CopyFrom(timestamp(job.start_deadline_ms))
     return out
 
 
@@ -96,6 +105,7 @@ def job(j: JobRecord) -> job_pb2.Job:
         cancel_requested=j.cancel_requested,
         create_time=timestamp(j.created_ms),
         run_time=timestamp(j.run_at_ms),
+        pending_dependencies=j.pending_dependencies if j.state is JobState.WAITING else 0,
     )
     if j.progress:
         out.progress.CopyFrom(progress(j.progress))

@@ -14,6 +14,7 @@ from ..domain.limits import DEFAULT_REPLY_BYTES, Defaults, Limits
 from ..domain.model import FailResult, JobRecord, ReleaseItem, TraceContext
 from . import responses as out
 from .errors import item_status, streaming, unary
+from .flows import flow_jobs
 from .requests import (
     MAX_BAGGAGE_BYTES,
     MAX_TRACEPARENT_BYTES,
@@ -109,7 +110,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         caller = None
         if not all(j.trace.traceparent for j in jobs):
             caller = caller_trace(context)
-        results = await self.broker.enqueue(queue, jobs, caller)
+        results = await self.broker.enqueue(queue, jobs, caller, field="jobs")
         return pb.EnqueueBatchResponse(
             results=[
                 pb.EnqueueResponse(
@@ -275,6 +276,37 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.done()
         state = await self.broker.cancel(queue, seq)
         return pb.CancelJobResponse(state=out.STATES[state])
+
+    @unary
+    async def EnqueueFlow(
+        self, request: pb.EnqueueFlowRequest, context: Context
+    ) -> pb.EnqueueFlowResponse:
+        p = self._parser()
+        jobs = flow_jobs(p, request)
+        p.done()
+        self.broker.hooks.describe_call("enqueue", "send", jobs[0].queue, len(jobs))
+        caller = None
+        if not all(j.job.trace.traceparent for j in jobs):
+            caller = caller_trace(context)
+        results = await self.broker.enqueue_flow(jobs, caller)
+        return pb.EnqueueFlowResponse(
+            results=[
+                pb.EnqueueResponse(
+                    job_id=job_id(j.queue, r.seq), duplicate=r.duplicate, state=out.STATES[r.state]
+                )
+                for j, r in zip(jobs, results, strict=True)
+            ]
+        )
+
+    @unary
+    async def GetDependencies(
+        self, request: pb.GetDependenciesRequest, context: Context
+    ) -> pb.GetDependenciesResponse:
+        p = self._parser()
+        queue, seq = p.job_id("job_id", request.job_id)
+        p.done()
+        jobs, missing = await self.broker.dependencies(queue, seq)
+        return pb.GetDependenciesResponse(jobs=[out.job(j) for j in jobs], missing_job_ids=missing)
 
 
 def _settlement(item: Settlement, answer: SettleAnswer) -> pb.SettlementResult:

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, ParamSpec, TypeVar
 
-from ..store import Store, StoreUnavailable
+from ..store import DeadlineRefused, Store, StoreUnavailable
 from ..store.notify import Notifier
+from . import deadlines, flows
 from .errors import (
     JobwireError,
     item_error,
@@ -145,18 +146,40 @@ class Broker:
 
     @store_errors
     async def enqueue(
-        self, queue: str, jobs: Sequence[NewJob], caller: TraceContext | None = None
+        self,
+        queue: str,
+        jobs: Sequence[NewJob],
+        caller: TraceContext | None = None,
+        field: str = "job",
     ) -> list[Enqueued]:
         """Adds jobs. `caller` is the trace context the call's metadata carried: jobs
-        without a context of their own join that trace."""
+        without a context of their own join that trace. `field` names the jobs in
+        errors ("jobs": `jobs[i]`)."""
         jobs, token = self.hooks.enqueuing(queue, jobs, caller)
         try:
-            results = await self.store.enqueue(queue, jobs)
+            if any(job.depends_on for job in jobs):
+                results = await flows.enqueue(self.store, queue, jobs, field)
+            else:
+                results = await self.store.enqueue(queue, jobs)
+        except DeadlineRefused as exc:
+            error = deadlines.refused(exc, [] if field == "jobs" else [field])
+            self.hooks.enqueue_failed(token, error)
+            raise error from None
         except Exception as exc:
             self.hooks.enqueue_failed(token, exc)
             raise
         self.hooks.enqueued(queue, token, results)
         return results
+
+    @store_errors
+    async def enqueue_flow(
+        self, jobs: Sequence[flows.FlowJob], caller: TraceContext | None = None
+    ) -> list[Enqueued]:
+        return await flows.enqueue_flow(self.store, self.hooks, jobs, caller)
+
+    @store_errors
+    async def dependencies(self, queue: str, seq: int) -> tuple[list[JobRecord], list[str]]:
+        return await flows.dependencies(self.store, queue, seq)
 
     @store_errors
     async def lease(

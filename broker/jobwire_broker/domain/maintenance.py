@@ -1,5 +1,6 @@
-"""The loop every replica runs: take back expired leases, promote due jobs, apply
-retention. Each step is one atomic script per queue, so replicas may overlap freely."""
+"""The loop every replica runs: take back expired leases, expire jobs past their start
+deadline, promote due jobs, resolve dependants left for later, apply retention. Each step
+is one atomic script per queue, so replicas may overlap freely."""
 
 import asyncio
 import contextlib
@@ -66,12 +67,31 @@ class Maintenance:
                 self.hooks.expired(queue, reclaimed, start)
             if len(reclaimed) < JOBS_PER_CALL:
                 break
+        await self._expire(queue)
         for _ in range(ROUNDS):
             if await self.store.promote(queue, JOBS_PER_CALL) < JOBS_PER_CALL:
                 break
+        await self._resolve(queue)
         if prune:
             for _ in range(ROUNDS):
                 deleted = await self.store.prune(queue, self.settings.retention, JOBS_PER_CALL)
                 if deleted < JOBS_PER_CALL:
                     break
             await forget_old_workers(self.store, queue)
+
+    async def _expire(self, queue: str) -> None:
+        """Drops pending jobs past their start deadline, so none waits as ready for a
+        Lease to notice it."""
+        for _ in range(ROUNDS):
+            expired, examined = await self.store.expire(queue, JOBS_PER_CALL)
+            if expired:
+                log.info("expired %d jobs at their start deadline in %s", expired, queue)
+            if examined < JOBS_PER_CALL:
+                break
+
+    async def _resolve(self, queue: str) -> None:
+        """Dependants their dependency's script left for later (docs/flows.md)."""
+        for _ in range(ROUNDS):
+            _, left = await self.store.resolve(queue)
+            if not left:
+                break

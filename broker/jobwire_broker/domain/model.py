@@ -21,10 +21,31 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not leased before its start deadline
+    WAITING = "waiting"  # for its dependencies (docs/flows.md)
 
     @property
     def terminal(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
+
+
+class IdempotencyMode(IntEnum):
+    """What an Enqueue does when its idempotency key is remembered (job.proto)."""
+
+    FIRST = 1  # return the first job
+    REPLACE = 2  # debounce: replace a pending job's spec, restart the window
+    EXTEND = 3  # return the first job, restart the window
+
+
+class DependencyPolicy(IntEnum):
+    """What a dependency that ends without completing does to its waiting dependants."""
+
+    FAIL = 1
+    IGNORE = 2
+
+
+# The most dependencies one job may have.
+MAX_DEPENDENCIES = 100
 
 
 class BackoffKind(IntEnum):
@@ -68,6 +89,12 @@ class NewJob:
     idempotency_key: str = ""
     idempotency_window_ms: int = field(default=86_400_000, metadata=ENQUEUE_ONLY)
     trace: TraceContext = TraceContext()
+    idempotency_mode: IdempotencyMode = field(default=IdempotencyMode.FIRST, metadata=ENQUEUE_ONLY)
+    # Dropped (expired) if not leased by then (ms); None: no deadline.
+    start_deadline_ms: int | None = None
+    # Ids of the jobs it waits for (distinct, existing); enqueue.lua stores them.
+    depends_on: tuple[str, ...] = field(default=(), metadata=ENQUEUE_ONLY)
+    on_dependency_failure: DependencyPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +152,10 @@ class JobRecord:
     error: JobError | None = None
     cancel_requested: bool = False
     worker_id: str = ""  # of the current or last lease
+    start_deadline_ms: int = 0  # 0: none
+    depends_on: tuple[str, ...] = ()
+    on_dependency_failure: DependencyPolicy = DependencyPolicy.FAIL
+    pending_dependencies: int = 0  # while waiting
 
     @property
     def id(self) -> str:

@@ -21,6 +21,7 @@ from .schedule_model import CatchUp, ScheduleRecord, ScheduleSpec
 log = logging.getLogger(__name__)
 MISSED_AFTER_MS = 60_000  # a tick not fired within this of its time was missed
 NEXT_RUNS = 5
+DEADLINE_MARGIN_MS = 1_000  # a caught-up tick's deadline this close to now is not fired
 MAX_ON_TIME = 1_000  # ticks fired at once that are not missed (a stalled ticker's)
 HEADER_NAME = "jobwire-schedule"
 HEADER_TIME = "jobwire-schedule-time"
@@ -163,13 +164,16 @@ def job_for(rec: ScheduleRecord, tick_ms: int) -> NewJob:
     """The job a tick enqueues: the template, with the two schedule headers."""
     job = rec.spec.job
     headers = {**job.headers, HEADER_NAME: rec.spec.name, HEADER_TIME: times.rfc3339(tick_ms)}
-    return dataclasses.replace(job, headers=headers)
+    deadline = tick_ms + rec.spec.start_within_ms if rec.spec.start_within_ms else None
+    return dataclasses.replace(job, headers=headers, start_deadline_ms=deadline)
 
 
 async def fire_due(store: Store, rec: ScheduleRecord, now: int) -> int:
     """Fires a due schedule's ticks, JOBS_PER_CALL per script call; returns how many
     jobs this replica fired (0 when another claimed the ticks first)."""
     ticks = plan(rec, now)
+    if rec.spec.start_within_ms:  # a tick whose start deadline has passed is dropped
+        ticks = [t for t in ticks if t + rec.spec.start_within_ms > now + DEADLINE_MARGIN_MS]
     next_due = _first_due(rec.spec, rec.anchor_ms, now)
     fired = 0
     for start in range(0, max(len(ticks), 1), JOBS_PER_CALL):

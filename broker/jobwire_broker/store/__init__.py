@@ -2,6 +2,6 @@
 the domain's model (domain/model.py) in the fields store/schema.py declares; the codes
 its scripts return stay inside it (store.py turns them into model.Outcome)."""
 
-from .store import Store, StoreUnavailable
+from .store import DeadlineRefused, FlowEntry, Store, StoreUnavailable, UnknownDependency
 
-__all__ = ["Store", "StoreUnavailable"]
+__all__ = ["DeadlineRefused", "FlowEntry", "Store", "StoreUnavailable", "UnknownDependency"]

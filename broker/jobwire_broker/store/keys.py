@@ -44,9 +44,23 @@ KEY_NAMES = (
     "dlgroups",
     "dlg:",
     "dlgmeta:",
+    "expired",
+    "deadlines",
+    "blocked",
+    "dependants:",
+    "resolve",
     "schedules",
     "schedule:",
 )
+
+# The sorted set that holds the jobs of a state, by KEY_NAMES name: the state's own name,
+# but for waiting jobs (the name "waiting" was taken by the long-poll flag first).
+STATE_SETS = {"waiting": "blocked"}
+
+
+def state_set(state: str) -> str:
+    """The KEY_NAMES name of the sorted set of jobs in `state`."""
+    return STATE_SETS.get(state, state)
 
 
 def job_key(prefix: str, queue: str, seq: int) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from ..domain.model import Backoff, BackoffKind, JobState, QueueInfo, QueueMinute, QueueSettings
 from . import schema
 from .batches import JOBS_PER_CALL
-from .keys import queue_key
+from .keys import queue_key, state_set
 from .store import Store
 
 STATS_BUCKET_MS = 10_000  # lib.lua STATS_BUCKET_MS
@@ -101,7 +101,7 @@ async def info(store: Store, queue: str, minutes: int) -> QueueInfo:
     async def read() -> list[Any]:
         async with store.client.pipeline(transaction=False) as pipe:
             for state in ALL_STATES:
-                pipe.zcard(queue_key(store.prefix, queue, state))
+                pipe.zcard(queue_key(store.prefix, queue, state_set(state)))
             pipe.exists(queue_key(store.prefix, queue, "paused"))
             pipe.hgetall(queue_key(store.prefix, queue, "settings"))
             for b in range(bucket - buckets + 1, bucket + 1):

@@ -261,6 +261,7 @@ async def fire(
                 "delay_ms": job.delay_ms,
                 "run_at_ms": job.run_at_ms,
                 "idempotency_window_ms": job.idempotency_window_ms,
+                "idempotency_mode": job.idempotency_mode.value,
             }
             for _, job in ticks
         ],

@@ -64,6 +64,8 @@ _LIFECYCLE_STORED = tuple(
     n for n in LIFECYCLE_FIELDS if n not in ("id", "exec_until_ms", "watched")
 )
 _SPEC_STORED = _flat_names(NewJob, SPEC_FIELDS)
+# Every stored spec field, as stored: what a replaced job's new spec may leave out.
+SPEC_STORED = _SPEC_STORED
 # Every field of a job hash, as stored.
 JOB_FIELDS = (
     *_SPEC_STORED,
@@ -86,6 +88,8 @@ SCRIPT_SPEC_FIELDS = _flat_names(
         "timeout_ms",
         "idempotency_key",
         "trace",
+        "start_deadline_ms",
+        "on_dependency_failure",
     ),
 )
 SCRIPT_FIELDS = (*SCRIPT_SPEC_FIELDS, *(n for n in JOB_FIELDS if n not in _SPEC_STORED))
@@ -168,6 +172,8 @@ def _writer(hint: Any) -> Callable[[Any], Any]:
         return repr
     if typing.get_origin(hint) is Mapping or hint is Mapping:
         return _map_text
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return _enum_text
     raise TypeError(f"no stored form for {hint!r}")
 
 
@@ -177,6 +183,10 @@ def _same(value: Any) -> Any:
 
 def _bool_text(value: bool) -> str:
     return "1" if value else "0"
+
+
+def _enum_text(value: Enum) -> str:
+    return str(value.value)
 
 
 def _map_text(value: Mapping[str, str]) -> str:
@@ -215,6 +225,10 @@ def _flag(raw: bytes) -> bool:
     return raw == b"1"
 
 
+def _words(raw: bytes) -> tuple[str, ...]:
+    return tuple(raw.decode().split())
+
+
 def _mapping(raw: bytes) -> dict[str, str]:
     return json.loads(raw) if raw and raw != b"{}" else {}
 
@@ -238,6 +252,8 @@ def _reader(hint: Any) -> Reader:
         return by_raw.__getitem__
     if typing.get_origin(hint) is Mapping or hint is Mapping:
         return _mapping
+    if typing.get_origin(hint) is tuple:
+        return _words
     raise TypeError(f"no stored form for {hint!r}")
 
 

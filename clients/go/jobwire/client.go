@@ -47,11 +47,16 @@ const (
 	StateCompleted = jobwirev1.JobState_JOB_STATE_COMPLETED
 	StateDead      = jobwirev1.JobState_JOB_STATE_DEAD
 	StateCancelled = jobwirev1.JobState_JOB_STATE_CANCELLED
+	// StateWaiting: waiting for the jobs it depends on (WithDependsOn). Not terminal.
+	StateWaiting = jobwirev1.JobState_JOB_STATE_WAITING
+	// StateExpired: not leased before its start deadline (WithStartDeadline), dropped
+	// without running. Terminal.
+	StateExpired = jobwirev1.JobState_JOB_STATE_EXPIRED
 )
 
 // Terminal reports whether s is a state a job never leaves.
 func Terminal(s State) bool {
-	return s == StateCompleted || s == StateDead || s == StateCancelled
+	return s == StateCompleted || s == StateDead || s == StateCancelled || s == StateExpired
 }
 
 // Client talks to a Jobwire broker. It is safe for concurrent use; make one per

@@ -59,6 +59,74 @@ func WithIdempotencyWindow(d time.Duration) Option {
 	return func(s *jobwirev1.JobSpec) { s.IdempotencyWindow = durationpb.New(d) }
 }
 
+// IdempotencyMode is what an Enqueue does when its idempotency key is remembered.
+type IdempotencyMode = jobwirev1.IdempotencyMode
+
+// The idempotency modes.
+const (
+	// IdempotencyFirst (the broker's default): return the first job, write nothing.
+	IdempotencyFirst = jobwirev1.IdempotencyMode_IDEMPOTENCY_MODE_FIRST
+	// IdempotencyReplace debounces: while the job holding the key is still pending, its
+	// spec is replaced by the new one (same id, Duplicate true) and the window restarts;
+	// once it is active or finished, a new job takes the key.
+	IdempotencyReplace = jobwirev1.IdempotencyMode_IDEMPOTENCY_MODE_REPLACE
+	// IdempotencyExtend: as IdempotencyFirst, and the key's window restarts from now.
+	IdempotencyExtend = jobwirev1.IdempotencyMode_IDEMPOTENCY_MODE_EXTEND
+)
+
+// WithIdempotencyMode sets what a second Enqueue with the same idempotency key does
+// (default IdempotencyFirst). Ignored without WithIdempotencyKey.
+func WithIdempotencyMode(m IdempotencyMode) Option {
+	return func(s *jobwirev1.JobSpec) { s.IdempotencyMode = m }
+}
+
+// WithStartDeadline drops the job (state StateExpired) if no worker has leased it by t;
+// a retry after a failed attempt is not held to it. t must be after the enqueue and not
+// before the job's run time.
+func WithStartDeadline(t time.Time) Option {
+	return func(s *jobwirev1.JobSpec) { s.StartDeadline = timestamppb.New(t) }
+}
+
+// WithConcurrencyKey makes jobs of the same queue with the same key (at most 256 bytes,
+// e.g. "wallet:<address>") run at most their concurrency limit at a time: the
+// WithConcurrencyLimit of the job being leased, else the queue's setting, else 1.
+func WithConcurrencyKey(key string) Option {
+	return func(s *jobwirev1.JobSpec) { s.ConcurrencyKey = key }
+}
+
+// WithConcurrencyLimit sets how many jobs of the job's concurrency key may be active at
+// once, in [1, 10000] (0: the queue's setting, else 1). Jobs of one key should agree.
+// Ignored without WithConcurrencyKey.
+func WithConcurrencyLimit(n int) Option {
+	return func(s *jobwirev1.JobSpec) { s.ConcurrencyLimit = int32(n) }
+}
+
+// DependencyFailurePolicy is what happens to a waiting job when a job it depends on
+// ends without completing (dead, cancelled or expired), or is deleted.
+type DependencyFailurePolicy = jobwirev1.DependencyFailurePolicy
+
+// The dependency failure policies.
+const (
+	// DependencyFail (the broker's default): the dependant goes dead at once, error type
+	// DEPENDENCY_FAILED, and so do the jobs waiting on it in turn.
+	DependencyFail = jobwirev1.DependencyFailurePolicy_DEPENDENCY_FAILURE_POLICY_FAIL
+	// DependencyIgnore: the dependency counts as finished.
+	DependencyIgnore = jobwirev1.DependencyFailurePolicy_DEPENDENCY_FAILURE_POLICY_IGNORE
+)
+
+// WithDependsOn makes the job wait (StateWaiting) until the jobs of these ids have
+// completed; repeated, it adds to the list. At most 100 distinct ids, of existing jobs
+// in the same hash slot (on Redis Cluster: the same queue).
+func WithDependsOn(jobIDs ...string) Option {
+	return func(s *jobwirev1.JobSpec) { s.DependsOn = append(s.DependsOn, jobIDs...) }
+}
+
+// WithOnDependencyFailure sets what happens when a dependency ends without completing
+// (default DependencyFail).
+func WithOnDependencyFailure(p DependencyFailurePolicy) Option {
+	return func(s *jobwirev1.JobSpec) { s.OnDependencyFailure = p }
+}
+
 // WithHeaders adds string headers, passed to the worker unchanged (at most 64).
 func WithHeaders(h map[string]string) Option {
 	return func(s *jobwirev1.JobSpec) {

@@ -22,13 +22,18 @@ var (
 	// (INVALID_ARGUMENT; reasons INVALID_ARGUMENT and PAYLOAD_TOO_LARGE). The error's
 	// Violations name each bad field; it is also an *InvalidArgumentError.
 	ErrInvalidArgument = errors.New("jobwire: invalid argument")
-	// ErrNotFound: the job never existed or was removed by retention (JOB_NOT_FOUND), or
-	// the queue does not exist (QUEUE_NOT_FOUND).
+	// ErrNotFound: the job never existed or was removed by retention (JOB_NOT_FOUND),
+	// the queue does not exist (QUEUE_NOT_FOUND), or the schedule does not
+	// (SCHEDULE_NOT_FOUND).
 	ErrNotFound = errors.New("jobwire: job not found")
+	// ErrAlreadyExists: CreateSchedule named a schedule that exists (ALREADY_EXISTS;
+	// SCHEDULE_EXISTS). Nothing was written; update it instead, or delete it first.
+	ErrAlreadyExists = errors.New("jobwire: already exists")
 	// ErrFailedPrecondition: the job or queue is not in a state that allows the call
 	// (FAILED_PRECONDITION). ErrLeaseLost and ErrJobFinished are its two subclasses;
-	// WRONG_STATE (an admin operation on a job in the wrong state) and QUEUE_BUSY (the
-	// queue has active jobs) are this class alone.
+	// WRONG_STATE (an admin operation on a job in the wrong state), QUEUE_BUSY (the
+	// queue has active jobs) and CROSS_SLOT (on Redis Cluster, a flow or a dependency
+	// would join jobs of more than one queue) are this class alone.
 	ErrFailedPrecondition = errors.New("jobwire: failed precondition")
 	// ErrLeaseLost: the lease expired or was taken over (LEASE_LOST). Stop working on
 	// the job and drop its result. The worker also uses it as the cause of a handler's
@@ -78,6 +83,9 @@ const (
 	ReasonQueueNotFound    = jobwirev1.ErrorReason_QUEUE_NOT_FOUND
 	ReasonWrongState       = jobwirev1.ErrorReason_WRONG_STATE
 	ReasonQueueBusy        = jobwirev1.ErrorReason_QUEUE_BUSY
+	ReasonCrossSlot        = jobwirev1.ErrorReason_CROSS_SLOT
+	ReasonScheduleNotFound = jobwirev1.ErrorReason_SCHEDULE_NOT_FOUND
+	ReasonScheduleExists   = jobwirev1.ErrorReason_SCHEDULE_EXISTS
 )
 
 // ErrorDomain is google.rpc.ErrorInfo.domain of the broker's errors; a reason from any
@@ -102,12 +110,16 @@ var byReason = map[Reason]error{
 	ReasonQueueNotFound:    ErrNotFound,
 	ReasonWrongState:       ErrFailedPrecondition,
 	ReasonQueueBusy:        ErrFailedPrecondition,
+	ReasonCrossSlot:        ErrFailedPrecondition,
+	ReasonScheduleNotFound: ErrNotFound,
+	ReasonScheduleExists:   ErrAlreadyExists,
 }
 
 // byCode is the class of a status whose reason is unspecified or unknown.
 var byCode = map[codes.Code]error{
 	codes.InvalidArgument:    ErrInvalidArgument,
 	codes.NotFound:           ErrNotFound,
+	codes.AlreadyExists:      ErrAlreadyExists,
 	codes.FailedPrecondition: ErrFailedPrecondition,
 	codes.ResourceExhausted:  ErrResourceExhausted,
 	codes.Unavailable:        ErrUnavailable,

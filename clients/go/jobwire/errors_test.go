@@ -30,6 +30,9 @@ var codeOfReason = map[Reason]codes.Code{
 	ReasonQueueNotFound:    codes.NotFound,
 	ReasonWrongState:       codes.FailedPrecondition,
 	ReasonQueueBusy:        codes.FailedPrecondition,
+	ReasonCrossSlot:        codes.FailedPrecondition,
+	ReasonScheduleNotFound: codes.NotFound,
+	ReasonScheduleExists:   codes.AlreadyExists,
 }
 
 // richStatus is what the broker sends: a code, an ErrorInfo, and more details.
@@ -101,6 +104,14 @@ func TestFromStatus(t *testing.T) {
 			[]error{ErrFailedPrecondition}, []error{ErrLeaseLost, ErrJobFinished}, ReasonWrongState},
 		{"queue busy is only a failed precondition", richStatus(t, codes.FailedPrecondition, "QUEUE_BUSY", ErrorDomain),
 			[]error{ErrFailedPrecondition}, []error{ErrLeaseLost, ErrJobFinished}, ReasonQueueBusy},
+		{"cross slot is only a failed precondition", richStatus(t, codes.FailedPrecondition, "CROSS_SLOT", ErrorDomain),
+			[]error{ErrFailedPrecondition}, []error{ErrLeaseLost, ErrJobFinished}, ReasonCrossSlot},
+		{"schedule not found is a not found", richStatus(t, codes.NotFound, "SCHEDULE_NOT_FOUND", ErrorDomain),
+			[]error{ErrNotFound}, []error{ErrAlreadyExists}, ReasonScheduleNotFound},
+		{"schedule exists is an already exists", richStatus(t, codes.AlreadyExists, "SCHEDULE_EXISTS", ErrorDomain),
+			[]error{ErrAlreadyExists}, []error{ErrNotFound, ErrFailedPrecondition}, ReasonScheduleExists},
+		{"already exists without a reason: by code", status.Error(codes.AlreadyExists, "x"),
+			[]error{ErrAlreadyExists}, nil, ReasonUnspecified},
 		{"queue not found is a not found", richStatus(t, codes.NotFound, "QUEUE_NOT_FOUND", ErrorDomain),
 			[]error{ErrNotFound}, []error{ErrFailedPrecondition}, ReasonQueueNotFound},
 		{"no details: by code", status.Error(codes.FailedPrecondition, "x"),

@@ -236,7 +236,7 @@ func (w *Worker) poll(ctx context.Context, queue string, start func(*jobwirev1.L
 		if ctx.Err() != nil {
 			return nil
 		}
-		leased, err := w.lease(ctx, queue, n)
+		leased, retryAfter, err := w.lease(ctx, queue, n)
 		received := time.Now()
 		for range n - len(leased) {
 			release()
@@ -260,10 +260,17 @@ func (w *Worker) poll(ctx context.Context, queue string, start func(*jobwirev1.L
 		for _, lj := range leased {
 			start(lj, received, release)
 		}
+		// A rate limit holds the queue's jobs back: calling again at once would only
+		// spin, so wait as long as the broker says.
+		if retryAfter > 0 {
+			sleep(ctx, retryAfter)
+		}
 	}
 }
 
-func (w *Worker) lease(ctx context.Context, queue string, n int) ([]*jobwirev1.LeasedJob, error) {
+// lease asks for up to n jobs; retryAfter is the broker's LeaseResponse.retry_after,
+// zero when it sent none.
+func (w *Worker) lease(ctx context.Context, queue string, n int) (jobs []*jobwirev1.LeasedJob, retryAfter time.Duration, err error) {
 	c := w.client
 	req := &jobwirev1.LeaseRequest{Queue: queue, MaxJobs: int32(n), WorkerId: w.workerID}
 	if w.pollWait > 0 {
@@ -271,11 +278,14 @@ func (w *Worker) lease(ctx context.Context, queue string, n int) ([]*jobwirev1.L
 	}
 	var resp *jobwirev1.LeaseResponse
 	// Not retried (the service config says why); the leasing loop tries again.
-	err := c.invoke(ctx, w.pollWait+LeaseDeadlineMargin, func(ctx context.Context) (err error) {
+	err = c.invoke(ctx, w.pollWait+LeaseDeadlineMargin, func(ctx context.Context) (err error) {
 		resp, err = c.rpc.Lease(ctx, req)
 		return err
 	})
-	return resp.GetJobs(), err
+	if d := resp.GetRetryAfter(); d != nil {
+		retryAfter = d.AsDuration()
+	}
+	return resp.GetJobs(), retryAfter, err
 }
 
 // process runs one leased job: a CONSUMER span in the producer's trace, heartbeats

@@ -4,7 +4,7 @@
 
 import { ChannelCredentials, credentials as grpcCredentials, status as Code, type ChannelOptions } from "@grpc/grpc-js";
 import type { Context, TextMapPropagator } from "@opentelemetry/api";
-import { BackoffKind, JobState, type BackoffPolicy, type Job, type JobSpec } from "./gen/jobwire/v1/job.js";
+import { BackoffKind, DependencyFailurePolicy, IdempotencyMode, JobState, type BackoffPolicy, type Job, type JobSpec } from "./gen/jobwire/v1/job.js";
 import {
   BrokerServiceClient,
   EventKind,
@@ -18,7 +18,7 @@ import {
 import { fromGrpcError, JobwireError, UnavailableError } from "./errors.js";
 import { invoke, sleep, type CallOptions, type UnaryMethod } from "./internal/call.js";
 import { backoffMs, DEFAULT_SERVICE_CONFIG, methodPolicy, type ServiceConfig } from "./service-config.js";
-import { encodeValue, msToDuration, truncateUtf8 } from "./internal/convert.js";
+import { durationToMs, encodeValue, msToDuration, truncateUtf8 } from "./internal/convert.js";
 import { defaultPropagator, injectTraceContext } from "./tracing.js";
 
 export type { CallOptions } from "./internal/call.js";
@@ -62,6 +62,33 @@ export interface JobOptions {
   idempotencyKey?: string;
   /** How long the key is remembered. Default 24 h. */
   idempotencyWindowMs?: number;
+  /**
+   * What a second enqueue with the same key does while the key is remembered. `first`
+   * (default): return the first job, write nothing. `replace` (debounce): while that job is
+   * still pending, replace its spec (same id, `duplicate` true) and restart the window;
+   * once it is active or finished, create a new job. `extend`: as `first`, and restart the
+   * window. Ignored without `idempotencyKey`.
+   */
+  idempotencyMode?: "first" | "replace" | "extend";
+  /**
+   * Drop the job (state EXPIRED) if no worker leased it by this time; retries after a
+   * failed attempt are not held to it. Must be after now and not before the run time.
+   */
+  startDeadline?: Date;
+  /**
+   * Jobs of the queue with the same key (at most 256 bytes, e.g. `wallet:<address>`) run
+   * at most `concurrencyLimit` at a time.
+   */
+  concurrencyKey?: string;
+  /** Active jobs allowed per `concurrencyKey`, in [1, 10,000]. Default: the queue's setting, else 1. */
+  concurrencyLimit?: number;
+  /**
+   * Ids of jobs this one waits for (state WAITING) until all have completed: at most 100,
+   * existing, in the same hash slot (on Redis Cluster, the same queue).
+   */
+  dependsOn?: readonly string[];
+  /** When a dependency ends without completing: `fail` (default) sends this job dead, `ignore` counts it as done. */
+  onDependencyFailure?: "fail" | "ignore";
 }
 
 export interface EnqueueOptions extends JobOptions, CallOptions {
@@ -83,6 +110,16 @@ export interface EnqueueResult {
   /** True when the idempotency key matched an earlier job and nothing was created. */
   duplicate: boolean;
   state: JobState;
+}
+
+/** What one Lease call returned. */
+export interface LeaseResult {
+  jobs: LeasedJob[];
+  /**
+   * Set when a rate limit held ready jobs back: wait this long before the next Lease
+   * instead of calling again at once. Undefined when the broker sent none.
+   */
+  retryAfterMs: number | undefined;
 }
 
 export interface LeaseOptions extends CallOptions {
@@ -184,9 +221,14 @@ export interface JobwireClientOptions {
   propagator?: TextMapPropagator;
 }
 
-const TERMINAL_STATES = new Set([JobState.JOB_STATE_COMPLETED, JobState.JOB_STATE_DEAD, JobState.JOB_STATE_CANCELLED]);
+const TERMINAL_STATES = new Set([
+  JobState.JOB_STATE_COMPLETED,
+  JobState.JOB_STATE_DEAD,
+  JobState.JOB_STATE_CANCELLED,
+  JobState.JOB_STATE_EXPIRED,
+]);
 
-/** Whether a job in this state will never change again. */
+/** Whether a job in this state will never change again (WAITING is not: it becomes ready or dead). */
 export function isTerminal(state: JobState): boolean {
   return TERMINAL_STATES.has(state);
 }
@@ -195,6 +237,17 @@ const BACKOFF_KINDS = {
   fixed: BackoffKind.BACKOFF_KIND_FIXED,
   exponential: BackoffKind.BACKOFF_KIND_EXPONENTIAL,
   linear: BackoffKind.BACKOFF_KIND_LINEAR,
+} as const;
+
+const IDEMPOTENCY_MODES = {
+  first: IdempotencyMode.IDEMPOTENCY_MODE_FIRST,
+  replace: IdempotencyMode.IDEMPOTENCY_MODE_REPLACE,
+  extend: IdempotencyMode.IDEMPOTENCY_MODE_EXTEND,
+} as const;
+
+const DEPENDENCY_FAILURE_POLICIES = {
+  fail: DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_FAIL,
+  ignore: DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_IGNORE,
 } as const;
 
 /**
@@ -285,7 +338,15 @@ export class JobwireClient {
       priority: o.priority ?? 0,
       maxAttempts: o.maxAttempts ?? 0,
       idempotencyKey: o.idempotencyKey ?? "",
+      idempotencyMode: o.idempotencyMode ? IDEMPOTENCY_MODES[o.idempotencyMode] : IdempotencyMode.IDEMPOTENCY_MODE_UNSPECIFIED,
+      concurrencyKey: o.concurrencyKey ?? "",
+      concurrencyLimit: o.concurrencyLimit ?? 0,
+      dependsOn: [...(o.dependsOn ?? [])],
+      onDependencyFailure: o.onDependencyFailure
+        ? DEPENDENCY_FAILURE_POLICIES[o.onDependencyFailure]
+        : DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_UNSPECIFIED,
     };
+    if (o.startDeadline !== undefined) spec.startDeadline = o.startDeadline;
     if (o.delayMs !== undefined) spec.delay = msToDuration(o.delayMs);
     if (o.runTime !== undefined) spec.runTime = o.runTime;
     if (o.backoff !== undefined) spec.backoff = backoffPolicy(o.backoff);
@@ -380,6 +441,14 @@ export class JobwireClient {
    * wait plus a margin: the service config gives Lease no timeout.
    */
   async lease(queue: string, options: LeaseOptions = {}): Promise<LeasedJob[]> {
+    return (await this.leaseWithRetryAfter(queue, options)).jobs;
+  }
+
+  /**
+   * `lease`, with the broker's `retry_after` too: set when a rate limit held ready jobs
+   * back, it says how long to wait before the next call. The Worker waits that long.
+   */
+  async leaseWithRetryAfter(queue: string, options: LeaseOptions = {}): Promise<LeaseResult> {
     // fromPartial: fields this client does not set keep their defaults.
     const request = LeaseRequest.fromPartial({
       queue,
@@ -389,7 +458,7 @@ export class JobwireClient {
       maxResponseBytes: options.maxResponseBytes ?? 0,
     });
     const res = await this.call(this.stub.lease, request, options, false, (options.waitMs ?? 0) + LEASE_DEADLINE_MARGIN_MS);
-    return res.jobs;
+    return { jobs: res.jobs, retryAfterMs: durationToMs(res.retryAfter) };
   }
 
   /** Extends a lease and records progress. Throws LeaseLostError when the lease is gone. */

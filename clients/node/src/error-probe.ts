@@ -2,7 +2,8 @@
 // class it raised, one JSON line per case, for the cross-language test
 // (tests/test_error_classes.py). Every reason the broker can send is triggered for real,
 // the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY through JobwireAdmin; the
-// ones it cannot be made to send, and a few fallbacks, are statuses built here and mapped
+// ones it cannot be made to send (and CROSS_SLOT, SCHEDULE_NOT_FOUND and SCHEDULE_EXISTS
+// until it sends them), and a few fallbacks, are statuses built here and mapped
 // with fromGrpcError, as a call's error is. Each line: {"case", "code", "reason",
 // "class" (the most specific), "is" (every class it belongs to, sorted), "retry_delay_ms"
 // (null when none), "fields"}.
@@ -13,6 +14,7 @@ import { Status } from "nice-grpc-error-details/lib/proto/google/rpc/status.js";
 import { JobwireAdmin } from "./admin.js";
 import { JobwireClient } from "./client.js";
 import {
+  AlreadyExistsError,
   ERROR_DOMAIN,
   FailedPreconditionError,
   fromGrpcError,
@@ -36,6 +38,7 @@ const CLASSES: [string, abstract new (...args: never[]) => JobwireError][] = [
   ["failed_precondition", FailedPreconditionError],
   ["invalid_argument", InvalidArgumentError],
   ["not_found", NotFoundError],
+  ["already_exists", AlreadyExistsError],
   ["resource_exhausted", ResourceExhaustedError],
   ["unavailable", UnavailableError],
   ["unauthenticated", UnauthenticatedError],
@@ -142,5 +145,9 @@ export async function errorProbe(options: { target: string; deadTarget: string |
   emit("FOREIGN_DOMAIN", built(Code.FAILED_PRECONDITION, "LEASE_LOST", "example.com"));
   emit("REASON_OVER_CODE", built(Code.UNKNOWN, "JOB_FINISHED"));
   emit("ABORTED", built(Code.ABORTED));
+  // TODO(broker sends them): trigger these three with real calls instead, as above.
+  emit("CROSS_SLOT", built(Code.FAILED_PRECONDITION, "CROSS_SLOT"));
+  emit("SCHEDULE_NOT_FOUND", built(Code.NOT_FOUND, "SCHEDULE_NOT_FOUND"));
+  emit("SCHEDULE_EXISTS", built(Code.ALREADY_EXISTS, "SCHEDULE_EXISTS"));
   for (const line of lines) process.stdout.write(`${JSON.stringify(line)}\n`);
 }

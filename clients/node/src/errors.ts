@@ -74,8 +74,8 @@ export class InvalidArgumentError extends JobwireError {
 }
 
 /**
- * `NOT_FOUND`: the job never existed or was removed by retention (`JOB_NOT_FOUND`), or the
- * queue does not exist (`QUEUE_NOT_FOUND`).
+ * `NOT_FOUND`: the job never existed or was removed by retention (`JOB_NOT_FOUND`), the
+ * queue does not exist (`QUEUE_NOT_FOUND`), or the schedule does not (`SCHEDULE_NOT_FOUND`).
  */
 export class NotFoundError extends JobwireError {
   override name = "NotFoundError";
@@ -85,10 +85,22 @@ export class NotFoundError extends JobwireError {
 }
 
 /**
+ * `ALREADY_EXISTS` (`SCHEDULE_EXISTS`): CreateSchedule named a schedule that exists.
+ * Nothing was written; update it instead, or delete it first.
+ */
+export class AlreadyExistsError extends JobwireError {
+  override name = "AlreadyExistsError";
+  constructor(message: string, init: JobwireErrorInit = {}) {
+    super(message, { code: Code.ALREADY_EXISTS, ...init });
+  }
+}
+
+/**
  * `FAILED_PRECONDITION`: the job or queue is not in a state that allows the call.
  * `LeaseLostError` and `JobFinishedError` are its subclasses; `WRONG_STATE` (an admin
- * operation on a job in the wrong state) and `QUEUE_BUSY` (the queue has active jobs) are
- * this class alone.
+ * operation on a job in the wrong state), `QUEUE_BUSY` (the queue has active jobs) and
+ * `CROSS_SLOT` (on Redis Cluster, a flow or a dependency would join jobs of more than one
+ * queue) are this class alone.
  */
 export class FailedPreconditionError extends JobwireError {
   override name = "FailedPreconditionError";
@@ -185,12 +197,16 @@ export const CLASS_BY_REASON: ReadonlyMap<ErrorReason, ErrorClass> = new Map<Err
   [ErrorReason.QUEUE_NOT_FOUND, NotFoundError],
   [ErrorReason.WRONG_STATE, FailedPreconditionError],
   [ErrorReason.QUEUE_BUSY, FailedPreconditionError],
+  [ErrorReason.CROSS_SLOT, FailedPreconditionError],
+  [ErrorReason.SCHEDULE_NOT_FOUND, NotFoundError],
+  [ErrorReason.SCHEDULE_EXISTS, AlreadyExistsError],
 ]);
 
 /** The class of a status whose reason is unspecified or unknown. */
 const CLASS_BY_CODE: ReadonlyMap<Code, ErrorClass> = new Map<Code, ErrorClass>([
   [Code.INVALID_ARGUMENT, InvalidArgumentError],
   [Code.NOT_FOUND, NotFoundError],
+  [Code.ALREADY_EXISTS, AlreadyExistsError],
   [Code.FAILED_PRECONDITION, FailedPreconditionError],
   [Code.RESOURCE_EXHAUSTED, ResourceExhaustedError],
   [Code.UNAVAILABLE, UnavailableError],

@@ -18,6 +18,7 @@ export {
   type JobOptions,
   type JobwireClientOptions,
   type LeaseOptions,
+  type LeaseResult,
   type Payload,
   type ProgressUpdate,
   type WatchOptions,
@@ -39,6 +40,7 @@ export {
 } from "./admin.js";
 export { DEFAULT_SERVICE_CONFIG, methodPolicy, type MethodConfig, type MethodPolicy, type RetryPolicy, type ServiceConfig } from "./service-config.js";
 export {
+  AlreadyExistsError,
   CLASS_BY_REASON,
   DeadlineExceededError,
   ERROR_DOMAIN,
@@ -90,4 +92,4 @@ export {
   type Worker as WorkerRecord,
 } from "./gen/jobwire/v1/admin_service.js";
 export { ErrorReason } from "./gen/jobwire/v1/error_reason.js";
-export { BackoffKind, JobState, type Job, type JobError, type JobSpec, type Progress, type TraceContext } from "./gen/jobwire/v1/job.js";
+export { BackoffKind, DependencyFailurePolicy, IdempotencyMode, JobState, type Job, type JobError, type JobSpec, type Progress, type TraceContext } from "./gen/jobwire/v1/job.js";

@@ -343,13 +343,14 @@ class QueueRunner {
         continue;
       }
       let jobs: LeasedJob[];
+      let retryAfterMs: number | undefined;
       try {
-        jobs = await worker.client.lease(this.queue, {
+        ({ jobs, retryAfterMs } = await worker.client.leaseWithRetryAfter(this.queue, {
           maxJobs: Math.min(free, this.leaseBatch, remaining),
           waitMs: this.pollWaitMs,
           workerId: worker.workerId,
           signal: worker.stopSignal,
-        });
+        }));
       } catch (err) {
         if (worker.closing) break;
         if (err instanceof InvalidArgumentError) {
@@ -369,6 +370,8 @@ class QueueRunner {
         if (worker.closing) void this.release(leased);
         else this.run(new ActiveJob(this, leased, receivedAt));
       }
+      // A rate limit holds the queue's jobs back: calling again at once would only spin.
+      if (retryAfterMs !== undefined && retryAfterMs > 0) await sleep(retryAfterMs, worker.stopSignal).catch(() => {});
     }
   }
 

@@ -133,7 +133,7 @@ describe("JobwireAdmin", () => {
     const names = queues.map((q) => q.name);
     assert.deepEqual(names, [...names].sort(), "queues not by name");
     const byName = new Map<string, Queue>(queues.map((q) => [q.name, q]));
-    assert.deepEqual(byName.get(busy)?.counts, { scheduled: 1, ready: 3, active: 0, completed: 0, dead: 1, cancelled: 0 });
+    assert.deepEqual(byName.get(busy)?.counts, { scheduled: 1, ready: 3, active: 0, completed: 0, dead: 1, cancelled: 0, waiting: 0, expired: 0 });
     assert.equal(byName.get(other)?.counts?.ready, 1);
     assert.equal(byName.get(busy)?.effectiveSettings?.maxAttempts, 3);
   });
@@ -207,7 +207,7 @@ describe("JobwireAdmin", () => {
     assert.equal(await admin.purgeDeadLetters(queue, { all: true, dryRun: true }), 1);
     assert.equal(await admin.purgeDeadLetters(queue, { all: true }), 1);
     assert.equal(await admin.drainQueue(queue), 3);
-    assert.deepEqual((await admin.getQueue(queue)).counts, { scheduled: 0, ready: 0, active: 0, completed: 0, dead: 0, cancelled: 0 });
+    assert.deepEqual((await admin.getQueue(queue)).counts, { scheduled: 0, ready: 0, active: 0, completed: 0, dead: 0, cancelled: 0, waiting: 0, expired: 0 });
     await admin.deleteQueue(queue);
     await assert.rejects(admin.getQueue(queue), NotFoundError);
   });

@@ -20,6 +20,7 @@ import { Any, BadRequest, ErrorInfo, RetryInfo } from "nice-grpc-error-details";
 import { Status } from "nice-grpc-error-details/lib/proto/google/rpc/status.js";
 import { BrokerServiceService, GetJobResponse } from "../src/gen/jobwire/v1/broker_service.js";
 import {
+  AlreadyExistsError,
   CLASS_BY_REASON,
   DEFAULT_SERVICE_CONFIG,
   ERROR_DOMAIN,
@@ -62,6 +63,9 @@ const CODE_OF_REASON: Partial<Record<ErrorReason, Code>> = {
   [ErrorReason.QUEUE_NOT_FOUND]: Code.NOT_FOUND,
   [ErrorReason.WRONG_STATE]: Code.FAILED_PRECONDITION,
   [ErrorReason.QUEUE_BUSY]: Code.FAILED_PRECONDITION,
+  [ErrorReason.CROSS_SLOT]: Code.FAILED_PRECONDITION,
+  [ErrorReason.SCHEDULE_NOT_FOUND]: Code.NOT_FOUND,
+  [ErrorReason.SCHEDULE_EXISTS]: Code.ALREADY_EXISTS,
 };
 
 describe("error classes", () => {
@@ -93,11 +97,14 @@ describe("error classes", () => {
     const finished = fromGrpcError(serviceError(Code.FAILED_PRECONDITION, "JOB_FINISHED"));
     assert.ok(finished instanceof JobFinishedError && finished instanceof FailedPreconditionError && !(finished instanceof LeaseLostError));
 
-    for (const reason of ["WRONG_STATE", "QUEUE_BUSY"]) {
+    for (const reason of ["WRONG_STATE", "QUEUE_BUSY", "CROSS_SLOT"]) {
       const plain = fromGrpcError(serviceError(Code.FAILED_PRECONDITION, reason));
       assert.equal(plain.constructor, FailedPreconditionError, `${reason} is only a FailedPreconditionError`);
     }
     assert.equal(fromGrpcError(serviceError(Code.NOT_FOUND, "QUEUE_NOT_FOUND")).constructor, NotFoundError);
+    assert.equal(fromGrpcError(serviceError(Code.NOT_FOUND, "SCHEDULE_NOT_FOUND")).constructor, NotFoundError);
+    assert.equal(fromGrpcError(serviceError(Code.ALREADY_EXISTS, "SCHEDULE_EXISTS")).constructor, AlreadyExistsError);
+    assert.equal(fromGrpcError(serviceError(Code.ALREADY_EXISTS)).constructor, AlreadyExistsError);
 
     const bare = fromGrpcError(serviceError(Code.FAILED_PRECONDITION));
     assert.ok(bare instanceof FailedPreconditionError && !(bare instanceof LeaseLostError));

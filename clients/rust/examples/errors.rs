@@ -32,6 +32,7 @@ fn classes(err: &Error) -> (&'static str, Vec<&'static str>) {
     let class = match err {
         Error::InvalidArgument(_) => "invalid_argument",
         Error::NotFound(_) => "not_found",
+        Error::AlreadyExists(_) => "already_exists",
         Error::FailedPrecondition(_) => "failed_precondition",
         Error::LeaseLost(_) => "lease_lost",
         Error::JobFinished(_) => "job_finished",
@@ -289,6 +290,28 @@ async fn run(target: String, dead: Option<String>, queue: String) -> Result<Vec<
             None,
         ),
         ("ABORTED", Code::Aborted, None, d, None),
+        // TODO(broker sends them): trigger these three with real calls instead, as above.
+        (
+            "CROSS_SLOT",
+            Code::FailedPrecondition,
+            Some("CROSS_SLOT"),
+            d,
+            None,
+        ),
+        (
+            "SCHEDULE_NOT_FOUND",
+            Code::NotFound,
+            Some("SCHEDULE_NOT_FOUND"),
+            d,
+            None,
+        ),
+        (
+            "SCHEDULE_EXISTS",
+            Code::AlreadyExists,
+            Some("SCHEDULE_EXISTS"),
+            d,
+            None,
+        ),
     ] {
         lines.push(describe(name, built(code, reason, domain, retry)));
     }

@@ -54,12 +54,17 @@ pub enum Error {
     /// `INVALID_ARGUMENT` (reasons `INVALID_ARGUMENT`, `PAYLOAD_TOO_LARGE`): nothing was
     /// written. Fix the request; do not retry it as is.
     InvalidArgument(ErrorDetails),
-    /// `NOT_FOUND`: the job never existed or was removed by retention (`JOB_NOT_FOUND`), or
-    /// the queue does not exist (`QUEUE_NOT_FOUND`).
+    /// `NOT_FOUND`: the job never existed or was removed by retention (`JOB_NOT_FOUND`), the
+    /// queue does not exist (`QUEUE_NOT_FOUND`), or the schedule does not
+    /// (`SCHEDULE_NOT_FOUND`).
     NotFound(ErrorDetails),
+    /// `ALREADY_EXISTS` (`SCHEDULE_EXISTS`): CreateSchedule named a schedule that exists.
+    /// Nothing was written; update it instead, or delete it first.
+    AlreadyExists(ErrorDetails),
     /// `FAILED_PRECONDITION` with neither of the reasons below: among them `WRONG_STATE` (an
-    /// admin operation on a job in the wrong state) and `QUEUE_BUSY` (the queue has active
-    /// jobs).
+    /// admin operation on a job in the wrong state), `QUEUE_BUSY` (the queue has active
+    /// jobs) and `CROSS_SLOT` (on Redis Cluster, a flow or a dependency would join jobs of
+    /// more than one queue).
     FailedPrecondition(ErrorDetails),
     /// `LEASE_LOST`: the lease expired or was taken over. Stop working on the job and drop
     /// its result.
@@ -94,10 +99,15 @@ pub(crate) fn class_of_reason(reason: ErrorReason) -> Option<Class> {
     Some(match reason {
         ErrorReason::Unspecified => return None, // falls back to the code
         ErrorReason::InvalidArgument | ErrorReason::PayloadTooLarge => Error::InvalidArgument,
-        ErrorReason::JobNotFound | ErrorReason::QueueNotFound => Error::NotFound,
+        ErrorReason::JobNotFound | ErrorReason::QueueNotFound | ErrorReason::ScheduleNotFound => {
+            Error::NotFound
+        }
+        ErrorReason::ScheduleExists => Error::AlreadyExists,
         ErrorReason::LeaseLost => Error::LeaseLost,
         ErrorReason::JobFinished => Error::JobFinished,
-        ErrorReason::WrongState | ErrorReason::QueueBusy => Error::FailedPrecondition,
+        ErrorReason::WrongState | ErrorReason::QueueBusy | ErrorReason::CrossSlot => {
+            Error::FailedPrecondition
+        }
         ErrorReason::JobTooLarge => Error::ResourceExhausted,
         ErrorReason::StoreUnavailable | ErrorReason::ShuttingDown => Error::Unavailable,
         ErrorReason::Internal => Error::Internal,
@@ -111,6 +121,7 @@ fn class_of_code(code: Code) -> Class {
     match code {
         Code::InvalidArgument => Error::InvalidArgument,
         Code::NotFound => Error::NotFound,
+        Code::AlreadyExists => Error::AlreadyExists,
         Code::FailedPrecondition => Error::FailedPrecondition,
         Code::ResourceExhausted => Error::ResourceExhausted,
         Code::Unavailable => Error::Unavailable,
@@ -137,6 +148,7 @@ impl Error {
         match self {
             Error::InvalidArgument(d)
             | Error::NotFound(d)
+            | Error::AlreadyExists(d)
             | Error::FailedPrecondition(d)
             | Error::LeaseLost(d)
             | Error::JobFinished(d)

@@ -39,5 +39,7 @@ pub mod proto {
 pub use client::{Client, ClientBuilder, Enqueued, CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::{Error, ErrorDetails, FieldViolation, ERROR_DOMAIN};
 pub use options::{Backoff, EnqueueOptions};
-pub use proto::v1::{ErrorReason, Job, JobSpec, JobState, TraceContext};
+pub use proto::v1::{
+    DependencyFailurePolicy, ErrorReason, IdempotencyMode, Job, JobSpec, JobState, TraceContext,
+};
 pub use service_config::{code_name, MethodPolicy, RetryPolicy, ServiceConfig, ServiceConfigError};

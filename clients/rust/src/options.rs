@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use crate::proto::v1::{BackoffKind, BackoffPolicy, JobSpec};
+use crate::proto::v1::{
+    BackoffKind, BackoffPolicy, DependencyFailurePolicy, IdempotencyMode, JobSpec,
+};
 
 /// How long the broker waits between attempts of a failed job.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +76,12 @@ pub struct EnqueueOptions {
     execution_timeout: Option<Duration>,
     idempotency_key: String,
     idempotency_window: Option<Duration>,
+    idempotency_mode: IdempotencyMode,
+    start_deadline: Option<SystemTime>,
+    concurrency_key: String,
+    concurrency_limit: i32,
+    depends_on: Vec<String>,
+    on_dependency_failure: DependencyFailurePolicy,
 }
 
 impl EnqueueOptions {
@@ -150,6 +158,47 @@ impl EnqueueOptions {
         self
     }
 
+    /// What a second enqueue with the same idempotency key does (broker default
+    /// [`IdempotencyMode::First`]): [`IdempotencyMode::Replace`] debounces,
+    /// [`IdempotencyMode::Extend`] restarts the window. Ignored without a key.
+    pub fn idempotency_mode(mut self, mode: IdempotencyMode) -> Self {
+        self.idempotency_mode = mode;
+        self
+    }
+
+    /// Drop the job (state `EXPIRED`) if no worker has leased it by this time.
+    pub fn start_deadline(mut self, deadline: SystemTime) -> Self {
+        self.start_deadline = Some(deadline);
+        self
+    }
+
+    /// Jobs of the queue with this key (at most 256 bytes) run at most their concurrency
+    /// limit at a time.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = key.into();
+        self
+    }
+
+    /// Active jobs allowed per concurrency key, in [1, 10,000] (0: the queue's setting,
+    /// else 1). Ignored without a key.
+    pub fn concurrency_limit(mut self, limit: i32) -> Self {
+        self.concurrency_limit = limit;
+        self
+    }
+
+    /// Adds a job this one waits for (state `WAITING`) until every one has completed.
+    pub fn depends_on(mut self, job_id: impl Into<String>) -> Self {
+        self.depends_on.push(job_id.into());
+        self
+    }
+
+    /// What happens when a dependency ends without completing (broker default
+    /// [`DependencyFailurePolicy::Fail`]).
+    pub fn on_dependency_failure(mut self, policy: DependencyFailurePolicy) -> Self {
+        self.on_dependency_failure = policy;
+        self
+    }
+
     pub(crate) fn is_idempotent(&self) -> bool {
         !self.idempotency_key.is_empty()
     }
@@ -169,6 +218,12 @@ impl EnqueueOptions {
             idempotency_key: self.idempotency_key,
             idempotency_window: self.idempotency_window.map(duration),
             trace_context: None,
+            idempotency_mode: self.idempotency_mode.into(),
+            start_deadline: self.start_deadline.map(prost_types::Timestamp::from),
+            concurrency_key: self.concurrency_key,
+            concurrency_limit: self.concurrency_limit,
+            depends_on: self.depends_on,
+            on_dependency_failure: self.on_dependency_failure.into(),
         }
     }
 }
@@ -179,4 +234,43 @@ fn duration(d: Duration) -> prost_types::Duration {
         seconds: i64::MAX,
         nanos: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordination_options_reach_the_spec() {
+        let deadline = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let spec = EnqueueOptions::new()
+            .concurrency_key("wallet:0xabc")
+            .concurrency_limit(2)
+            .depends_on("q:1")
+            .depends_on("q:2")
+            .on_dependency_failure(DependencyFailurePolicy::Ignore)
+            .start_deadline(deadline)
+            .idempotency_key("k")
+            .idempotency_mode(IdempotencyMode::Replace)
+            .into_spec(vec![1]);
+        assert_eq!(spec.concurrency_key, "wallet:0xabc");
+        assert_eq!(spec.concurrency_limit, 2);
+        assert_eq!(spec.depends_on, ["q:1", "q:2"]);
+        assert_eq!(
+            spec.on_dependency_failure(),
+            DependencyFailurePolicy::Ignore
+        );
+        assert_eq!(spec.start_deadline.map(|t| t.seconds), Some(1_900_000_000));
+        assert_eq!(spec.idempotency_key, "k");
+        assert_eq!(spec.idempotency_mode(), IdempotencyMode::Replace);
+
+        let plain = EnqueueOptions::new().into_spec(vec![]);
+        assert_eq!(plain.idempotency_mode(), IdempotencyMode::Unspecified);
+        assert_eq!(
+            plain.on_dependency_failure(),
+            DependencyFailurePolicy::Unspecified
+        );
+        assert!(plain.depends_on.is_empty() && plain.start_deadline.is_none());
+        assert!(plain.concurrency_key.is_empty() && plain.concurrency_limit == 0);
+    }
 }

@@ -31,11 +31,15 @@ fn code_of(reason: ErrorReason) -> Code {
     match reason {
         ErrorReason::Unspecified => Code::Unknown,
         ErrorReason::InvalidArgument | ErrorReason::PayloadTooLarge => Code::InvalidArgument,
-        ErrorReason::JobNotFound | ErrorReason::QueueNotFound => Code::NotFound,
+        ErrorReason::JobNotFound | ErrorReason::QueueNotFound | ErrorReason::ScheduleNotFound => {
+            Code::NotFound
+        }
+        ErrorReason::ScheduleExists => Code::AlreadyExists,
         ErrorReason::LeaseLost
         | ErrorReason::JobFinished
         | ErrorReason::WrongState
-        | ErrorReason::QueueBusy => Code::FailedPrecondition,
+        | ErrorReason::QueueBusy
+        | ErrorReason::CrossSlot => Code::FailedPrecondition,
         ErrorReason::JobTooLarge => Code::ResourceExhausted,
         ErrorReason::StoreUnavailable | ErrorReason::ShuttingDown => Code::Unavailable,
         ErrorReason::Internal => Code::Internal,
@@ -49,6 +53,7 @@ fn class(err: &Error) -> &'static str {
     match err {
         Error::InvalidArgument(_) => "invalid_argument",
         Error::NotFound(_) => "not_found",
+        Error::AlreadyExists(_) => "already_exists",
         Error::FailedPrecondition(_) => "failed_precondition",
         Error::LeaseLost(_) => "lease_lost",
         Error::JobFinished(_) => "job_finished",
@@ -100,7 +105,7 @@ fn the_hierarchy_and_the_fallbacks() {
     assert!(matches!(finished, Error::JobFinished(_)) && finished.is_failed_precondition());
 
     // The admin reasons are the generic variants, not a lost lease or a finished job.
-    for reason in ["WRONG_STATE", "QUEUE_BUSY"] {
+    for reason in ["WRONG_STATE", "QUEUE_BUSY", "CROSS_SLOT"] {
         let plain = mapped(Code::FailedPrecondition, Some(reason));
         assert!(
             matches!(plain, Error::FailedPrecondition(_)),
@@ -109,6 +114,15 @@ fn the_hierarchy_and_the_fallbacks() {
     }
     let queue = mapped(Code::NotFound, Some("QUEUE_NOT_FOUND"));
     assert!(matches!(queue, Error::NotFound(_)), "{queue:?}");
+    let schedule = mapped(Code::NotFound, Some("SCHEDULE_NOT_FOUND"));
+    assert!(matches!(schedule, Error::NotFound(_)), "{schedule:?}");
+    let taken = mapped(Code::AlreadyExists, Some("SCHEDULE_EXISTS"));
+    assert!(
+        matches!(taken, Error::AlreadyExists(_)) && !taken.is_failed_precondition(),
+        "{taken:?}"
+    );
+    let exists = mapped(Code::AlreadyExists, None);
+    assert!(matches!(exists, Error::AlreadyExists(_)), "{exists:?}");
 
     let bare = mapped(Code::FailedPrecondition, None);
     assert!(matches!(bare, Error::FailedPrecondition(_)) && bare.is_failed_precondition());

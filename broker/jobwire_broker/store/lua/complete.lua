@@ -1,6 +1,8 @@
 -- complete.lua: finishes leased jobs of one queue with their results.
 -- KEYS: the queue key set (lib.lua); uses active, completed, job:, events:, qevents,
---       stats:, worker:.
+--       stats:, worker:;
+--       for dependants (lib.lua resolve_dependants): dependants:, blocked, resolve,
+--       and the key sets of the dependants' other queues (ARGV[5]).
 -- ARGS: list of {seq, token, result, result_content_type}
 -- Returns: list of {code, reason, trace (the job's trace context members, when OK)}
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
@@ -21,6 +23,7 @@ for _, item in ipairs(ARGS) do
     redis.call('ZADD', K.completed, now, seq)
     emit(seq, {[E.kind] = 'state', [E.state] = 'completed', [E.attempt] = f.attempt})
     job_event('completed', seq, 'completed', f.attempt)
+    resolve_dependants(seq, 'completed', now)
   end
   out[#out + 1] = {code = code, reason = reason, trace = f and trace_of(f) or {}}
 end

@@ -1,7 +1,9 @@
 -- delete_jobs.lua: deletes jobs that are not active (DeleteJobs, PurgeDeadLetters), with
 -- their events, dead-letter entries and idempotency keys.
 -- KEYS: the queue key set (lib.lua); uses scheduled, ready, completed, dead, cancelled,
---       job:, events:, idem:, qevents, dlgroups, dlg:, dlgmeta:.
+--       expired, deadlines, job:, events:, idem:, qevents, dlgroups, dlg:, dlgmeta:;
+--       for dependants (lib.lua resolve_dependants): dependants:, blocked, resolve,
+--       and the key sets of the dependants' other queues (ARGV[5]).
 -- ARGS: {seqs = list of seq, as decimal strings (numbers would reach Lua as doubles):
 --        all or nothing, none may be active; or
 --        state = a state other than 'active' with positions = list of {seq, score},
@@ -14,7 +16,7 @@
 
 local now = now_ms()
 local ALLOWED = {scheduled = true, ready = true, completed = true, dead = true,
-  cancelled = true}
+  cancelled = true, expired = true, waiting = true}
 
 local todo = {}
 if ARGS.seqs then
@@ -28,7 +30,7 @@ if ARGS.seqs then
 elseif ALLOWED[ARGS.state] then
   for _, p in ipairs(ARGS.positions) do
     local seq = p.seq
-    local at = redis.call('ZSCORE', K[ARGS.state], seq)
+    local at = redis.call('ZSCORE', state_key(ARGS.state), seq)
     if at and tonumber(at) == tonumber(p.score) then todo[#todo + 1] = {seq, ARGS.state} end
   end
 end

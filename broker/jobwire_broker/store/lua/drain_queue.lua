@@ -3,7 +3,9 @@
 -- and idempotency keys. Called again until it deletes nothing.
 -- KEYS: the queue key set (lib.lua); uses the state sets, job:, events:, idem:,
 --       dlgroups, dlg:, dlgmeta:, qevents, workers, worker:, settings, paused, waiting,
---       stats:.
+--       stats:;
+--       for dependants (lib.lua resolve_dependants): dependants:, blocked, resolve,
+--       and the key sets of the dependants' other queues (ARGV[5]).
 -- ARGS: {states = list of state names, limit, all_keys (true: once the states are
 --        empty, also delete the queue's other keys: settings, paused, events, workers,
 --        throughput), idle (true: delete only while no job is active; the first call
@@ -37,11 +39,20 @@ if ARGS.idle then
   ARGS.was_paused = was_paused
 end
 
+-- Whether a job is left in the states: deleting a dependency can turn a waiting job of
+-- the queue dead after the dead set was read.
+local function left()
+  for _, state in ipairs(ARGS.states) do
+    if redis.call('EXISTS', state_key(state)) == 1 then return true end
+  end
+  return false
+end
+
 local deleted = 0
 for _, state in ipairs(ARGS.states) do
   local room = ARGS.limit - deleted
   if room <= 0 then break end
-  local seqs = redis.call('ZRANGE', K[state], 0, room - 1)
+  local seqs = redis.call('ZRANGE', state_key(state), 0, room - 1)
   for _, seq in ipairs(seqs) do
     local attempt = redis.call('HGET', K.job .. seq, J.attempt)
     remove_job(seq, state)
@@ -49,18 +60,18 @@ for _, state in ipairs(ARGS.states) do
   end
   deleted = deleted + #seqs
 end
-if ARGS.all_keys and deleted < ARGS.limit then
+local done = deleted < ARGS.limit and not left()
+if ARGS.all_keys and done then
   local workers = redis.call('ZRANGE', K.workers, 0, ARGS.limit - 1)
   for _, id in ipairs(workers) do
     redis.call('DEL', K.worker .. id)
     redis.call('ZREM', K.workers, id)
   end
   if #workers < ARGS.limit then
-    redis.call('DEL', K.settings, K.paused, K.waiting, K.qevents)
+    redis.call('DEL', K.settings, K.paused, K.waiting, K.qevents, K.deadlines)
     redis.call('DEL', unpack(stats_keys(now)))
   end
   return cmsgpack.pack({deleted = deleted, done = #workers < ARGS.limit,
     was_paused = ARGS.was_paused})
 end
-return finish({deleted = deleted, done = deleted < ARGS.limit, was_paused = ARGS.was_paused},
-  now)
+return finish({deleted = deleted, done = done, was_paused = ARGS.was_paused}, now)

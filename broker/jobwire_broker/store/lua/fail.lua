@@ -1,7 +1,9 @@
 -- fail.lua: ends failed attempts of one queue: retry after backoff, or dead. A job
 -- whose cancellation was requested ends cancelled instead.
 -- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, dead, cancelled,
---       waiting, job:, events:, qevents, stats:, worker:, dlgroups, dlg:, dlgmeta:.
+--       waiting, job:, events:, qevents, stats:, worker:, dlgroups, dlg:, dlgmeta:;
+--       for dependants (lib.lua resolve_dependants): dependants:, blocked, resolve,
+--       and the key sets of the dependants' other queues (ARGV[5]).
 -- ARGS: list of {seq, token, error (model.JobError's members, encoded: {type, message,
 --        non_retryable, fingerprint}, plus template: the message's fingerprint template),
 --        retry_delay_ms (-1: the job's backoff policy),

@@ -4,18 +4,21 @@
 -- A paused queue leases nothing (and sets the waiting flag, so ResumeQueue's wake-up
 -- reaches long-polls).
 -- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, waiting, job:, events:,
---       paused, qevents, workers, worker:.
+--       paused, qevents, workers, worker:, expired, deadlines.
 -- ARGS: {max_jobs, token_prefix (random per call; job i gets token_prefix .. i),
 --        worker_id (the caller's, or ''),
 --        waiting_flag_ms (when no job is ready: how long to keep the waiting flag set;
 --        0: do not set it), max_bytes (the most bytes of jobs the reply may carry,
 --        as reply_bytes estimates them), promote_limit (the most due scheduled jobs to
 --        make ready first)}
+-- The first max_jobs ready jobs are checked for a passed start deadline first: those are
+-- expired instead of leased, and count against max_jobs.
 -- Returns: {next_due_ms = ms until the next scheduled job is due, or -1,
 --           paused = true when the queue is paused (nothing is leased then), or absent,
 --           too_large = {seq, bytes} when the first ready job alone exceeds max_bytes
 --           (nothing is leased then), or absent,
 --           bytes_left = max_bytes less the estimates of the jobs leased,
+--           expired = ready jobs expired at their start deadline instead of leased,
 --           jobs = list of job hashes, each a flat field/value list (HGETALL)}
 -- Codes: 0 OK
 
@@ -45,9 +48,14 @@ if redis.call('EXISTS', K.paused) == 1 then
     jobs = {}}, now)
 end
 promote_due(now, ARGS.promote_limit)
-local seqs = redis.call('ZRANGE', K.ready, 0, ARGS.max_jobs - 1)
+-- Ready jobs past their start deadline are expired, not leased, within max_jobs.
+local expired = expire_ready_heads(now, ARGS.max_jobs)
+local seqs = {}
+if expired < ARGS.max_jobs then
+  seqs = redis.call('ZRANGE', K.ready, 0, ARGS.max_jobs - expired - 1)
+end
 local budget = ARGS.max_bytes
-local out = {next_due_ms = -1, jobs = {}}
+local out = {next_due_ms = -1, jobs = {}, expired = expired}
 for i, seq in ipairs(seqs) do
   local jk = K.job .. seq
   local size = reply_bytes(jk)
@@ -57,6 +65,7 @@ for i, seq in ipairs(seqs) do
   end
   budget = budget - size
   redis.call('ZREM', K.ready, seq)
+  redis.call('ZREM', K.deadlines, seq)  -- a retry is not held to the start deadline
   local f = fields(seq, {'lease_ms', 'timeout_ms'})
   local attempt = redis.call('HINCRBY', jk, J.attempt, 1)
   local deadline = now + tonumber(f.lease_ms)

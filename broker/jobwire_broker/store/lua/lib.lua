@@ -21,13 +21,25 @@
 --   KEYS[18] dlgroups   zset dead-letter fingerprint -> last dead time (ms)
 --   KEYS[19] dlg:       prefix of a group's dead jobs (dlg:<fingerprint>, zset seq -> ms)
 --   KEYS[20] dlgmeta:   prefix of a group's description (dlgmeta:<fingerprint>, a hash)
---   KEYS[21] schedules  zset schedule name -> next tick due (ms); paused ones left out
---   KEYS[22] schedule:  prefix of schedule records (schedule:<name>, a hash of SC fields)
+--   KEYS[21] expired    zset seq -> finish time (ms): jobs not leased by their deadline
+--   KEYS[22] deadlines  zset seq -> start deadline (ms) of pending jobs never leased
+--   KEYS[23] blocked    zset seq -> enqueue time (ms): jobs WAITING for dependencies
+--   KEYS[24] dependants: prefix of a job's dependants: dependants:<seq> is the set of
+--                       queues holding some, dependants:<seq>:<queue> their seqs there
+--   KEYS[25] resolve    zset '<seq>|<outcome>' -> time (ms): finished jobs whose
+--                       dependants are still to resolve (docs/flows.md)
+--   KEYS[26] schedules  zset schedule name -> next tick due (ms); paused ones left out
+--   KEYS[27] schedule:  prefix of schedule records (schedule:<name>, a hash of SC fields)
+-- and, after the script's own queue, the key sets of other queues in the same order
+-- (only on a single node, for dependants across queues: ARGV[5] names them).
 -- and the same ARGV:
 --   ARGV[1]  now override in ms, or "" to read Redis TIME (only tests set it)
 --   ARGV[2]  pub/sub channel that wakes long-polling Leases of this queue
 --   ARGV[3]  pub/sub channel that tells watchers a job has new events
 --   ARGV[4]  the script's arguments: one MessagePack map or list, named in its header
+--   ARGV[5]  MessagePack {queue = the script's queue, size = keys per queue, queues =
+--            list of {name, wake, events} of the further key sets in KEYS, in order,
+--            dep_error = {fingerprint, template} of DEPENDENCY_FAILED}; "" in tests
 -- Every script returns one MessagePack value, named in its header, that store.py decodes.
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST, 3 JOB_FINISHED
 
@@ -39,9 +51,18 @@ local K = {
   job = KEYS[9], events = KEYS[10], idem = KEYS[11], settings = KEYS[12],
   paused = KEYS[13], qevents = KEYS[14], stats = KEYS[15], workers = KEYS[16],
   worker = KEYS[17], dlgroups = KEYS[18], dlg = KEYS[19], dlgmeta = KEYS[20],
-  schedules = KEYS[21], schedule = KEYS[22],
+  expired = KEYS[21], deadlines = KEYS[22],
+  blocked = KEYS[23], dependants = KEYS[24], resolve = KEYS[25],
+  schedules = KEYS[26], schedule = KEYS[27],
   wake_channel = ARGV[2], events_channel = ARGV[3],
 }
+
+-- The sorted set of the jobs in `state` (keys.py state_set): waiting jobs are in
+-- `blocked`, as `waiting` names the long-poll flag.
+local function state_key(state)
+  if state == 'waiting' then return K.blocked end
+  return K[state]
+end
 
 -- The job hash fields scripts name (store/schema.py SCRIPT_FIELDS; a test holds the two
 -- equal). A record is flattened, one field per member: 'backoff.kind'. The spec
@@ -65,6 +86,9 @@ local J = {
   error_type = 'error.type', error_message = 'error.message',
   error_non_retryable = 'error.non_retryable', error_fingerprint = 'error.fingerprint',
   cancel_requested = 'cancel_requested', worker_id = 'worker_id',
+  start_deadline_ms = 'start_deadline_ms',
+  depends_on = 'depends_on', on_dependency_failure = 'on_dependency_failure',
+  pending_dependencies = 'pending_dependencies',
 }
 
 -- The fields of an event (store/schema.py EVENT_FIELDS).
@@ -324,6 +348,9 @@ local function dead_remove(seq)
   end
 end
 
+-- Resolves the jobs waiting on job `seq` (defined with the dependencies, below).
+local resolve_dependants
+
 -- How long a deleted job's event stream outlives it: long enough for its watchers to
 -- read the 'deleted' event and end, not so long that deleted jobs pile up.
 local DELETED_EVENTS_TTL_S = 60
@@ -332,7 +359,12 @@ local DELETED_EVENTS_TTL_S = 60
 -- idempotency key (when that still names it). A watched job's stream instead gets a
 -- last 'deleted' event (with the state it was deleted from) and expires soon after.
 local function remove_job(seq, state)
-  redis.call('ZREM', K[state], seq)
+  local outcome = state
+  if state ~= 'completed' and state ~= 'dead' and state ~= 'cancelled'
+    and state ~= 'expired' then outcome = 'deleted' end
+  resolve_dependants(seq, outcome, now_ms())
+  redis.call('ZREM', state_key(state), seq)
+  redis.call('ZREM', K.deadlines, seq)
   if state == 'dead' then dead_remove(seq) end
   local f = fields(seq, {'idempotency_key', 'watched', 'attempt'})
   if f.idempotency_key and redis.call('GET', K.idem .. f.idempotency_key) == tostring(seq) then
@@ -396,6 +428,7 @@ local function settle_failure(seq, now, err, delay_override, rand, expired)
       tally('dead')
     end
     job_event(state, seq, state, f.attempt, err)
+    resolve_dependants(seq, state, now)
   else
     local delay = delay_override
     if delay < 0 then delay = backoff_delay(f, counted, rand) end
@@ -415,6 +448,42 @@ local function settle_failure(seq, now, err, delay_override, rand, expired)
   emit(seq, record(err, ERROR, 2,
     {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt}))
   return state, due
+end
+
+-- Drops pending job `seq` (ready, scheduled or waiting: in state_key(state)) whose start
+-- deadline has passed: it ends expired, never leased, and its dependants resolve as for
+-- a dead dependency. Watchers see a state event; queue watchers a 'cancelled' event with
+-- state expired (QueueEventKind has no kind of its own).
+local function expire_job(seq, state, now)
+  redis.call('ZREM', state_key(state), seq)
+  redis.call('ZREM', K.deadlines, seq)
+  redis.call('ZADD', K.expired, now, seq)
+  set(seq, {[J.state] = 'expired', [J.finished_ms] = now})
+  local attempt = redis.call('HGET', K.job .. seq, J.attempt) or '0'
+  emit(seq, {[E.kind] = 'state', [E.state] = 'expired', [E.attempt] = attempt})
+  job_event('cancelled', seq, 'expired', attempt)
+  resolve_dependants(seq, 'expired', now)
+end
+
+-- The start deadline (ms) of job `seq` when it has passed at `now`, else nil.
+local function overdue(seq, now)
+  local deadline = redis.call('ZSCORE', K.deadlines, seq)
+  if deadline and tonumber(deadline) <= now then return tonumber(deadline) end
+  return nil
+end
+
+-- Expires the jobs among the first `limit` ready ones whose start deadline has passed,
+-- so that the ready jobs a Lease then takes from the head have none. Returns how many.
+local function expire_ready_heads(now, limit)
+  local n = 0
+  if redis.call('EXISTS', K.deadlines) == 0 then return 0 end
+  for _, seq in ipairs(redis.call('ZRANGE', K.ready, 0, limit - 1)) do
+    if overdue(seq, now) then
+      expire_job(seq, 'ready', now)
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- Moves up to `limit` due scheduled jobs to ready. Returns how many moved.
@@ -439,4 +508,204 @@ local function check_lease(seq, token, now, keys)
   if f.state ~= 'active' or f.token ~= token then return LEASE_LOST, 'lease is not current' end
   if tonumber(f.lease_until_ms) <= now then return LEASE_LOST, 'lease expired' end
   return OK, '', f
+end
+
+-- Dependencies (docs/flows.md) ---------------------------------------------------------
+--
+-- A dependant (JobSpec.depends_on) is 'waiting' in `blocked`, with J.pending_dependencies
+-- counting its dependencies not finished. Each dependency keeps its dependants in its
+-- own queue's slot: dependants:<seq> lists their queues, dependants:<seq>:<queue> their
+-- seqs. When a dependency finishes, the script that finishes it resolves its dependants
+-- in the queues it has keys for, at most RESOLVE_PER_CALL per call (cascades included);
+-- the rest wait in `resolve` for the maintenance loop (resolve.lua).
+
+local X = (ARGV[5] and ARGV[5] ~= '') and cmsgpack.unpack(ARGV[5]) or {}
+local QUEUE = X.queue or string.match(K.seq, '{(.*)}:seq$') or ''
+local RESOLVE_PER_CALL = 50
+local resolve_left = RESOLVE_PER_CALL
+local key_order, other_sets = nil, nil
+
+-- The index of queue `name`'s key set in KEYS (0: the script's own), or nil.
+local function key_set(name)
+  if name == (X.queue or QUEUE) then return 0 end
+  if not other_sets then
+    other_sets = {}
+    for i, q in ipairs(X.queues or {}) do other_sets[q[1]] = i end
+  end
+  return other_sets[name]
+end
+
+local function can_reach(name)
+  return name == QUEUE or key_set(name) ~= nil
+end
+
+-- Points K (and so every helper) at queue `name`'s keys; returns what leave() restores.
+local function enter(name)
+  if not name or name == QUEUE then return nil end
+  local index = key_set(name)
+  if not index then error('no keys given for queue ' .. name) end
+  if not key_order then
+    -- Built at the first enter(), while K still holds the script's own keys.
+    local by_key = {}
+    for field, value in pairs(K) do by_key[value] = field end
+    key_order = {}
+    for j = 1, X.size do key_order[j] = by_key[KEYS[j]] end
+  end
+  local saved = {K = {}, queue = QUEUE, history = history, added = qevents_added}
+  for field, value in pairs(K) do saved.K[field] = value end
+  for j = 1, X.size do K[key_order[j]] = KEYS[X.size * index + j] end
+  if index == 0 then
+    K.wake_channel, K.events_channel = ARGV[2], ARGV[3]
+  else
+    K.wake_channel, K.events_channel = X.queues[index][2], X.queues[index][3]
+  end
+  QUEUE, history, qevents_added = name, nil, false
+  return saved
+end
+
+local function leave(saved)
+  if not saved then return end
+  if qevents_added then redis.call('PUBLISH', K.events_channel, 'q') end
+  for field, value in pairs(saved.K) do K[field] = value end
+  QUEUE, history, qevents_added = saved.queue, saved.history, saved.added
+end
+
+local function in_queue(name, fn)
+  local saved = enter(name)
+  fn()
+  leave(saved)
+end
+
+-- Waiting job `seq` has no dependency left: ready, or scheduled until its run time.
+local function release_waiting(seq, now)
+  local f = fields(seq, {'priority', 'run_at_ms', 'attempt'})
+  redis.call('ZREM', K.blocked, seq)
+  redis.call('HDEL', K.job .. seq, J.pending_dependencies)
+  local state = 'ready'
+  if tonumber(f.run_at_ms or '0') > now then
+    state = 'scheduled'
+    redis.call('ZADD', K.scheduled, f.run_at_ms, seq)
+    set(seq, {[J.state] = 'scheduled'})
+  else
+    make_ready(seq, f.priority)
+    wake()
+    job_event('ready', seq, 'ready', f.attempt)
+  end
+  emit(seq, {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt or '0'})
+end
+
+-- Waiting job `seq` goes dead: dependency `dep_id` ended `outcome` under policy FAIL.
+local function fail_waiting(seq, dep_id, outcome, now)
+  local attempt = redis.call('HGET', K.job .. seq, J.attempt) or '0'
+  local message = 'dependency ' .. dep_id .. ' ended ' .. outcome
+  if outcome == 'deleted' then message = 'dependency ' .. dep_id .. ' was deleted' end
+  local dep = X.dep_error or {}
+  local err = {type = 'DEPENDENCY_FAILED', message = message, non_retryable = '1',
+    fingerprint = dep.fingerprint or '', template = dep.template}
+  redis.call('ZREM', K.blocked, seq)
+  redis.call('HDEL', K.job .. seq, J.pending_dependencies)
+  redis.call('ZADD', K.dead, now, seq)
+  set(seq, record(err, ERROR, 1, {[J.state] = 'dead', [J.finished_ms] = now}))
+  dead_add(seq, now, err)
+  emit(seq, record(err, ERROR, 2,
+    {[E.kind] = 'state', [E.state] = 'dead', [E.attempt] = attempt}))
+  job_event('dead', seq, 'dead', attempt, err)
+end
+
+-- Dependency `dep_id` of job `seq` (in K's queue) ended `outcome`.
+local function resolve_one(seq, dep_id, outcome, now)
+  local f = fields(seq, {'state', 'on_dependency_failure'})
+  if f.state ~= 'waiting' then return end  -- cancelled, deleted or already dead
+  if outcome == 'completed' or f.on_dependency_failure == '2' then
+    if redis.call('HINCRBY', K.job .. seq, J.pending_dependencies, -1) <= 0 then
+      release_waiting(seq, now)
+    end
+  else
+    fail_waiting(seq, dep_id, outcome, now)
+    resolve_dependants(seq, 'dead', now)
+  end
+end
+
+-- Job `seq` of K's queue ended `outcome` ('completed', 'dead', 'cancelled', 'expired' or
+-- 'deleted'): resolves its dependants, as many as this call may; the rest are left in
+-- `resolve` under '<seq>|<outcome>'.
+resolve_dependants = function(seq, outcome, now)
+  local base = K.dependants .. seq
+  -- The queues of its dependants: a few, read at most 16 at a time (as store.py does).
+  local queues = redis.call('SRANDMEMBER', base, 16)
+  if #queues == 0 then return end
+  local id, rest = QUEUE .. ':' .. seq, redis.call('SCARD', base) > #queues
+  for _, q in ipairs(queues) do
+    local members = base .. ':' .. q
+    if resolve_left > 0 and can_reach(q) then
+      local seqs = redis.call('SPOP', members, resolve_left)
+      resolve_left = resolve_left - #seqs
+      if redis.call('EXISTS', members) == 0 then
+        redis.call('SREM', base, q)
+      else
+        rest = true
+      end
+      in_queue(q, function()
+        for _, d in ipairs(seqs) do resolve_one(d, id, outcome, now) end
+      end)
+    else
+      rest = true
+    end
+  end
+  local member = seq .. '|' .. outcome
+  if rest then
+    redis.call('ZADD', K.resolve, 'NX', now, member)
+  else
+    redis.call('ZREM', K.resolve, member)
+  end
+end
+
+-- Makes new job `seq` (stored, in K's queue) wait for `deps` ({queue, seq} maps, all
+-- existing or just created). Returns nil when none is left to wait for (the caller makes
+-- it ready or scheduled), else 'waiting', or 'dead' when one failed under policy FAIL.
+local function wait_for(seq, deps, now)
+  local ignore = redis.call('HGET', K.job .. seq, J.on_dependency_failure) == '2'
+  local me, pending, ids = QUEUE, 0, {}
+  for _, d in ipairs(deps) do ids[#ids + 1] = d.queue .. ':' .. d.seq end
+  set(seq, {[J.depends_on] = table.concat(ids, ' ')})
+  local failed = nil
+  for _, d in ipairs(deps) do
+    in_queue(d.queue, function()
+      local dep = tostring(d.seq)
+      local state = redis.call('HGET', K.job .. dep, J.state)
+      if state == 'completed' then return end
+      if not state or state == 'dead' or state == 'cancelled' or state == 'expired' then
+        if not ignore then failed = failed or {QUEUE .. ':' .. dep, state or 'deleted'} end
+        return
+      end
+      pending = pending + 1
+      redis.call('SADD', K.dependants .. dep, me)
+      redis.call('SADD', K.dependants .. dep .. ':' .. me, seq)
+    end)
+  end
+  if failed then
+    fail_waiting(seq, failed[1], failed[2], now)
+    return 'dead'
+  end
+  if pending == 0 then return nil end
+  redis.call('ZADD', K.blocked, now, seq)
+  set(seq, {[J.state] = 'waiting', [J.pending_dependencies] = pending})
+  return 'waiting'
+end
+
+-- The first dependency of `jobs` (enqueue.lua's list) named by id that does not exist:
+-- its field name, or nil. Refs to jobs of the same call are not checked: they will.
+local function missing_dependency(jobs)
+  for _, job in ipairs(jobs) do
+    for _, d in ipairs(job.deps or {}) do
+      if not d.ref then
+        local found = false
+        in_queue(d.queue, function()
+          found = redis.call('EXISTS', K.job .. tostring(d.seq)) == 1
+        end)
+        if not found then return d.field end
+      end
+    end
+  end
+  return nil
 end

@@ -1,12 +1,15 @@
--- prune.lua: applies retention to finished jobs: deletes completed, dead and cancelled
--- jobs older than their maximum age or beyond their maximum count, with their events.
+-- prune.lua: applies retention to finished jobs: deletes completed, dead, cancelled and
+-- expired jobs older than their maximum age or beyond their maximum count, with their
+-- events.
 -- The queue's settings (keep_completed, completed_max_age_ms, keep_dead,
 -- dead_max_age_ms) win over the broker's defaults given here.
--- KEYS: the queue key set (lib.lua); uses completed, dead, cancelled, job:, events:,
---       idem:, settings, dlgroups, dlg:, dlgmeta:.
--- ARGS: {completed_age_ms, completed_count (completed and cancelled jobs: the most age
---        and count kept), dead_age_ms, dead_count, limit (the most jobs to delete in
---        this call, all sets together)}
+-- KEYS: the queue key set (lib.lua); uses completed, dead, cancelled, expired, job:,
+--       events:, idem:, settings, deadlines, dlgroups, dlg:, dlgmeta:;
+--       for dependants (lib.lua resolve_dependants): dependants:, blocked, resolve,
+--       and the key sets of the dependants' other queues (ARGV[5]).
+-- ARGS: {completed_age_ms, completed_count (completed, cancelled and expired jobs, each
+--        set on its own: the most age and count kept), dead_age_ms, dead_count,
+--        limit (the most jobs to delete in this call, all sets together)}
 -- Returns: {deleted = the number of jobs deleted}
 -- Codes: 0 OK
 
@@ -35,6 +38,7 @@ local completed_age = setting(S.completed_max_age_ms, ARGS.completed_age_ms)
 local completed_count = setting(S.keep_completed, ARGS.completed_count)
 local deleted = prune('completed', completed_age, completed_count)
   + prune('cancelled', completed_age, completed_count)
+  + prune('expired', completed_age, completed_count)
   + prune('dead', setting(S.dead_max_age_ms, ARGS.dead_age_ms),
     setting(S.keep_dead, ARGS.dead_count))
 return finish({deleted = deleted}, now)

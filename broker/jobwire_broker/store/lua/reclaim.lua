@@ -2,7 +2,9 @@
 -- attempt (LEASE_EXPIRED, or EXECUTION_TIMEOUT past the job's execution timeout) and
 -- is retried or dead-lettered like a Fail. Safe to run from every replica at once.
 -- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, dead, cancelled,
---       waiting, job:, events:, qevents, stats:, worker:, dlgroups, dlg:, dlgmeta:.
+--       waiting, job:, events:, qevents, stats:, worker:, dlgroups, dlg:, dlgmeta:;
+--       for dependants (lib.lua resolve_dependants): dependants:, blocked, resolve,
+--       and the key sets of the dependants' other queues (ARGV[5]).
 -- ARGS: {limit (the most leases to take back in this call), rand (in [0, 1), jitter),
 --        errors = {LEASE_EXPIRED = {message, fingerprint, template}, EXECUTION_TIMEOUT =
 --        ...}: the two errors this script records}

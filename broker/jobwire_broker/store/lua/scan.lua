@@ -45,7 +45,7 @@ if ARGS.set == 'dlgroups' then
 elseif ARGS.group and ARGS.group ~= '' then
   key = K.dlg .. ARGS.group
 else
-  key = K[ARGS.set]
+  key = state_key(ARGS.set)
 end
 
 -- Whether string a sorts before b bytewise (Lua's `<` follows the server's locale).

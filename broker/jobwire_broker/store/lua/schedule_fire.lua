@@ -20,7 +20,7 @@ if not f[1] or tonumber(f[1]) ~= ARGS.version or tonumber(f[2]) ~= ARGS.cursor_m
   return cmsgpack.pack({claimed = false, fired = {}, skipped = 0})
 end
 
-local TERMINAL = {completed = true, dead = true, cancelled = true}
+local TERMINAL = {completed = true, dead = true, cancelled = true, expired = true}
 local jobs, skipped = ARGS.jobs, 0
 if ARGS.skip_overlap and #jobs > 0 then
   -- Only the oldest may fire: each later tick would find it pending.
@@ -41,6 +41,9 @@ local fired = {}
 if #jobs > 0 then
   ARGS.jobs = jobs
   local out = cmsgpack.unpack(run_enqueue())
+  if out.invalid or out.missing then  -- a start deadline passed meanwhile: retry later
+    return cmsgpack.pack({claimed = false, fired = {}, skipped = 0})
+  end
   for i, row in ipairs(out) do fired[i] = {tick_ms = ARGS.ticks[i], seq = row.seq} end
   redis.call('HSET', rec, SC.last_job_id, ARGS.queue .. ':' .. out[#out].seq)
 end

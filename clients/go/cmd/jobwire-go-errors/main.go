@@ -7,8 +7,9 @@
 // --target is a working broker, --dead-target a broker whose Redis is down. Every reason
 // the broker can send is triggered for real, the AdminService's QUEUE_NOT_FOUND,
 // WRONG_STATE and QUEUE_BUSY through jobwire.Admin; the others (SHUTTING_DOWN, INTERNAL,
-// UNAUTHENTICATED, PERMISSION_DENIED) and a few fallbacks are statuses built here and
-// mapped with jobwire.FromStatus, as a call's error is. Each line:
+// UNAUTHENTICATED, PERMISSION_DENIED, and CROSS_SLOT, SCHEDULE_NOT_FOUND and
+// SCHEDULE_EXISTS until the broker sends them) and a few fallbacks are statuses built
+// here and mapped with jobwire.FromStatus, as a call's error is. Each line:
 //
 //	{"case", "code" (gRPC code name), "reason" (the error's ErrorReason name), "class"
 //	 (the most specific class), "is" (every class it belongs to, sorted),
@@ -46,6 +47,7 @@ var classes = []struct {
 	{"failed_precondition", jobwire.ErrFailedPrecondition},
 	{"invalid_argument", jobwire.ErrInvalidArgument},
 	{"not_found", jobwire.ErrNotFound},
+	{"already_exists", jobwire.ErrAlreadyExists},
 	{"resource_exhausted", jobwire.ErrResourceExhausted},
 	{"unavailable", jobwire.ErrUnavailable},
 	{"unauthenticated", jobwire.ErrUnauthenticated},
@@ -182,6 +184,10 @@ func run(target, dead, queue string) error {
 	emit("UNKNOWN_REASON", built(codes.NotFound, "SOMETHING_NEW", jobwire.ErrorDomain))
 	emit("FOREIGN_DOMAIN", built(codes.FailedPrecondition, "LEASE_LOST", "example.com"))
 	emit("REASON_OVER_CODE", built(codes.Unknown, "JOB_FINISHED", jobwire.ErrorDomain))
+	// TODO(broker sends them): trigger these three with real calls instead, as above.
+	emit("CROSS_SLOT", built(codes.FailedPrecondition, "CROSS_SLOT", jobwire.ErrorDomain))
+	emit("SCHEDULE_NOT_FOUND", built(codes.NotFound, "SCHEDULE_NOT_FOUND", jobwire.ErrorDomain))
+	emit("SCHEDULE_EXISTS", built(codes.AlreadyExists, "SCHEDULE_EXISTS", jobwire.ErrorDomain))
 	return emit("ABORTED", built(codes.Aborted, "", ""))
 }
 

@@ -118,7 +118,9 @@ class QueueSettings:
     def fields_set(self) -> list[str]:
         """The names of the fields that are not None, in proto order."""
         return [
-            f.name for f in pb.QueueSettings.DESCRIPTOR.fields if getattr(self, f.name) is not None
+            f.name
+            for f in pb.QueueSettings.DESCRIPTOR.fields
+            if getattr(self, f.name, None) is not None
         ]
 
     def to_proto(self) -> pb.QueueSettings:
@@ -159,12 +161,13 @@ class QueueCounts:
     completed: int = 0
     dead: int = 0
     cancelled: int = 0
+    expired: int = 0
 
     @property
     def total(self) -> int:
         return (
             self.scheduled + self.ready + self.active + self.completed + self.dead + self.cancelled
-        )
+        ) + self.expired
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,9 @@ def queue_info(q: pb.Queue) -> QueueInfo:
         paused=q.paused,
         settings=QueueSettings.from_proto(q.settings),
         effective_settings=QueueSettings.from_proto(q.effective_settings),
-        counts=QueueCounts(c.scheduled, c.ready, c.active, c.completed, c.dead, c.cancelled),
+        counts=QueueCounts(
+            c.scheduled, c.ready, c.active, c.completed, c.dead, c.cancelled, expired=c.expired
+        ),
         oldest_ready_age=_seconds(q.oldest_ready_age) if q.HasField("oldest_ready_age") else None,
         completed_last_minute=q.completed_last_minute,
         failed_last_minute=q.failed_last_minute,

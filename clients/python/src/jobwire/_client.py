@@ -13,11 +13,17 @@ from . import _service_config as service_config
 from ._errors import JobwireError, Unavailable, error_from_rpc
 from ._models import (
     Backoff,
+    Dependencies,
+    DependencyFailure,
     EnqueueResult,
+    FlowJob,
+    IdempotencyMode,
     JobEvent,
     JobInfo,
     JobState,
     Seconds,
+    dependencies,
+    flow_request,
     job_event,
     job_info,
     job_spec,
@@ -189,6 +195,11 @@ class Client:
         execution_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         idempotency_window: Seconds | None = None,
+        idempotency_mode: IdempotencyMode | None = None,
+        start_deadline: datetime | None = None,
+        start_within: Seconds | None = None,
+        depends_on: Sequence[str] = (),
+        on_dependency_failure: DependencyFailure | None = None,
     ) -> EnqueueResult:
         """Adds a job. `payload`: bytes as they are, str as UTF-8 text, anything else as
         JSON. Retried on UNAVAILABLE only with an idempotency key (else a retry could
@@ -208,6 +219,11 @@ class Client:
                 idempotency_key=idempotency_key,
                 idempotency_window=idempotency_window,
                 trace=send.trace_contexts[0],
+                idempotency_mode=idempotency_mode,
+                start_deadline=start_deadline,
+                start_within=start_within,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
             )
             reply = await self.call(
                 self.stub.Enqueue,
@@ -232,6 +248,26 @@ class Client:
             )
             send.done([r.job_id for r in reply.results])
         return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
+
+    async def enqueue_flow(self, jobs: Iterable[FlowJob]) -> list[EnqueueResult]:
+        """Adds up to 1000 jobs, in any queues, that wait for each other by ref: all or
+        none, in one call. Results in the order given. Not retried (a retry could
+        create a second flow) unless every job carries an idempotency key."""
+        items = list(jobs)
+        with Send(items[0].queue if items else "", len(items)) as send:
+            request = flow_request(items, send.trace_contexts)
+            reply = await self.call(
+                self.stub.EnqueueFlow,
+                request,
+                idempotent=bool(items) and all(j.job.idempotency_key for j in request.jobs),
+            )
+            send.done([r.job_id for r in reply.results])
+        return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
+
+    async def get_dependencies(self, job_id: str) -> Dependencies:
+        """The jobs `job_id` depends on, with their states and results."""
+        request = pb.GetDependenciesRequest(job_id=job_id)
+        return dependencies(await self.call(self.stub.GetDependencies, request, idempotent=True))
 
     # GetJob and CancelJob are retried by gRPC itself, as the service config says.
     async def get(self, job_id: str) -> JobInfo:

@@ -122,15 +122,22 @@ class InvalidArgument(JobwireError):
 
 
 class NotFound(JobwireError):
-    """NOT_FOUND: the job never existed or was removed by retention (JOB_NOT_FOUND), or
-    the queue does not exist (QUEUE_NOT_FOUND)."""
+    """NOT_FOUND: the job never existed or was removed by retention (JOB_NOT_FOUND), the
+    queue does not exist (QUEUE_NOT_FOUND), or the schedule does not
+    (SCHEDULE_NOT_FOUND)."""
+
+
+class AlreadyExists(JobwireError):
+    """ALREADY_EXISTS (SCHEDULE_EXISTS): CreateSchedule named a schedule that exists.
+    Nothing was written; update it instead, or delete it first."""
 
 
 class FailedPrecondition(JobwireError):
     """FAILED_PRECONDITION: the state of the job or queue does not allow the call. This
-    class itself for WRONG_STATE (the job is in the wrong state for an admin operation)
-    and QUEUE_BUSY (the queue has active jobs); LeaseLost and JobFinished are subclasses.
-    Nothing was written; do not retry as is."""
+    class itself for WRONG_STATE (the job is in the wrong state for an admin operation),
+    QUEUE_BUSY (the queue has active jobs) and CROSS_SLOT (on Redis Cluster, a flow or a
+    dependency would join jobs of more than one queue); LeaseLost and JobFinished are
+    subclasses. Nothing was written; do not retry as is."""
 
 
 class LeaseLost(FailedPrecondition):
@@ -140,10 +147,6 @@ class LeaseLost(FailedPrecondition):
 
 class JobFinished(FailedPrecondition):
     """JOB_FINISHED: the job is already completed or dead (CancelJob)."""
-
-
-class AlreadyExists(JobwireError):
-    """ALREADY_EXISTS (SCHEDULE_EXISTS): the name is taken; pick another or update it."""
 
 
 class ResourceExhausted(JobwireError):
@@ -186,19 +189,20 @@ BY_REASON: dict[int, type[JobwireError]] = {
     _R.QUEUE_NOT_FOUND: NotFound,
     _R.WRONG_STATE: FailedPrecondition,
     _R.QUEUE_BUSY: FailedPrecondition,
+    _R.CROSS_SLOT: FailedPrecondition,
     _R.SCHEDULE_NOT_FOUND: NotFound,
     _R.SCHEDULE_EXISTS: AlreadyExists,
 }
 BY_CODE: dict[grpc.StatusCode, type[JobwireError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.INTERNAL: Internal,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
 }
 
 

@@ -1,7 +1,7 @@
 """The SDK's own types, and their mapping to and from the jobwire.v1 protos."""
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -27,10 +27,30 @@ class JobState(Enum):
     COMPLETED = job_pb2.JOB_STATE_COMPLETED
     DEAD = job_pb2.JOB_STATE_DEAD
     CANCELLED = job_pb2.JOB_STATE_CANCELLED
+    EXPIRED = job_pb2.JOB_STATE_EXPIRED  # not leased before its start deadline
+    WAITING = job_pb2.JOB_STATE_WAITING  # for the jobs it depends on
 
     @property
     def terminal(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
+
+
+class IdempotencyMode(Enum):
+    """What an enqueue does when its idempotency key is remembered: FIRST returns the
+    first job; REPLACE (debounce) gives a still pending job the new payload and options;
+    EXTEND returns the first job and restarts the key's window."""
+
+    FIRST = job_pb2.IDEMPOTENCY_MODE_FIRST
+    REPLACE = job_pb2.IDEMPOTENCY_MODE_REPLACE
+    EXTEND = job_pb2.IDEMPOTENCY_MODE_EXTEND
+
+
+class DependencyFailure(Enum):
+    """What a dependant does when a job it depends on ends dead, cancelled or expired,
+    or is deleted: FAIL goes dead at once (DEPENDENCY_FAILED), IGNORE counts it done."""
+
+    FAIL = job_pb2.DEPENDENCY_FAILURE_POLICY_FAIL
+    IGNORE = job_pb2.DEPENDENCY_FAILURE_POLICY_IGNORE
 
 
 class BackoffKind(Enum):
@@ -119,9 +139,32 @@ class JobInfo:
     traceparent: str
     # Attempts that count against max_attempts: attempt less the leases handed back.
     counted_attempts: int = 0
+    depends_on: tuple[str, ...] = ()  # ids of the jobs it waits for
+    pending_dependencies: int = 0  # of those, not finished yet (while WAITING)
 
     def result_json(self) -> Any:
         return json.loads(self.result) if self.result else None
+
+
+@dataclass(frozen=True)
+class FlowJob:
+    """One job of Client.enqueue_flow: `ref` names it within the flow; it waits for the
+    flow's jobs named in `depends_on_refs`. `job` is a payload (encoded as in enqueue) or
+    a JobSpec from `jobwire.job_spec(...)`, whose `depends_on` may name existing jobs."""
+
+    ref: str
+    queue: str
+    job: Any = b""
+    depends_on_refs: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """Of Client.get_dependencies: the jobs a job depends on that still exist, in its
+    depends_on order (each with its state and result), and the ids no longer stored."""
+
+    jobs: list[JobInfo]
+    missing_job_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -207,12 +250,24 @@ def job_info(j: job_pb2.Job) -> JobInfo:
         started_at=_time(j.start_time, j.HasField("start_time")),
         finished_at=_time(j.finish_time, j.HasField("finish_time")),
         traceparent=j.spec.trace_context.traceparent,
+        depends_on=tuple(j.spec.depends_on),
+        pending_dependencies=j.pending_dependencies,
     )
 
 
 def job_event(e: pb.StreamProgressResponse) -> JobEvent:
     info = job_info(e.job)
     return JobEvent(e.event_id, EVENT_KINDS.get(e.kind, "state"), info.state, info.progress, info)
+
+
+def _start_deadline(at: datetime | None, within: Seconds | None) -> datetime | None:
+    """A start deadline given as a time or as a span from now (this machine's clock)."""
+    if at is not None and within is not None:
+        raise ValueError("give start_deadline or start_within, not both")
+    if within is None:
+        return at
+    span = within if isinstance(within, timedelta) else timedelta(seconds=within)
+    return datetime.now(UTC) + span
 
 
 def job_spec(
@@ -230,9 +285,15 @@ def job_spec(
     idempotency_key: str | None = None,
     idempotency_window: Seconds | None = None,
     trace: Mapping[str, str] | None = None,
+    idempotency_mode: IdempotencyMode | None = None,
+    start_deadline: datetime | None = None,
+    start_within: Seconds | None = None,
+    depends_on: Sequence[str] = (),
+    on_dependency_failure: DependencyFailure | None = None,
 ) -> job_pb2.JobSpec:
     """The JobSpec for a payload and the options of Client.enqueue; `trace` holds W3C
-    traceparent/tracestate/baggage values."""
+    traceparent/tracestate/baggage values. `start_within` is a start deadline relative
+    to now (this machine's clock); give it or `start_deadline`, not both."""
     data, ctype = encode(payload, content_type)
     spec = job_pb2.JobSpec(
         payload=data,
@@ -241,19 +302,26 @@ def job_spec(
         priority=priority,
         max_attempts=max_attempts,
         idempotency_key=idempotency_key or "",
+        depends_on=list(depends_on),
     )
-    if delay is not None:
-        spec.delay.CopyFrom(duration(delay))
+    if on_dependency_failure is not None:
+        spec.on_dependency_failure = on_dependency_failure.value
     if run_at is not None:
         spec.run_time.FromDatetime(run_at)
     if backoff is not None:
         spec.backoff.CopyFrom(backoff.to_proto())
-    if lease_duration is not None:
-        spec.lease_duration.CopyFrom(duration(lease_duration))
-    if execution_timeout is not None:
-        spec.execution_timeout.CopyFrom(duration(execution_timeout))
-    if idempotency_window is not None:
-        spec.idempotency_window.CopyFrom(duration(idempotency_window))
+    _set_durations(
+        spec,
+        delay=delay,
+        lease_duration=lease_duration,
+        execution_timeout=execution_timeout,
+        idempotency_window=idempotency_window,
+    )
+    if idempotency_mode is not None:
+        spec.idempotency_mode = idempotency_mode.value
+    deadline = _start_deadline(start_deadline, start_within)
+    if deadline is not None:
+        spec.start_deadline.FromDatetime(deadline)
     if trace:
         spec.trace_context.CopyFrom(
             job_pb2.TraceContext(
@@ -263,3 +331,33 @@ def job_spec(
             )
         )
     return spec
+
+
+def _set_durations(spec: job_pb2.JobSpec, **given: Seconds | None) -> None:
+    """Sets each Duration field of `spec` named in `given` whose value is not None."""
+    for name, value in given.items():
+        if value is not None:
+            getattr(spec, name).CopyFrom(duration(value))
+
+
+def flow_request(jobs: Sequence[FlowJob], traces: Sequence[Mapping[str, str]]) -> Any:
+    """The EnqueueFlowRequest of Client.enqueue_flow; each job without a trace context
+    of its own gets its creation span's."""
+    request = pb.EnqueueFlowRequest()
+    for item, trace in zip(jobs, traces, strict=True):
+        if isinstance(item.job, job_pb2.JobSpec):
+            spec = item.job
+            if trace and not spec.HasField("trace_context"):
+                spec = job_pb2.JobSpec()
+                spec.CopyFrom(item.job)
+                spec.trace_context.CopyFrom(job_pb2.TraceContext(**dict(trace)))
+        else:
+            spec = job_spec(item.job, trace=trace)
+        request.jobs.add(
+            ref=item.ref, queue=item.queue, job=spec, depends_on_refs=list(item.depends_on_refs)
+        )
+    return request
+
+
+def dependencies(reply: Any) -> Dependencies:
+    return Dependencies([job_info(j) for j in reply.jobs], list(reply.missing_job_ids))

@@ -2,7 +2,7 @@
 sync channel: no event loop involved."""
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -12,10 +12,16 @@ from ._client import DEFAULT_TARGET, ChannelOptions, RetryPolicy, batch_specs
 from ._errors import Unavailable, error_from_rpc
 from ._models import (
     Backoff,
+    Dependencies,
+    DependencyFailure,
     EnqueueResult,
+    FlowJob,
+    IdempotencyMode,
     JobInfo,
     JobState,
     Seconds,
+    dependencies,
+    flow_request,
     job_info,
     job_spec,
 )
@@ -95,6 +101,11 @@ class SyncClient:
         execution_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         idempotency_window: Seconds | None = None,
+        idempotency_mode: IdempotencyMode | None = None,
+        start_deadline: datetime | None = None,
+        start_within: Seconds | None = None,
+        depends_on: Sequence[str] = (),
+        on_dependency_failure: DependencyFailure | None = None,
     ) -> EnqueueResult:
         """As Client.enqueue."""
         with Send(queue, 1) as send:
@@ -112,6 +123,11 @@ class SyncClient:
                 idempotency_key=idempotency_key,
                 idempotency_window=idempotency_window,
                 trace=send.trace_contexts[0],
+                idempotency_mode=idempotency_mode,
+                start_deadline=start_deadline,
+                start_within=start_within,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
             )
             reply = self._call(
                 self.stub.Enqueue,
@@ -135,6 +151,24 @@ class SyncClient:
             )
             send.done([r.job_id for r in reply.results])
         return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
+
+    def enqueue_flow(self, jobs: Iterable[FlowJob]) -> list[EnqueueResult]:
+        """As Client.enqueue_flow."""
+        items = list(jobs)
+        with Send(items[0].queue if items else "", len(items)) as send:
+            request = flow_request(items, send.trace_contexts)
+            reply = self._call(
+                self.stub.EnqueueFlow,
+                request,
+                idempotent=bool(items) and all(j.job.idempotency_key for j in request.jobs),
+            )
+            send.done([r.job_id for r in reply.results])
+        return [EnqueueResult(r.job_id, r.duplicate, JobState(r.state)) for r in reply.results]
+
+    def get_dependencies(self, job_id: str) -> Dependencies:
+        """As Client.get_dependencies."""
+        request = pb.GetDependenciesRequest(job_id=job_id)
+        return dependencies(self._call(self.stub.GetDependencies, request, idempotent=True))
 
     def get(self, job_id: str) -> JobInfo:
         # GetJob and CancelJob are retried by gRPC, as the service config says.

@@ -147,7 +147,9 @@ type EnqueueResponse struct {
 	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// True when the idempotency key matched an earlier job and nothing was created.
 	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
-	// State of the job right after the call: scheduled or ready for a new job.
+	// State of the job right after the call. A new job: SCHEDULED or READY; WAITING while
+	// jobs in `depends_on` are unfinished; DEAD when one of them had already failed under
+	// DEPENDENCY_FAILURE_POLICY_FAIL. A duplicate: the existing job's state.
 	State         JobState `protobuf:"varint,3,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -482,7 +484,7 @@ type LeaseResponse struct {
 	// `key_rate_limit`, or a `FailRequest.rate_limit_delay`) held them back: how long
 	// until the next one may be leased. Sleep that long instead of calling again at once.
 	// A Lease with `wait` keeps waiting through a rate limit and leases as soon as it
-	// allows, within the wait.
+	// allows, within the wait. Not set yet (issue 11): no rate limit is served yet.
 	RetryAfter    *durationpb.Duration `protobuf:"bytes,2,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1015,6 +1017,8 @@ type FailRequest struct {
 	// job of its `concurrency_key` (or, for a job without one, of its queue) for this
 	// long, in [1 ms, 1 h]. The job itself is ready again after the same delay.
 	// Unset: an ordinary failure.
+	// Not served yet (issue 11): the broker refuses a value
+	// with `INVALID_ARGUMENT` naming the field, and writes nothing.
 	RateLimitDelay *durationpb.Duration `protobuf:"bytes,6,opt,name=rate_limit_delay,json=rateLimitDelay,proto3" json:"rate_limit_delay,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -1800,7 +1804,8 @@ func (x *CancelJobRequest) GetJobId() string {
 // Response of CancelJob.
 type CancelJobResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// CANCELLED when cancelled at once; ACTIVE when the worker was asked to stop.
+	// CANCELLED when cancelled at once (also when it already was); ACTIVE when the worker
+	// was asked to stop.
 	State         JobState `protobuf:"varint,1,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

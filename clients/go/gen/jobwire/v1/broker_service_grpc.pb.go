@@ -101,10 +101,11 @@ type BrokerServiceClient interface {
 	StreamProgress(ctx context.Context, in *StreamProgressRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamProgressResponse], error)
 	// Returns a job. `NOT_FOUND` if it never existed or was removed by retention.
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
-	// Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-	// flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-	// is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-	// job; `NOT_FOUND` for an unknown one.
+	// Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+	// dependants resolve as for a cancelled dependency); an active job is flagged and its
+	// worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+	// `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+	// `NOT_FOUND` for an unknown one.
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 	// Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
 	// other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or
@@ -347,10 +348,11 @@ type BrokerServiceServer interface {
 	StreamProgress(*StreamProgressRequest, grpc.ServerStreamingServer[StreamProgressResponse]) error
 	// Returns a job. `NOT_FOUND` if it never existed or was removed by retention.
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
-	// Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-	// flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-	// is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-	// job; `NOT_FOUND` for an unknown one.
+	// Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+	// dependants resolve as for a cancelled dependency); an active job is flagged and its
+	// worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+	// `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+	// `NOT_FOUND` for an unknown one.
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	// Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
 	// other (by `FlowJob.ref`) and on existing jobs (by id, `JobSpec.depends_on`), all or

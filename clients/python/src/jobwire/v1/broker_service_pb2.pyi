@@ -103,7 +103,10 @@ class EnqueueResponse(_message.Message):
     duplicate: _builtins.bool
     """True when the idempotency key matched an earlier job and nothing was created."""
     state: _job_pb2.JobState.ValueType
-    """State of the job right after the call: scheduled or ready for a new job."""
+    """State of the job right after the call. A new job: SCHEDULED or READY; WAITING while
+    jobs in `depends_on` are unfinished; DEAD when one of them had already failed under
+    DEPENDENCY_FAILURE_POLICY_FAIL. A duplicate: the existing job's state.
+    """
     def __init__(
         self,
         *,
@@ -284,7 +287,7 @@ class LeaseResponse(_message.Message):
         `key_rate_limit`, or a `FailRequest.rate_limit_delay`) held them back: how long
         until the next one may be leased. Sleep that long instead of calling again at once.
         A Lease with `wait` keeps waiting through a rate limit and leases as soon as it
-        allows, within the wait.
+        allows, within the wait. Not set yet (issue 11): no rate limit is served yet.
         """
 
     def __init__(
@@ -583,6 +586,8 @@ class FailRequest(_message.Message):
         job of its `concurrency_key` (or, for a job without one, of its queue) for this
         long, in [1 ms, 1 h]. The job itself is ready again after the same delay.
         Unset: an ordinary failure.
+        Not served yet (issue 11): the broker refuses a value
+        with `INVALID_ARGUMENT` naming the field, and writes nothing.
         """
 
     def __init__(
@@ -960,7 +965,9 @@ class CancelJobResponse(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     state: _job_pb2.JobState.ValueType
-    """CANCELLED when cancelled at once; ACTIVE when the worker was asked to stop."""
+    """CANCELLED when cancelled at once (also when it already was); ACTIVE when the worker
+    was asked to stop.
+    """
     def __init__(
         self,
         *,

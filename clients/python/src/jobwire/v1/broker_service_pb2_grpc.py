@@ -237,10 +237,11 @@ class BrokerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-        flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-        is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-        job; `NOT_FOUND` for an unknown one.
+        """Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+        dependants resolve as for a cancelled dependency); an active job is flagged and its
+        worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+        `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+        `NOT_FOUND` for an unknown one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -105,10 +105,11 @@ class BrokerServiceStub:
     GetJob: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.GetJobRequest, _broker_service_pb2.GetJobResponse]
     """Returns a job. `NOT_FOUND` if it never existed or was removed by retention."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.CancelJobRequest, _broker_service_pb2.CancelJobResponse]
-    """Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-    flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-    is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-    job; `NOT_FOUND` for an unknown one.
+    """Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+    dependants resolve as for a cancelled dependency); an active job is flagged and its
+    worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+    `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+    `NOT_FOUND` for an unknown one.
     """
     EnqueueFlow: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.EnqueueFlowRequest, _broker_service_pb2.EnqueueFlowResponse]
     """Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
@@ -206,10 +207,11 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     GetJob: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.GetJobRequest, _broker_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """Returns a job. `NOT_FOUND` if it never existed or was removed by retention."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.CancelJobRequest, _broker_service_pb2.CancelJobResponse]  # type: ignore[assignment]
-    """Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-    flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-    is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-    job; `NOT_FOUND` for an unknown one.
+    """Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+    dependants resolve as for a cancelled dependency); an active job is flagged and its
+    worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+    `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+    `NOT_FOUND` for an unknown one.
     """
     EnqueueFlow: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.EnqueueFlowRequest, _broker_service_pb2.EnqueueFlowResponse]  # type: ignore[assignment]
     """Creates a flow: up to 1000 jobs, possibly in several queues, that may depend on each
@@ -376,10 +378,11 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _broker_service_pb2.CancelJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broker_service_pb2.CancelJobResponse, _abc.Awaitable[_broker_service_pb2.CancelJobResponse]]:
-        """Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-        flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-        is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-        job; `NOT_FOUND` for an unknown one.
+        """Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+        dependants resolve as for a cancelled dependency); an active job is flagged and its
+        worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+        `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+        `NOT_FOUND` for an unknown one.
         """
 
     @_abc_1.abstractmethod

@@ -102,7 +102,11 @@ export interface EnqueueResponse {
   jobId: string;
   /** True when the idempotency key matched an earlier job and nothing was created. */
   duplicate: boolean;
-  /** State of the job right after the call: scheduled or ready for a new job. */
+  /**
+   * State of the job right after the call. A new job: SCHEDULED or READY; WAITING while
+   * jobs in `depends_on` are unfinished; DEAD when one of them had already failed under
+   * DEPENDENCY_FAILURE_POLICY_FAIL. A duplicate: the existing job's state.
+   */
   state: JobState;
 }
 
@@ -182,7 +186,7 @@ export interface LeaseResponse {
    * `key_rate_limit`, or a `FailRequest.rate_limit_delay`) held them back: how long
    * until the next one may be leased. Sleep that long instead of calling again at once.
    * A Lease with `wait` keeps waiting through a rate limit and leases as soon as it
-   * allows, within the wait.
+   * allows, within the wait. Not set yet (issue 11): no rate limit is served yet.
    */
   retryAfter?: Duration | undefined;
 }
@@ -300,6 +304,8 @@ export interface FailRequest {
    * job of its `concurrency_key` (or, for a job without one, of its queue) for this
    * long, in [1 ms, 1 h]. The job itself is ready again after the same delay.
    * Unset: an ordinary failure.
+   * Not served yet (issue 11): the broker refuses a value
+   * with `INVALID_ARGUMENT` naming the field, and writes nothing.
    */
   rateLimitDelay?: Duration | undefined;
 }
@@ -422,7 +428,10 @@ export interface CancelJobRequest {
 
 /** Response of CancelJob. */
 export interface CancelJobResponse {
-  /** CANCELLED when cancelled at once; ACTIVE when the worker was asked to stop. */
+  /**
+   * CANCELLED when cancelled at once (also when it already was); ACTIVE when the worker
+   * was asked to stop.
+   */
   state: JobState;
 }
 
@@ -3859,10 +3868,11 @@ export const BrokerServiceService = {
     responseDeserialize: (value: Buffer): GetJobResponse => GetJobResponse.decode(value),
   },
   /**
-   * Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-   * flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-   * is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-   * job; `NOT_FOUND` for an unknown one.
+   * Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+   * dependants resolve as for a cancelled dependency); an active job is flagged and its
+   * worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+   * `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+   * `NOT_FOUND` for an unknown one.
    */
   cancelJob: {
     path: "/jobwire.v1.BrokerService/CancelJob" as const,
@@ -3985,10 +3995,11 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
   /** Returns a job. `NOT_FOUND` if it never existed or was removed by retention. */
   getJob: handleUnaryCall<GetJobRequest, GetJobResponse>;
   /**
-   * Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-   * flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-   * is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-   * job; `NOT_FOUND` for an unknown one.
+   * Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+   * dependants resolve as for a cancelled dependency); an active job is flagged and its
+   * worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+   * `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+   * `NOT_FOUND` for an unknown one.
    */
   cancelJob: handleUnaryCall<CancelJobRequest, CancelJobResponse>;
   /**
@@ -4230,10 +4241,11 @@ export interface BrokerServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetJobResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Cancels a job. A scheduled or ready job is cancelled at once; an active job is
-   * flagged and its worker learns it from its next heartbeat. Cancelling a cancelled job
-   * is a no-op. `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed or dead
-   * job; `NOT_FOUND` for an unknown one.
+   * Cancels a job. A scheduled, ready or waiting job is cancelled at once (its
+   * dependants resolve as for a cancelled dependency); an active job is flagged and its
+   * worker learns it from its next heartbeat. Cancelling a cancelled job is a no-op.
+   * `FAILED_PRECONDITION` (reason `JOB_FINISHED`) for a completed, dead or expired job;
+   * `NOT_FOUND` for an unknown one.
    */
   cancelJob(
     request: CancelJobRequest,

@@ -6,6 +6,7 @@ import com.google.protobuf.Any;
 import com.google.protobuf.ByteString;
 import com.google.rpc.ErrorInfo;
 import com.google.rpc.RetryInfo;
+import dev.jobwire.client.AlreadyExistsException;
 import dev.jobwire.client.EnqueueResult;
 import dev.jobwire.client.Errors;
 import dev.jobwire.client.FailedPreconditionException;
@@ -53,7 +54,8 @@ import java.util.concurrent.TimeUnit;
  * <p>Every reason the broker can send is triggered for real (--dead-target: a broker whose
  * Redis is down), the AdminService's QUEUE_NOT_FOUND, WRONG_STATE and QUEUE_BUSY through the
  * generated {@link AdminServiceGrpc} stub, since the client has no admin class; the ones it
- * cannot be made to send, and a few fallbacks, are statuses built here. Every status is mapped
+ * cannot be made to send (and CROSS_SLOT, SCHEDULE_NOT_FOUND and SCHEDULE_EXISTS until it sends
+ * them), and a few fallbacks, are statuses built here. Every status is mapped
  * with {@link Errors#map}, as a call's error is. Each line: {@code {"case", "code",
  * "reason", "class" (the most specific), "is" (every class it belongs to, sorted),
  * "retry_delay_ms" (null when none), "fields"}}.
@@ -71,6 +73,7 @@ public final class ErrorProbe {
     CLASSES.put("failed_precondition", FailedPreconditionException.class);
     CLASSES.put("invalid_argument", InvalidArgumentException.class);
     CLASSES.put("not_found", JobNotFoundException.class);
+    CLASSES.put("already_exists", AlreadyExistsException.class);
     CLASSES.put("resource_exhausted", ResourceExhaustedException.class);
     CLASSES.put("unavailable", JobwireUnavailableException.class);
     CLASSES.put("unauthenticated", UnauthenticatedException.class);
@@ -239,6 +242,12 @@ public final class ErrorProbe {
         describe("FOREIGN_DOMAIN", built(Status.Code.FAILED_PRECONDITION, "LEASE_LOST", "example.com")));
     lines.add(describe("REASON_OVER_CODE", built(Status.Code.UNKNOWN, "JOB_FINISHED", d)));
     lines.add(describe("ABORTED", built(Status.Code.ABORTED, null, d)));
+    // TODO(broker sends them): trigger these three with real calls instead, as above.
+    lines.add(describe("CROSS_SLOT", built(Status.Code.FAILED_PRECONDITION, "CROSS_SLOT", d)));
+    lines.add(
+        describe("SCHEDULE_NOT_FOUND", built(Status.Code.NOT_FOUND, "SCHEDULE_NOT_FOUND", d)));
+    lines.add(
+        describe("SCHEDULE_EXISTS", built(Status.Code.ALREADY_EXISTS, "SCHEDULE_EXISTS", d)));
     for (Map<String, Object> line : lines) {
       out.println(JSON.toJson(line));
     }

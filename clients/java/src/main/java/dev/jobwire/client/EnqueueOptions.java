@@ -1,9 +1,13 @@
 package dev.jobwire.client;
 
+import dev.jobwire.v1.DependencyFailurePolicy;
+import dev.jobwire.v1.IdempotencyMode;
 import dev.jobwire.v1.JobSpec;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 
@@ -36,6 +40,12 @@ public final class EnqueueOptions {
   private final Duration executionTimeout;
   private final String idempotencyKey;
   private final Duration idempotencyWindow;
+  private final IdempotencyMode idempotencyMode;
+  private final Instant startDeadline;
+  private final String concurrencyKey;
+  private final int concurrencyLimit;
+  private final List<String> dependsOn;
+  private final DependencyFailurePolicy onDependencyFailure;
 
   private EnqueueOptions(Builder b) {
     this.contentType = b.contentType;
@@ -49,6 +59,12 @@ public final class EnqueueOptions {
     this.executionTimeout = b.executionTimeout;
     this.idempotencyKey = b.idempotencyKey;
     this.idempotencyWindow = b.idempotencyWindow;
+    this.idempotencyMode = b.idempotencyMode;
+    this.startDeadline = b.startDeadline;
+    this.concurrencyKey = b.concurrencyKey;
+    this.concurrencyLimit = b.concurrencyLimit;
+    this.dependsOn = List.copyOf(b.dependsOn);
+    this.onDependencyFailure = b.onDependencyFailure;
   }
 
   /** No options: every broker default. */
@@ -79,7 +95,15 @@ public final class EnqueueOptions {
             .putAllHeaders(headers)
             .setPriority(priority)
             .setMaxAttempts(maxAttempts)
-            .setIdempotencyKey(idempotencyKey);
+            .setIdempotencyKey(idempotencyKey)
+            .setIdempotencyMode(idempotencyMode)
+            .setConcurrencyKey(concurrencyKey)
+            .setConcurrencyLimit(concurrencyLimit)
+            .addAllDependsOn(dependsOn)
+            .setOnDependencyFailure(onDependencyFailure);
+    if (startDeadline != null) {
+      spec.setStartDeadline(Protos.timestamp(startDeadline));
+    }
     if (delay != null) {
       spec.setDelay(Protos.duration(delay));
     }
@@ -114,6 +138,13 @@ public final class EnqueueOptions {
     private Duration executionTimeout;
     private String idempotencyKey = "";
     private Duration idempotencyWindow;
+    private IdempotencyMode idempotencyMode = IdempotencyMode.IDEMPOTENCY_MODE_UNSPECIFIED;
+    private Instant startDeadline;
+    private String concurrencyKey = "";
+    private int concurrencyLimit;
+    private final List<String> dependsOn = new ArrayList<>();
+    private DependencyFailurePolicy onDependencyFailure =
+        DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_UNSPECIFIED;
 
     private Builder() {}
 
@@ -190,6 +221,47 @@ public final class EnqueueOptions {
     /** How long the idempotency key is remembered (broker default 24 h). */
     public Builder idempotencyWindow(Duration idempotencyWindow) {
       this.idempotencyWindow = Objects.requireNonNull(idempotencyWindow);
+      return this;
+    }
+
+    /**
+     * What a second enqueue with the same idempotency key does (broker default {@code
+     * IDEMPOTENCY_MODE_FIRST}): {@code REPLACE} debounces, {@code EXTEND} restarts the window.
+     */
+    public Builder idempotencyMode(IdempotencyMode idempotencyMode) {
+      this.idempotencyMode = Objects.requireNonNull(idempotencyMode);
+      return this;
+    }
+
+    /** Drop the job (state {@code EXPIRED}) if no worker has leased it by this time. */
+    public Builder startDeadline(Instant startDeadline) {
+      this.startDeadline = Objects.requireNonNull(startDeadline);
+      return this;
+    }
+
+    /** Jobs of the queue with this key run at most their concurrency limit at a time. */
+    public Builder concurrencyKey(String concurrencyKey) {
+      this.concurrencyKey = Objects.requireNonNull(concurrencyKey);
+      return this;
+    }
+
+    /** Active jobs allowed per concurrency key, in [1, 10,000] (0: the queue's, else 1). */
+    public Builder concurrencyLimit(int concurrencyLimit) {
+      this.concurrencyLimit = concurrencyLimit;
+      return this;
+    }
+
+    /** Adds jobs this one waits for ({@code WAITING}) until they have all completed. */
+    public Builder dependsOn(String... jobIds) {
+      for (String id : jobIds) {
+        dependsOn.add(Objects.requireNonNull(id));
+      }
+      return this;
+    }
+
+    /** What happens when a dependency ends without completing (broker default: fail). */
+    public Builder onDependencyFailure(DependencyFailurePolicy onDependencyFailure) {
+      this.onDependencyFailure = Objects.requireNonNull(onDependencyFailure);
       return this;
     }
 

@@ -62,9 +62,13 @@ public final class Errors {
     BY_REASON.put(ErrorReason.QUEUE_NOT_FOUND, JobNotFoundException::new);
     BY_REASON.put(ErrorReason.WRONG_STATE, FailedPreconditionException::new);
     BY_REASON.put(ErrorReason.QUEUE_BUSY, FailedPreconditionException::new);
+    BY_REASON.put(ErrorReason.CROSS_SLOT, FailedPreconditionException::new);
+    BY_REASON.put(ErrorReason.SCHEDULE_NOT_FOUND, JobNotFoundException::new);
+    BY_REASON.put(ErrorReason.SCHEDULE_EXISTS, AlreadyExistsException::new);
 
     BY_CODE.put(Status.Code.INVALID_ARGUMENT, InvalidArgumentException::new);
     BY_CODE.put(Status.Code.NOT_FOUND, JobNotFoundException::new);
+    BY_CODE.put(Status.Code.ALREADY_EXISTS, AlreadyExistsException::new);
     BY_CODE.put(Status.Code.FAILED_PRECONDITION, FailedPreconditionException::new);
     BY_CODE.put(Status.Code.RESOURCE_EXHAUSTED, ResourceExhaustedException::new);
     BY_CODE.put(Status.Code.UNAVAILABLE, JobwireUnavailableException::new);

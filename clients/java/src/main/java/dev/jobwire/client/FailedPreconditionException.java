@@ -8,8 +8,9 @@ import java.util.List;
 /**
  * {@code FAILED_PRECONDITION}: the job or queue is not in a state that allows the call. {@link
  * LeaseLostException} and {@link JobFinishedException} are its subclasses; {@code WRONG_STATE}
- * (an admin operation on a job in the wrong state) and {@code QUEUE_BUSY} (the queue has active
- * jobs) are this class alone.
+ * (an admin operation on a job in the wrong state), {@code QUEUE_BUSY} (the queue has active
+ * jobs) and {@code CROSS_SLOT} (on Redis Cluster, a flow or a dependency would join jobs of more
+ * than one queue) are this class alone.
  */
 public class FailedPreconditionException extends JobwireException {
   private static final long serialVersionUID = 1L;

@@ -7,8 +7,8 @@ import java.util.List;
 
 /**
  * {@code NOT_FOUND}: the job never existed or was removed by retention ({@code JOB_NOT_FOUND}),
- * or the queue does not exist ({@code QUEUE_NOT_FOUND}). The class of every {@code NOT_FOUND},
- * despite its name.
+ * the queue does not exist ({@code QUEUE_NOT_FOUND}), or the schedule does not ({@code
+ * SCHEDULE_NOT_FOUND}). The class of every {@code NOT_FOUND}, despite its name.
  */
 public class JobNotFoundException extends JobwireException {
   private static final long serialVersionUID = 1L;

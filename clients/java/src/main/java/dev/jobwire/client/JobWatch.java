@@ -20,7 +20,7 @@ import java.util.stream.StreamSupport;
 /**
  * The events of one job, in order, from {@link JobwireClient#watch}. Blocks in {@link
  * #hasNext()} until the next event. Ends after a terminal state (completed, dead,
- * cancelled). When the stream drops before that ({@code UNAVAILABLE}, or a broker replica
+ * cancelled, expired; not waiting). When the stream drops before that ({@code UNAVAILABLE}, or a broker replica
  * shutting down), it is reopened after the last event id seen, so no event is lost or
  * repeated, with the backoff of the service config's retry policy of StreamProgress, up to its
  * {@code maxAttempts} failures in a row. Not thread-safe.
@@ -153,6 +153,7 @@ public final class JobWatch implements Iterator<StreamProgressResponse>, AutoClo
   private static boolean isTerminal(JobState state) {
     return state == JobState.JOB_STATE_COMPLETED
         || state == JobState.JOB_STATE_DEAD
-        || state == JobState.JOB_STATE_CANCELLED;
+        || state == JobState.JOB_STATE_CANCELLED
+        || state == JobState.JOB_STATE_EXPIRED;
   }
 }

@@ -5,9 +5,12 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.jobwire.v1.BackoffKind;
+import dev.jobwire.v1.DependencyFailurePolicy;
+import dev.jobwire.v1.IdempotencyMode;
 import dev.jobwire.v1.JobSpec;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 
 /** Options to wire form, and the retry pauses; no broker needed. */
@@ -52,6 +55,30 @@ class EnqueueOptionsTest {
     assertEquals("k", spec.getIdempotencyKey());
     assertEquals(7200, spec.getIdempotencyWindow().getSeconds());
     assertFalse(spec.hasTraceContext());
+  }
+
+  @Test
+  void coordinationOptionsReachTheSpec() {
+    JobSpec spec =
+        EnqueueOptions.builder()
+            .concurrencyKey("wallet:0xabc")
+            .concurrencyLimit(2)
+            .dependsOn("q:1", "q:2")
+            .dependsOn("q:3")
+            .onDependencyFailure(DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_IGNORE)
+            .startDeadline(Instant.ofEpochSecond(1_900_000_000L))
+            .idempotencyKey("k")
+            .idempotencyMode(IdempotencyMode.IDEMPOTENCY_MODE_REPLACE)
+            .build()
+            .toSpec(new byte[0])
+            .build();
+    assertEquals("wallet:0xabc", spec.getConcurrencyKey());
+    assertEquals(2, spec.getConcurrencyLimit());
+    assertEquals(List.of("q:1", "q:2", "q:3"), spec.getDependsOnList());
+    assertEquals(
+        DependencyFailurePolicy.DEPENDENCY_FAILURE_POLICY_IGNORE, spec.getOnDependencyFailure());
+    assertEquals(1_900_000_000L, spec.getStartDeadline().getSeconds());
+    assertEquals(IdempotencyMode.IDEMPOTENCY_MODE_REPLACE, spec.getIdempotencyMode());
   }
 
   @Test

@@ -40,7 +40,10 @@ class ErrorsTest {
               Map.entry(ErrorReason.PERMISSION_DENIED, Status.Code.PERMISSION_DENIED),
               Map.entry(ErrorReason.QUEUE_NOT_FOUND, Status.Code.NOT_FOUND),
               Map.entry(ErrorReason.WRONG_STATE, Status.Code.FAILED_PRECONDITION),
-              Map.entry(ErrorReason.QUEUE_BUSY, Status.Code.FAILED_PRECONDITION)));
+              Map.entry(ErrorReason.QUEUE_BUSY, Status.Code.FAILED_PRECONDITION),
+              Map.entry(ErrorReason.CROSS_SLOT, Status.Code.FAILED_PRECONDITION),
+              Map.entry(ErrorReason.SCHEDULE_NOT_FOUND, Status.Code.NOT_FOUND),
+              Map.entry(ErrorReason.SCHEDULE_EXISTS, Status.Code.ALREADY_EXISTS)));
 
   /** A status as the broker sends it: a code, an ErrorInfo, more details. */
   static StatusRuntimeException status(Status.Code code, String reason, String domain, Any... more) {
@@ -90,7 +93,7 @@ class ErrorsTest {
     assertInstanceOf(FailedPreconditionException.class, finished);
 
     // The admin reasons are the generic classes, not a lease lost or a finished job.
-    for (String reason : List.of("WRONG_STATE", "QUEUE_BUSY")) {
+    for (String reason : List.of("WRONG_STATE", "QUEUE_BUSY", "CROSS_SLOT")) {
       assertSame(
           FailedPreconditionException.class,
           mapped(Status.Code.FAILED_PRECONDITION, reason).getClass(),
@@ -98,6 +101,14 @@ class ErrorsTest {
     }
     assertSame(
         JobNotFoundException.class, mapped(Status.Code.NOT_FOUND, "QUEUE_NOT_FOUND").getClass());
+    assertSame(
+        JobNotFoundException.class,
+        mapped(Status.Code.NOT_FOUND, "SCHEDULE_NOT_FOUND").getClass());
+    assertSame(
+        AlreadyExistsException.class,
+        mapped(Status.Code.ALREADY_EXISTS, "SCHEDULE_EXISTS").getClass());
+    assertSame(
+        AlreadyExistsException.class, mapped(Status.Code.ALREADY_EXISTS, null).getClass());
 
     JobwireException bare = mapped(Status.Code.FAILED_PRECONDITION, null);
     assertSame(FailedPreconditionException.class, bare.getClass());
