@@ -1,7 +1,6 @@
-"""The protos' fields and service this broker does not serve yet (issue 11: per-key
-concurrency, rate limits, schedules) are refused as their docs say, never silently
-ignored: INVALID_ARGUMENT naming the field with nothing written, and UNIMPLEMENTED for
-the ScheduleService."""
+"""The protos' fields this broker does not serve yet (issue 11: per-key concurrency and
+rate limits) are refused as their docs say, never silently ignored: INVALID_ARGUMENT
+naming the field with nothing written."""
 
 from collections.abc import AsyncIterator
 
@@ -14,8 +13,6 @@ from jobwire.v1 import admin_service_pb2_grpc as arpc
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
-from jobwire.v1 import schedule_service_pb2 as spb
-from jobwire.v1 import schedule_service_pb2_grpc as srpc
 from jobwire_broker.server import BrokerApp
 from redis.asyncio import Redis
 from test_bad_input import INVALID, rejected
@@ -83,10 +80,3 @@ async def test_rate_and_concurrency_settings_are_refused(
     admin = arpc.AdminServiceStub(channel)
     request = apb.UpdateQueueRequest(queue=Q, settings=settings, update_mask=FieldMask(paths=paths))
     await rejected(redis, prefix, lambda: admin.UpdateQueue(request), BAD, INVALID, [field])
-
-
-async def test_the_schedule_service_is_unimplemented(channel: grpc.aio.Channel) -> None:
-    schedules = srpc.ScheduleServiceStub(channel)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await schedules.ListSchedules(spb.ListSchedulesRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -76,6 +76,7 @@ async def test_grpcurl_lists_every_service(grpcurl: Tool) -> None:
         [
             "jobwire.v1.AdminService",
             "jobwire.v1.BrokerService",
+            "jobwire.v1.ScheduleService",
             "grpc.health.v1.Health",
             REFLECTION_V1,
             REFLECTION_V1ALPHA,
@@ -182,6 +183,7 @@ async def test_health_list_quietly(broker: BrokerApp, caplog: pytest.LogCaptureF
     assert {name: s.status for name, s in listed.statuses.items()} == {
         "": health_pb2.HealthCheckResponse.SERVING,
         "jobwire.v1.BrokerService": health_pb2.HealthCheckResponse.SERVING,
+        "jobwire.v1.ScheduleService": health_pb2.HealthCheckResponse.SERVING,
     }
     assert [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR] == []
 

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import queue_file, ready
+from . import queue_file, ready, schedule_file
 from .config import Settings, env
 from .domain.limits import Limits
 from .embedded import FSYNC_POLICIES
@@ -134,6 +134,15 @@ def parser() -> argparse.ArgumentParser:
         "to the defaults. A bad file stops start-up with exit code 2 (JOBWIRE_QUEUES)",
     )
     serve.add_argument(
+        "--schedules",
+        metavar="FILE",
+        type=ready_file,
+        default=env("SCHEDULES", ""),
+        help="a schedules file (TOML, see docs/schedules.md) applied before serving: each "
+        "schedule it names is created, or made exactly what the file says. A bad file "
+        "stops start-up with exit code 2 (JOBWIRE_SCHEDULES)",
+    )
+    serve.add_argument(
         "--log-level",
         type=log_level,
         metavar="LEVEL",
@@ -156,6 +165,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         metrics_port=args.metrics_port,
         ready_file=args.ready_file,
         queues_file=args.queues,
+        schedules_file=args.schedules,
         limits=dataclasses.replace(Limits(), max_payload_bytes=args.max_payload_bytes),
     )
 
@@ -202,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 ready.check(settings.ready_file)  # before Valkey or a port is taken
             if settings.queues_file:
                 queue_file.load(settings.queues_file, settings.limits, settings.defaults)
+            if settings.schedules_file:
+                schedule_file.load(settings.schedules_file, settings.limits, settings.defaults)
             telemetry = setup(metrics_address(settings))
         except (ValueError, ready.ReadyFileError) as exc:  # QueueFileError is a ValueError
             print(f"{PROG} serve: {exc}", file=sys.stderr)

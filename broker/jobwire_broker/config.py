@@ -28,6 +28,8 @@ class Settings:
     ready_file: Path | None = None
     # A queue settings file (queue_file.py) applied at start-up; None: none.
     queues_file: Path | None = None
+    # A schedules file (schedule_file.py) applied at start-up; None: none.
+    schedules_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)

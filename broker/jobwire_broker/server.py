@@ -8,15 +8,21 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from jobwire.v1 import admin_service_pb2, admin_service_pb2_grpc
+from jobwire.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
+)
 from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 
-from . import queue_file
+from . import queue_file, schedule_file
 from .api import reflection
 from .api.admin import AdminServicer
 from .api.durations import OperationDurations
 from .api.health import HealthServicer
+from .api.schedules import ScheduleServicer
 from .api.servicer import BrokerServicer
 from .api.streams import StreamSteps
 from .config import Settings
@@ -25,6 +31,7 @@ from .domain.broker import Broker
 from .domain.hooks import Hooks, NoHooks
 from .domain.instruments import Instruments
 from .domain.maintenance import Maintenance
+from .domain.schedules import ScheduleTicker
 from .durability import warn_if_not_durable
 from .embedded import EmbeddedValkey
 from .store import Store, StoreUnavailable
@@ -36,6 +43,9 @@ from .telemetry import Telemetry
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BrokerService"].full_name
 ADMIN_SERVICE_NAME = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+SCHEDULE_SERVICE_NAME = schedule_service_pb2.DESCRIPTOR.services_by_name[
+    "ScheduleService"
+].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -97,9 +107,14 @@ class BrokerApp:
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(self.admin, self.settings.limits, self.settings.defaults), self.server
         )
+        schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            ScheduleServicer(self.admin, self.settings.limits, self.settings.defaults),
+            self.server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_reflection(
-            self.server, (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME)
+            self.server,
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, SCHEDULE_SERVICE_NAME, health.SERVICE_NAME),
         )
         await self.notifier.listen(
             registry_channel(self.settings.key_prefix),
@@ -114,11 +129,15 @@ class BrokerApp:
         if serving and self.embedded is None:  # ours is configured durable; check theirs
             await warn_if_not_durable(self.redis)
         later = await self._apply_queue_file(serving)
+        later += await self._apply_schedules_file(serving)
         await self._set_health(SERVING if serving else NOT_SERVING)
         await self.server.start()
         maintenance = Maintenance(self.store, self.settings.maintenance, self._hooks())
         self._tasks = [
             asyncio.create_task(maintenance.run(self.broker.closing), name="maintenance"),
+            asyncio.create_task(
+                ScheduleTicker(self.store).run(self.broker.closing), name="schedules"
+            ),
             asyncio.create_task(self._monitor_redis(serving), name="redis-health"),
             *later,
         ]
@@ -138,6 +157,20 @@ class BrokerApp:
             self.admin, updates, self.broker.closing, s.health_interval_s
         )
         return [asyncio.create_task(waiting, name="queue-file")]
+
+    async def _apply_schedules_file(self, serving: bool) -> "list[asyncio.Task[None]]":
+        """Applies --schedules before serving; with Redis down, as soon as it is back."""
+        s, path = self.settings, self.settings.schedules_file
+        if path is None:
+            return []
+        specs = schedule_file.load(path, s.limits, s.defaults)
+        if serving:
+            await schedule_file.apply(self.store, specs)
+            return []
+        waiting = schedule_file.apply_when_reachable(
+            self.store, specs, self.broker.closing, s.health_interval_s
+        )
+        return [asyncio.create_task(waiting, name="schedules-file")]
 
     def _hooks(self) -> Hooks:
         """Per-job telemetry when tracing or metrics are on; else hooks that do nothing."""
@@ -169,7 +202,7 @@ class BrokerApp:
         return interceptors
 
     async def _set_health(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
-        for service in ("", SERVICE_NAME):
+        for service in ("", SERVICE_NAME, SCHEDULE_SERVICE_NAME):
             await self.health.set(service, status)
 
     async def _redis_ok(self) -> bool:

@@ -49,6 +49,8 @@ KEY_NAMES = (
     "blocked",
     "dependants:",
     "resolve",
+    "schedules",
+    "schedule:",
 )
 
 # The sorted set that holds the jobs of a state, by KEY_NAMES name: the state's own name,
@@ -87,3 +89,9 @@ def registry_key(prefix: str) -> str:
     """The set of known queue names, read by the maintenance loop. Not part of any
     queue's slot; only ever added to, outside the state-changing scripts."""
     return f"{prefix}:queues"
+
+
+def schedule_registry_key(prefix: str) -> str:
+    """The hash of every schedule's name -> its queue, for listing and for the ticker to
+    find the queues that have schedules. Not part of any queue's slot."""
+    return f"{prefix}:schedules"

@@ -366,3 +366,29 @@ def trace(members: Mapping[str, bytes]) -> TraceContext:
 
 
 STATES = {state.value.encode(): state for state in JobState}
+
+
+# A schedule's record (store/schedules.py): every field, and those scripts name, lib.lua's
+# `SC` table (a test holds the two equal).
+SCHEDULE_SCRIPT_FIELDS = (
+    "version",
+    "cursor_ms",
+    "paused",
+    "last_tick_ms",
+    "last_job_id",
+    "create_ms",
+    "update_ms",
+)
+SCHEDULE_FIELDS = (
+    "queue",
+    "cron",
+    "time_zone",
+    "interval_ms",
+    "anchor_ms",
+    "template",
+    "start_within_ms",
+    "overlap",
+    "catch_up",
+    "catch_up_limit",
+    *SCHEDULE_SCRIPT_FIELDS,
+)

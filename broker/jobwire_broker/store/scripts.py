@@ -43,8 +43,17 @@ def script_source(name: str) -> str:
     return (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
 
 
+# Scripts that run another script's body as a local function `run_<name>()`, which
+# returns what that script returns: schedule_fire.lua enqueues its ticks' jobs through
+# enqueue.lua itself, so a fired job is stored exactly as an enqueued one.
+CALLS = {"schedule_fire": ("enqueue",)}
+
+
 def full_source(name: str) -> str:
-    return script_source("lib") + "\n" + script_source(name)
+    called = "".join(
+        f"local function run_{c}()\n{script_source(c)}\nend\n" for c in CALLS.get(name, ())
+    )
+    return script_source("lib") + "\n" + called + script_source(name)
 
 
 def load_scripts(client: "Redis") -> dict[str, AsyncScript]:

@@ -28,6 +28,8 @@
 --                       queues holding some, dependants:<seq>:<queue> their seqs there
 --   KEYS[25] resolve    zset '<seq>|<outcome>' -> time (ms): finished jobs whose
 --                       dependants are still to resolve (docs/flows.md)
+--   KEYS[26] schedules  zset schedule name -> next tick due (ms); paused ones left out
+--   KEYS[27] schedule:  prefix of schedule records (schedule:<name>, a hash of SC fields)
 -- and, after the script's own queue, the key sets of other queues in the same order
 -- (only on a single node, for dependants across queues: ARGV[5] names them).
 -- and the same ARGV:
@@ -51,6 +53,7 @@ local K = {
   worker = KEYS[17], dlgroups = KEYS[18], dlg = KEYS[19], dlgmeta = KEYS[20],
   expired = KEYS[21], deadlines = KEYS[22],
   blocked = KEYS[23], dependants = KEYS[24], resolve = KEYS[25],
+  schedules = KEYS[26], schedule = KEYS[27],
   wake_channel = ARGV[2], events_channel = ARGV[3],
 }
 
@@ -112,6 +115,12 @@ local W = {
   last_lease_ms = 'last_lease_ms', last_heartbeat_ms = 'last_heartbeat_ms',
   in_flight = 'in_flight', expired_ms = 'expired_ms',
 }
+
+-- The fields of a schedule record scripts read or write (store/schema.py
+-- SCHEDULE_SCRIPT_FIELDS); the others are stored as given.
+local SC = {version = 'version', cursor_ms = 'cursor_ms', paused = 'paused',
+  last_tick_ms = 'last_tick_ms', last_job_id = 'last_job_id', create_ms = 'create_ms',
+  update_ms = 'update_ms'}
 
 -- The fields of a dead-letter group's description.
 local G = {error_type = 'error_type', template = 'template'}

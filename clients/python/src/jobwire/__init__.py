@@ -21,6 +21,7 @@ from ._admin import (
 )
 from ._client import ChannelOptions, Client, RetryPolicy
 from ._errors import (
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     Internal,
@@ -50,13 +51,16 @@ from ._models import (
     Progress,
     job_spec,
 )
+from ._schedules import CatchUpPolicy, OverlapPolicy, Schedule, Schedules, SyncSchedules
 from ._sync import SyncClient
 from ._worker import Job, NonRetryable, RetryAfter, Worker
 
 __all__ = [
     "Admin",
+    "AlreadyExists",
     "Backoff",
     "BackoffKind",
+    "CatchUpPolicy",
     "ChannelOptions",
     "Client",
     "DeadLetterGroup",
@@ -82,6 +86,7 @@ __all__ = [
     "LeaseLost",
     "NonRetryable",
     "NotFound",
+    "OverlapPolicy",
     "PermissionDenied",
     "Progress",
     "QueueCounts",
@@ -94,8 +99,11 @@ __all__ = [
     "ResourceExhausted",
     "RetryAfter",
     "RetryPolicy",
+    "Schedule",
+    "Schedules",
     "SyncAdmin",
     "SyncClient",
+    "SyncSchedules",
     "Unauthenticated",
     "Unavailable",
     "Worker",

@@ -29,6 +29,8 @@ from ._models import (
     job_info,
     progress_from,
 )
+from ._schedules import IDEMPOTENT as SCHEDULE_IDEMPOTENT
+from ._schedules import Schedules, SyncSchedules
 from ._sync import SyncClient
 from ._trace import grpc_metadata
 from .v1 import admin_service_pb2 as pb
@@ -476,8 +478,10 @@ class Admin:
         self.options = client.options
         self.retry = client.retry
         self._owns = owns
-        self._client_retried = client_retried(client.options.service_config)
+        # ScheduleService has no retry policy in the service config: the client retries.
+        self._client_retried = client_retried(client.options.service_config) | SCHEDULE_IDEMPOTENT
         self.stub = rpc.AdminServiceStub(client.channel)
+        self.schedules = Schedules(self._call, client.channel)
 
     @classmethod
     def from_client(cls, client: Client) -> "Admin":
@@ -756,8 +760,9 @@ class SyncAdmin:
         self.options = client.options
         self.retry = client.retry
         self._owns = owns
-        self._client_retried = client_retried(client.options.service_config)
+        self._client_retried = client_retried(client.options.service_config) | SCHEDULE_IDEMPOTENT
         self.stub = rpc.AdminServiceStub(client.channel)
+        self.schedules = SyncSchedules(self._call, client.channel)
 
     @classmethod
     def from_client(cls, client: SyncClient) -> "SyncAdmin":

@@ -297,6 +297,9 @@ def _admin_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     _queue_parsers(sub, common)
     _job_parsers(sub, common)
     _dead_parsers(sub, common)
+    from . import _schedule_cli  # imports this module's helpers
+
+    _schedule_cli.parsers(sub, common)
     workers = _command(sub, common, "workers", "list the workers seen in the last hour", _workers)
     workers.add_argument("--queue", default="", help="only this queue's workers")
     workers.add_argument("--all", action="store_true", help="include gone workers")

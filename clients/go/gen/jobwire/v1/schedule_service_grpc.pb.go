@@ -48,9 +48,6 @@ const (
 //   - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
 //     Nothing was written.
 //   - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
-//
-// Not served yet (issue 11): a broker answers every RPC of this service with
-// `UNIMPLEMENTED`. The contract above is the one it will keep.
 type ScheduleServiceClient interface {
 	// Creates a schedule. Its first tick is the first one after the call.
 	// `ALREADY_EXISTS` (reason `SCHEDULE_EXISTS`) if the name is taken.
@@ -170,9 +167,6 @@ func (c *scheduleServiceClient) ListSchedules(ctx context.Context, in *ListSched
 //   - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
 //     Nothing was written.
 //   - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
-//
-// Not served yet (issue 11): a broker answers every RPC of this service with
-// `UNIMPLEMENTED`. The contract above is the one it will keep.
 type ScheduleServiceServer interface {
 	// Creates a schedule. Its first tick is the first one after the call.
 	// `ALREADY_EXISTS` (reason `SCHEDULE_EXISTS`) if the name is taken.

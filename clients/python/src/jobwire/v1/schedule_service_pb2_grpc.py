@@ -42,9 +42,6 @@ class ScheduleServiceStub:
     - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
     Nothing was written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
-
-    Not served yet (issue 11): a broker answers every RPC of this service with
-    `UNIMPLEMENTED`. The contract above is the one it will keep.
     """
 
     def __init__(self, channel):
@@ -107,9 +104,6 @@ class ScheduleServiceServicer:
     - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
     Nothing was written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
-
-    Not served yet (issue 11): a broker answers every RPC of this service with
-    `UNIMPLEMENTED`. The contract above is the one it will keep.
     """
 
     def CreateSchedule(self, request, context):
@@ -228,9 +222,6 @@ class ScheduleService:
     - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
     Nothing was written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
-
-    Not served yet (issue 11): a broker answers every RPC of this service with
-    `UNIMPLEMENTED`. The contract above is the one it will keep.
     """
 
     @staticmethod

@@ -43,9 +43,6 @@ class ScheduleServiceStub:
     - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
       Nothing was written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
-
-    Not served yet (issue 11): a broker answers every RPC of this service with
-    `UNIMPLEMENTED`. The contract above is the one it will keep.
     """
 
     @_typing.overload
@@ -92,9 +89,6 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
       Nothing was written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
-
-    Not served yet (issue 11): a broker answers every RPC of this service with
-    `UNIMPLEMENTED`. The contract above is the one it will keep.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -137,9 +131,6 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
       Nothing was written.
     - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
-
-    Not served yet (issue 11): a broker answers every RPC of this service with
-    `UNIMPLEMENTED`. The contract above is the one it will keep.
     """
 
     @_abc_1.abstractmethod

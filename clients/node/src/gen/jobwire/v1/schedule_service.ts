@@ -1632,9 +1632,6 @@ export const ListSchedulesResponse: MessageFns<ListSchedulesResponse> = {
  * - `NOT_FOUND` (reason `SCHEDULE_NOT_FOUND`): the named schedule does not exist.
  *   Nothing was written.
  * - `UNAVAILABLE` (reason `STORE_UNAVAILABLE`): the broker cannot reach Redis; retry.
- *
- * Not served yet (issue 11): a broker answers every RPC of this service with
- * `UNIMPLEMENTED`. The contract above is the one it will keep.
  */
 export type ScheduleServiceService = typeof ScheduleServiceService;
 export const ScheduleServiceService = {
