@@ -54,7 +54,7 @@ test-python: setup
 lint: setup $(CLIENT_SETUP)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy broker clients/python/src
+	$(UV) run mypy broker clients/python/src examples
 	$(UV) run lint-imports
 	$(UV) run buf lint
 	$(UV) run buf breaking --against '.git#branch=main'

@@ -42,8 +42,8 @@ keep_completed = 50
 completed_max_age = "1h30m"
 execution_timeout = 600
 """
-# Every setting the broker serves (the proto's fields 11-13 are not served yet: issue 11).
-ALL = [f.name for f in apb.QueueSettings.DESCRIPTOR.fields if f.number <= 10]
+# Every setting of the proto: the broker serves them all.
+ALL = [f.name for f in apb.QueueSettings.DESCRIPTOR.fields]
 
 
 def settings_of(request: apb.UpdateQueueRequest) -> dict[str, object]:

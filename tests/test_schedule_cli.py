@@ -31,6 +31,7 @@ queue = "ops"
 interval = "5m"
 start_within = "1m"
 catch_up = "skip"
+job = { concurrency_key = "ops", concurrency_limit = 2 }
 """
 
 
@@ -46,12 +47,14 @@ def test_the_file_is_parsed_strictly() -> None:
     assert hourly.job.payload == b'{"full":false}' and hourly.job.max_attempts == 3
     assert beat.interval.seconds == 300 and beat.start_within.seconds == 60
     assert beat.catch_up == CatchUpPolicy.SKIP.value
+    assert (beat.job.concurrency_key, beat.job.concurrency_limit) == ("ops", 2)
     for text, where in (
         ("[schedules.a]\nqueue = 1", "schedules.a.queue: must be a string"),
         ("[schedules.a]\nwhen = 'x'", "schedules.a.when: unknown key"),
         ("[schedules.a]\noverlap = 'never'", "schedules.a.overlap: must be one of allow, skip"),
         ("[schedules.a]\ninterval = 'soon'", "schedules.a.interval: not a duration"),
         ("[schedules.a]\njob = { colour = 1 }", "schedules.a.job: unknown key 'colour'"),
+        ("[schedules.a]\njob = { concurrency_key = 1 }", "schedules.a.job: must be a string"),
         ("[other]\n", "unknown top-level key 'other'"),
         ("[schedules.a", "not valid TOML"),
     ):

@@ -65,6 +65,8 @@ EXPORTS = [
     "QueueInfo",
     "QueueMinute",
     "QueueSettings",
+    "RateLimit",
+    "RateLimited",
     "RedriveProgress",
     "ResourceExhausted",
     "RetryAfter",

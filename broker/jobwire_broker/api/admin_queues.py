@@ -9,7 +9,7 @@ from jobwire.v1 import admin_service_pb2 as pb
 from ..domain import queues
 from ..domain.admin import AdminContext
 from ..domain.limits import DAY_MS, SECOND_MS, Defaults, Limits
-from ..domain.model import QueueInfo, QueueSettings
+from ..domain.model import QueueInfo, QueueSettings, RateLimit
 from . import responses as out
 from .errors import unary
 from .requests import Parser
@@ -27,21 +27,47 @@ FIELDS = {
     "keep_dead": "keep_dead",
     "dead_max_age": "dead_max_age_ms",
     "event_history": "event_history",
+    "concurrency_limit": "concurrency_limit",
+    "rate_limit": "rate_limit",
+    "key_rate_limit": "key_rate_limit",
 }
 DURATIONS = {"lease_duration", "execution_timeout", "completed_max_age", "dead_max_age"}
 MAX_KEEP = 100_000_000
 MAX_AGE_MS = 3_650 * DAY_MS
 MAX_EVENT_HISTORY = 1_000_000
-# Settings of the protos this broker does not serve yet (issue 11): refused when given.
-NOT_SERVED = ("concurrency_limit", "rate_limit", "key_rate_limit")
+MAX_CONCURRENCY_LIMIT = 10_000
+MAX_RATE = 1_000_000
+RATE_PERIOD_MS = (10, DAY_MS)  # [10 ms, 24 h]
+
+
+def parse_rate_limit(p: Parser, field: str, r: pb.RateLimit) -> RateLimit:
+    p.in_range(f"{field}.limit", r.limit, 1, MAX_RATE)
+    if not r.HasField("period"):
+        p.bad(f"{field}.period", "is required")
+        return RateLimit(r.limit, 0)
+    return RateLimit(r.limit, p.duration_ms(f"{field}.period", r.period, *RATE_PERIOD_MS))
+
+
+def parse_limits(p: Parser, field: str, s: pb.QueueSettings) -> dict[str, Any]:
+    """The concurrency and rate limit settings given, range-checked."""
+    values: dict[str, Any] = {}
+    if s.HasField("concurrency_limit"):
+        p.in_range(f"{field}.concurrency_limit", s.concurrency_limit, 1, MAX_CONCURRENCY_LIMIT)
+        values["concurrency_limit"] = s.concurrency_limit
+    for name in ("rate_limit", "key_rate_limit"):
+        if s.HasField(name):
+            values[name] = parse_rate_limit(p, f"{field}.{name}", getattr(s, name))
+    return values
+
+
+def rate_limit_message(r: RateLimit) -> pb.RateLimit:
+    return pb.RateLimit(limit=r.limit, period=out.duration(r.period_ms))
 
 
 def parse_settings(p: Parser, field: str, s: pb.QueueSettings) -> QueueSettings:
     """The settings given (set fields only), each checked against its documented range."""
     lim = p.limits
     values: dict[str, Any] = {}
-    for name in NOT_SERVED:
-        p.not_served(f"{field}.{name}", s.HasField(name))  # type: ignore[arg-type]
     if s.HasField("max_attempts"):
         p.in_range(f"{field}.max_attempts", s.max_attempts, 1, lim.max_attempts)
         values["max_attempts"] = s.max_attempts
@@ -57,6 +83,7 @@ def parse_settings(p: Parser, field: str, s: pb.QueueSettings) -> QueueSettings:
     if s.HasField("event_history"):
         p.in_range(f"{field}.event_history", s.event_history, 0, MAX_EVENT_HISTORY)
         values["event_history"] = s.event_history
+    values.update(parse_limits(p, field, s))
     ranges = {
         "lease_duration": (lim.min_lease_ms, lim.max_lease_ms),
         "execution_timeout": (SECOND_MS, lim.max_timeout_ms),
@@ -83,9 +110,7 @@ def parse_update(limits: Limits, defaults: Defaults, request: pb.UpdateQueueRequ
     values = parse_settings(p, "settings", request.settings)
     paths = list(request.update_mask.paths)
     for i, path in enumerate(paths):
-        if path in NOT_SERVED:
-            p.not_served(f"update_mask.paths[{i}]", True)
-        elif path not in FIELDS:
+        if path not in FIELDS:
             p.bad(f"update_mask.paths[{i}]", f"is not a QueueSettings field: {path!r}")
     if not paths:
         paths = [f for f in FIELDS if request.settings.HasField(f)]  # type: ignore[arg-type]
@@ -101,6 +126,8 @@ def settings_message(s: QueueSettings) -> pb.QueueSettings:
             continue
         if proto == "backoff":
             m.backoff.CopyFrom(out.backoff(value))
+        elif proto in ("rate_limit", "key_rate_limit"):
+            getattr(m, proto).CopyFrom(rate_limit_message(value))
         elif proto in DURATIONS:
             getattr(m, proto).CopyFrom(out.duration(value))
         else:

@@ -44,6 +44,8 @@ MAX_TRACESTATE_BYTES = 512
 MAX_BAGGAGE_BYTES = 8_192
 IDEMPOTENCY_MODES = frozenset(m.value for m in IdempotencyMode)
 MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, Timestamp's own limit
+MAX_CONCURRENCY_LIMIT = 10_000
+MAX_RATE_LIMIT_DELAY_MS = 3_600_000
 
 
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex; a future version may
@@ -85,12 +87,6 @@ class Parser:
         self.limits = limits
         self.defaults = defaults
         self.violations: list[FieldViolation] = []
-
-    def not_served(self, field: str, given: bool) -> None:
-        """A field of the protos this broker does not serve yet (issue 11): a value is
-        refused, so nobody believes a limit holds that does not."""
-        if given:
-            self.bad(field, "is not served by this broker yet")
 
     def bad(self, field: str, description: str) -> None:
         self.violations.append(FieldViolation(field, description))
@@ -183,12 +179,14 @@ class Parser:
 
     def new_job(self, field: str, spec: job_pb2.JobSpec) -> NewJob:
         lim, dft = self.limits, self.defaults
+        self.size(f"{field}.concurrency_key", spec.concurrency_key, lim.max_key_bytes)
+        self.in_range(
+            f"{field}.concurrency_limit", spec.concurrency_limit, 0, MAX_CONCURRENCY_LIMIT
+        )
         self.payload_size(f"{field}.payload", spec.payload)
         self.size(f"{field}.content_type", spec.content_type, lim.max_content_type_bytes)
         self._headers(f"{field}.headers", dict(spec.headers))
         self.in_range(f"{field}.priority", spec.priority, -lim.max_priority, lim.max_priority)
-        self.not_served(f"{field}.concurrency_key", bool(spec.concurrency_key))
-        self.not_served(f"{field}.concurrency_limit", spec.concurrency_limit != 0)
         delay = self.option_ms(f"{field}.delay", spec.delay, 0, lim.max_delay_ms, 0)
         run_at = 0
         if spec.HasField("run_time"):
@@ -242,6 +240,8 @@ class Parser:
             on_dependency_failure=self.dependency_policy(
                 f"{field}.on_dependency_failure", spec.on_dependency_failure
             ),
+            concurrency_key=spec.concurrency_key,
+            concurrency_limit=(spec.concurrency_limit or None) if spec.concurrency_key else None,
         )
 
     def idempotency_mode(self, field: str, value: int) -> IdempotencyMode:
@@ -381,7 +381,6 @@ class Parser:
 
     def fail_or_release(self, field: str, r: pb.FailRequest) -> tuple[str, FailItem | ReleaseItem]:
         """A Fail, or with the deprecated `release` flag the ReleaseLease it stands for."""
-        self.not_served(f"{field}rate_limit_delay", r.HasField("rate_limit_delay"))
         if not r.release:
             return self.fail(field, r)
         queue, seq = self.job_id(f"{field}job_id", r.job_id)
@@ -398,9 +397,10 @@ class Parser:
     def fail(self, field: str, r: pb.FailRequest) -> tuple[str, FailItem]:
         queue, seq = self.job_id(f"{field}job_id", r.job_id)
         token = self.token(f"{field}lease_token", r.lease_token)
-        if not r.HasField("error"):
-            self.bad(f"{field}error", "is required")
-        self.required(f"{field}error.type", r.error.type)
+        if not r.HasField("rate_limit_delay"):  # with it, the error is optional
+            if not r.HasField("error"):
+                self.bad(f"{field}error", "is required")
+            self.required(f"{field}error.type", r.error.type)
         self.size(f"{field}error.type", r.error.type, self.limits.max_key_bytes)
         self.size(f"{field}error.message", r.error.message, self.limits.max_error_message_bytes)
         delay = -1
@@ -409,7 +409,12 @@ class Parser:
                 f"{field}retry_delay", r.retry_delay, 0, self.limits.max_delay_ms
             )
         error = JobError(r.error.type, r.error.message, r.error.non_retryable)
-        return queue, FailItem(seq, token, error, delay)
+        limited = 0
+        if r.HasField("rate_limit_delay"):
+            limited = self.duration_ms(
+                f"{field}rate_limit_delay", r.rate_limit_delay, 1, MAX_RATE_LIMIT_DELAY_MS
+            )
+        return queue, FailItem(seq, token, error, delay, rate_limit_delay_ms=limited)
 
 
 def _number(x: float) -> str:

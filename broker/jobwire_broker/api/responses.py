@@ -73,6 +73,8 @@ def spec(job: JobRecord) -> job_pb2.JobSpec:
         backoff=backoff(job.backoff),
         lease_duration=duration(job.lease_ms),
         idempotency_key=job.idempotency_key,
+        concurrency_key=job.concurrency_key,
+        concurrency_limit=job.concurrency_limit,
         trace_context=job_pb2.TraceContext(
             traceparent=job.trace.traceparent,
             tracestate=job.trace.tracestate,

@@ -132,12 +132,15 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.in_range("max_response_bytes", request.max_response_bytes, 0, 2**31 - 1)
         p.done()
         max_bytes = min(request.max_response_bytes or DEFAULT_REPLY_BYTES, self.reply_limit)
-        jobs = await self.broker.lease(
+        leased = await self.broker.lease_batch(
             queue, request.max_jobs or 1, _wait_s(wait_ms, context), max_bytes, request.worker_id
         )
+        jobs = leased.jobs
         batch = len(jobs) if request.max_jobs > 1 else None
         self.broker.hooks.describe_call("lease", "receive", queue, batch)
         response = pb.LeaseResponse(jobs=[out.leased_job(j) for j in jobs])
+        if leased.retry_after_ms is not None and not jobs:
+            response.retry_after.CopyFrom(out.duration(leased.retry_after_ms))
         await self._fit(queue, response, jobs, max_bytes)
         return response
 

@@ -193,6 +193,20 @@ class Broker:
         """Leases up to max_jobs whose reply fits in max_bytes, waiting up to wait_s for
         the first one to arrive. A first job that alone does not fit stays ready and the
         call fails with JOB_TOO_LARGE: leasing it would strand it."""
+        batch = await self.lease_batch(queue, max_jobs, wait_s, max_bytes, worker_id)
+        return batch.jobs
+
+    @store_errors
+    async def lease_batch(
+        self,
+        queue: str,
+        max_jobs: int,
+        wait_s: float,
+        max_bytes: int = DEFAULT_REPLY_BYTES,
+        worker_id: str = "",
+    ) -> LeaseBatch:
+        """As lease(), with what else the lease said: retry_after_ms when a rate limit
+        held ready jobs back (a wait keeps waiting through it)."""
         take = functools.partial(
             self._lease, queue, max_jobs, max_bytes=max_bytes, worker_id=worker_id
         )
@@ -203,7 +217,7 @@ class Broker:
             raise job_too_large(
                 job_id(queue, batch.too_large.seq), batch.too_large.reply_bytes, max_bytes
             )
-        return batch.jobs
+        return batch
 
     @store_errors
     async def release_leased(self, queue: str, jobs: Sequence[JobRecord]) -> None:
@@ -252,11 +266,12 @@ class Broker:
             woken.set()
 
         subscribed = await self.notifier.listen(channel, on_wake, within_s=min(wait_s, 1.0))
+        last = LeaseBatch([], None)  # the last empty lease: its retry_after goes back
         try:
             while not self.closing.is_set():
                 remaining = end - loop.time()
                 if remaining <= 0:
-                    return LeaseBatch([], None)
+                    return last
                 woken.clear()
                 timeout = RECHECK_S if subscribed else OFFLINE_RECHECK_S
                 try:
@@ -270,6 +285,9 @@ class Broker:
                         return batch
                     if batch.next_due_in_ms is not None:
                         timeout = min(timeout, batch.next_due_in_ms / 1000 + 0.001)
+                    if batch.retry_after_ms is not None:  # a rate limit: lease once it lets
+                        timeout = min(timeout, batch.retry_after_ms / 1000 + 0.001)
+                    last = batch
                     subscribed = subscribed or self.notifier.connected.is_set()
                 await self._wait(woken, min(timeout, remaining))
             return LeaseBatch([], None)

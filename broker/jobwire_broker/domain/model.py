@@ -95,6 +95,10 @@ class NewJob:
     # Ids of the jobs it waits for (distinct, existing); enqueue.lua stores them.
     depends_on: tuple[str, ...] = field(default=(), metadata=ENQUEUE_ONLY)
     on_dependency_failure: DependencyPolicy | None = None
+    # Jobs of one key run at most concurrency_limit at a time; None (with a key): the
+    # queue's setting, else 1 (enqueue.lua).
+    concurrency_key: str = ""
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,8 @@ class JobRecord:
     depends_on: tuple[str, ...] = ()
     on_dependency_failure: DependencyPolicy = DependencyPolicy.FAIL
     pending_dependencies: int = 0  # while waiting
+    concurrency_key: str = ""
+    concurrency_limit: int = 0  # as applied at enqueue (0 without a key)
 
     @property
     def id(self) -> str:
@@ -190,6 +196,7 @@ class LeaseBatch:
     next_due_in_ms: int | None  # set when nothing was ready but a job is scheduled
     too_large: TooLarge | None = None  # set when nothing was leased for that reason
     paused: bool = False  # the queue is paused: nothing was leased for that reason
+    retry_after_ms: int | None = None  # set when a rate limit or a hold kept jobs back
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +230,7 @@ class FailItem:
     error: JobError  # its fingerprint set (domain/fingerprint.py)
     retry_delay_ms: int = -1  # -1: the job's backoff policy
     template: str = ""  # the error message with its variable parts replaced
+    rate_limit_delay_ms: int = 0  # > 0: handed back, its key (or queue) held this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +315,14 @@ class Retention:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `limit` leases in any window of `period_ms` (Redis time)."""
+
+    limit: int
+    period_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueueSettings:
     """A queue's settings; None inherits the broker's default. Field names are the
     stored names: the job defaults are the job fields enqueue.lua fills in."""
@@ -321,6 +337,9 @@ class QueueSettings:
     keep_dead: int | None = None
     dead_max_age_ms: int | None = None
     event_history: int | None = None
+    concurrency_limit: int | None = None
+    rate_limit: RateLimit | None = None
+    key_rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,14 @@ def effective(ctx: AdminContext, s: QueueSettings) -> QueueSettings:
         keep_dead=r.dead_count,
         dead_max_age_ms=r.dead_age_ms,
         event_history=DEFAULT_EVENT_HISTORY,
+        concurrency_limit=1,  # enqueue.lua's default; no rate limits
     )
     own = {k: v for k, v in dataclasses.asdict(s).items() if v is not None}
     if s.backoff is not None:
         own["backoff"] = s.backoff
+    for name in ("rate_limit", "key_rate_limit"):  # records: asdict made them dicts
+        if getattr(s, name) is not None:
+            own[name] = getattr(s, name)
     return dataclasses.replace(broker, **own)
 
 

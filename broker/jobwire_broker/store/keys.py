@@ -51,6 +51,7 @@ KEY_NAMES = (
     "resolve",
     "schedules",
     "schedule:",
+    "group:",
 )
 
 # The sorted set that holds the jobs of a state, by KEY_NAMES name: the state's own name,

@@ -7,7 +7,15 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..domain.model import Backoff, BackoffKind, JobState, QueueInfo, QueueMinute, QueueSettings
+from ..domain.model import (
+    Backoff,
+    BackoffKind,
+    JobState,
+    QueueInfo,
+    QueueMinute,
+    QueueSettings,
+    RateLimit,
+)
 from . import schema
 from .batches import JOBS_PER_CALL
 from .keys import queue_key, state_set
@@ -17,6 +25,8 @@ STATS_BUCKET_MS = 10_000  # lib.lua STATS_BUCKET_MS
 PENDING = (JobState.READY.value, JobState.SCHEDULED.value)
 ALL_STATES = tuple(s.value for s in JobState)
 _BACKOFF_MEMBERS = tuple(f.name for f in dataclasses.fields(Backoff))
+_RATE_MEMBERS = tuple(f.name for f in dataclasses.fields(RateLimit))
+RATE_LIMITS = ("rate_limit", "key_rate_limit")  # stored as <field>.limit, <field>.period_ms
 
 
 def stored(settings: QueueSettings) -> dict[str, bytes | str]:
@@ -31,6 +41,8 @@ def stored_names(field: str) -> list[str]:
     """The hash fields that hold one QueueSettings field."""
     if field == "backoff":
         return [f"backoff.{m}" for m in _BACKOFF_MEMBERS]
+    if field in RATE_LIMITS:
+        return [f"{field}.{m}" for m in _RATE_MEMBERS]
     return [field]
 
 
@@ -47,6 +59,11 @@ def _settings(raw: dict[bytes, bytes]) -> QueueSettings:
                     int(b["max_ms"]),
                     float(b["multiplier"]),
                     float(b["jitter"]),
+                )
+        elif f.name in RATE_LIMITS:
+            if f"{f.name}.limit" in text:
+                values[f.name] = RateLimit(
+                    int(text[f"{f.name}.limit"]), int(text.get(f"{f.name}.period_ms", "0"))
                 )
         elif f.name in text:
             values[f.name] = int(text[f.name])

@@ -90,6 +90,8 @@ SCRIPT_SPEC_FIELDS = _flat_names(
         "trace",
         "start_deadline_ms",
         "on_dependency_failure",
+        "concurrency_key",
+        "concurrency_limit",
     ),
 )
 SCRIPT_FIELDS = (*SCRIPT_SPEC_FIELDS, *(n for n in JOB_FIELDS if n not in _SPEC_STORED))

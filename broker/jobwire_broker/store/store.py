@@ -353,6 +353,7 @@ class Store:
             next_due_in_ms=first.batch.next_due_in_ms,
             too_large=first.batch.too_large,
             paused=first.batch.paused,
+            retry_after_ms=out.batch.retry_after_ms,
         )
 
     async def _lease_call(
@@ -378,6 +379,7 @@ class Store:
             next_due_in_ms=None if out["next_due_ms"] < 0 else out["next_due_ms"],
             too_large=TooLarge(too_large["seq"], too_large["bytes"]) if too_large else None,
             paused=bool(out.get("paused")),
+            retry_after_ms=None if out.get("retry_after_ms", -1) < 0 else out["retry_after_ms"],
         )
         # Jobs expired at their start deadline took places of the call, as leased ones do.
         moved = len(jobs) + int(out.get("expired", 0))
@@ -428,6 +430,7 @@ class Store:
                 "error": {**schema.members(item.error), "template": item.template},
                 "retry_delay_ms": item.retry_delay_ms,
                 "rand": random.random(),
+                "rate_limit_delay_ms": item.rate_limit_delay_ms,
             }
             for item in items
         ]

@@ -173,16 +173,14 @@ impl EnqueueOptions {
     }
 
     /// Jobs of the queue with this key (at most 256 bytes) run at most their concurrency
-    /// limit at a time. Not served by the broker yet: a job with a key is refused with
-    /// `INVALID_ARGUMENT`.
+    /// limit at a time; Lease serves other keys past a key at its limit, round-robin.
     pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
         self.concurrency_key = key.into();
         self
     }
 
     /// Active jobs allowed per concurrency key, in [1, 10,000] (0: the queue's setting,
-    /// else 1). Ignored without a key. Not served by the broker yet: a non-zero limit is
-    /// refused with `INVALID_ARGUMENT`.
+    /// else 1). Ignored without a key.
     pub fn concurrency_limit(mut self, limit: i32) -> Self {
         self.concurrency_limit = limit;
         self

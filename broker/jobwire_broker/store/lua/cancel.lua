@@ -17,7 +17,7 @@ if state == 'completed' or state == 'dead' or state == 'expired' then
   return finish({code = JOB_FINISHED, state = state}, now)
 end
 if state == 'scheduled' or state == 'ready' or state == 'waiting' then
-  redis.call('ZREM', state_key(state), seq)
+  leave_state(seq, state)
   redis.call('ZREM', K.deadlines, seq)
   redis.call('ZADD', K.cancelled, now, seq)
   set(seq, {[J.state] = 'cancelled', [J.finished_ms] = now})

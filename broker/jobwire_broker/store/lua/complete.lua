@@ -16,7 +16,7 @@ for _, item in ipairs(ARGS) do
   if code == OK then
     worker_done(f.worker_id, now, false)
     tally('completed')
-    redis.call('ZREM', K.active, seq)
+    leave_active(seq)
     redis.call('HDEL', K.job .. seq, J.token, J.lease_until_ms, J.exec_until_ms)
     set(seq, {[J.state] = 'completed', [J.finished_ms] = now, [J.result] = item.result,
       [J.result_content_type] = item.result_content_type})

@@ -69,6 +69,7 @@ if ARGS.all_keys and done then
   end
   if #workers < ARGS.limit then
     redis.call('DEL', K.settings, K.paused, K.waiting, K.qevents, K.deadlines)
+    redis.call('DEL', unpack(group_keys()))
     redis.call('DEL', unpack(stats_keys(now)))
   end
   return cmsgpack.pack({deleted = deleted, done = #workers < ARGS.limit,

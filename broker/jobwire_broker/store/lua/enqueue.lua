@@ -51,6 +51,9 @@ local function apply_defaults(spec)
     local source = settings()[J.backoff_kind] and settings() or ARGS.defaults
     for _, name in ipairs(BACKOFF) do spec[name] = source[name] end
   end
+  if spec[J.concurrency_key] and not spec[J.concurrency_limit] then
+    spec[J.concurrency_limit] = settings()[S.concurrency_limit] or '1'
+  end
 end
 
 local REPLACE, EXTEND = 2, 3
@@ -98,12 +101,12 @@ local function replace(seq, state, job)
   local after = state
   if state ~= 'waiting' then  -- a waiting job stays so until its dependencies finish
     after = run_at > now and 'scheduled' or 'ready'
-    redis.call('ZREM', K[state], seq)
+    leave_state(seq, state)
     spec[J.state] = after
   end
   set(seq, spec)
   if after == 'ready' then
-    redis.call('ZADD', K.ready, ready_score(spec[J.priority], seq), seq)
+    add_ready(seq, spec[J.priority], spec[J.concurrency_key])
   elseif after == 'scheduled' then
     redis.call('ZADD', K.scheduled, run_at, seq)
   end
@@ -158,7 +161,7 @@ for i, job in ipairs(ARGS.jobs) do
       state = wait_for(seq, deps, now) or state
     end
     if state == 'ready' then
-      redis.call('ZADD', K.ready, ready_score(spec[J.priority], seq), seq)
+      add_ready(seq, spec[J.priority], spec[J.concurrency_key])
       if saved then wake() else woke = true end
     elseif state == 'scheduled' then
       redis.call('ZADD', K.scheduled, run_at, seq)

@@ -7,7 +7,11 @@
 -- ARGS: list of {seq, token, error (model.JobError's members, encoded: {type, message,
 --        non_retryable, fingerprint}, plus template: the message's fingerprint template),
 --        retry_delay_ms (-1: the job's backoff policy),
---        rand (in [0, 1), for jitter)}
+--        rand (in [0, 1), for jitter),
+--        rate_limit_delay_ms (absent or 0: an ordinary failure; else the downstream
+--        is rate limiting: the lease is handed back as release.lua does, the error
+--        kept when its type is set, and the job's concurrency key (its queue, for a
+--        job without one) held back that long)}
 -- Returns: list of {code, reason, state (after; "" unless OK), due_ms (0 unless
 --          retried), trace (the job's trace context members, when OK)}, in order
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
@@ -20,6 +24,12 @@ for _, item in ipairs(ARGS) do
     {'traceparent', 'tracestate', 'baggage'})
   if code ~= OK then
     out[#out + 1] = {code = code, reason = reason, state = '', due_ms = 0, trace = {}}
+  elseif (item.rate_limit_delay_ms or 0) > 0 then
+    if item.error.type and item.error.type ~= '' then set(seq, record(item.error, ERROR, 1, {})) end
+    hold_back(seq, now, item.rate_limit_delay_ms)
+    local state, due = hand_back(seq, now, item.rate_limit_delay_ms)
+    out[#out + 1] = {code = code, reason = reason, state = state, due_ms = due,
+      trace = trace_of(f)}
   else
     local state, due = settle_failure(seq, now, item.error, item.retry_delay_ms, item.rand)
     out[#out + 1] = {code = code, reason = reason, state = state, due_ms = due,

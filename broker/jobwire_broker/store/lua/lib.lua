@@ -30,6 +30,7 @@
 --                       dependants are still to resolve (docs/flows.md)
 --   KEYS[26] schedules  zset schedule name -> next tick due (ms); paused ones left out
 --   KEYS[27] schedule:  prefix of schedule records (schedule:<name>, a hash of SC fields)
+--   KEYS[28] group:     prefix of the concurrency key and rate limit keys (gk() below)
 -- and, after the script's own queue, the key sets of other queues in the same order
 -- (only on a single node, for dependants across queues: ARGV[5] names them).
 -- and the same ARGV:
@@ -53,7 +54,7 @@ local K = {
   worker = KEYS[17], dlgroups = KEYS[18], dlg = KEYS[19], dlgmeta = KEYS[20],
   expired = KEYS[21], deadlines = KEYS[22],
   blocked = KEYS[23], dependants = KEYS[24], resolve = KEYS[25],
-  schedules = KEYS[26], schedule = KEYS[27],
+  schedules = KEYS[26], schedule = KEYS[27], group = KEYS[28],
   wake_channel = ARGV[2], events_channel = ARGV[3],
 }
 
@@ -89,6 +90,7 @@ local J = {
   start_deadline_ms = 'start_deadline_ms',
   depends_on = 'depends_on', on_dependency_failure = 'on_dependency_failure',
   pending_dependencies = 'pending_dependencies',
+  concurrency_key = 'concurrency_key', concurrency_limit = 'concurrency_limit',
 }
 
 -- The fields of an event (store/schema.py EVENT_FIELDS).
@@ -129,7 +131,9 @@ local G = {error_type = 'error_type', template = 'template'}
 -- each that is not passed in by the broker.
 local S = {event_history = 'event_history', keep_completed = 'keep_completed',
   completed_max_age_ms = 'completed_max_age_ms', keep_dead = 'keep_dead',
-  dead_max_age_ms = 'dead_max_age_ms'}
+  dead_max_age_ms = 'dead_max_age_ms', concurrency_limit = 'concurrency_limit',
+  rate_limit = 'rate_limit.limit', rate_period_ms = 'rate_limit.period_ms',
+  key_rate_limit = 'key_rate_limit.limit', key_rate_period_ms = 'key_rate_limit.period_ms'}
 local DEFAULT_EVENT_HISTORY = 10000
 
 -- The members of a model.Progress or model.JobError as a script receives them, with
@@ -200,6 +204,153 @@ local function wake()
   if redis.call('DEL', K.waiting) == 1 then
     redis.call('PUBLISH', K.wake_channel, '1')
   end
+end
+
+-- Concurrency keys and rate limits (docs/concurrency-and-rate-limits.md) ---------------
+-- A ready job with a concurrency key sits in `ready` above GROUP_BAND, beyond the range
+-- Lease reads unkeyed jobs from (so counts, ListJobs, drain and delete still see it), and
+-- in its key's own zset (group:ready:<key>, scored as in ready), from which Lease takes
+-- it. The rotation holds the keys that have a ready job, a free slot and no hold, in
+-- turn order: Lease serves its front and sends a served key to the back; a key at its
+-- limit leaves it until a slot frees. The keys under group: (gk() names them; they
+-- follow K when a script enters another queue):
+--   active      hash key -> active jobs of the key
+--   rotation    zset key -> turn (from the counter `turn`): the keys Lease may serve
+--   parked      zset key -> ms: keys held back until then (key rate limit, a Fail's
+--               rate_limit_delay)
+--   qlog        zset: the queue's leases in the last rate_limit period, scored by ms
+--   qblock      flag with a TTL: the whole queue is held back (a Fail's
+--               rate_limit_delay of a job without a key)
+--   ready:<k>   zset seq -> ready score: key k's ready jobs
+--   klog:<k>    zset: key k's leases in the last key_rate_limit period
+local GROUP_BAND = 4503599627370496  -- 2^52: above every ready score, below 2^53
+
+local function gk(name) return K.group .. name end
+local function gready(key) return K.group .. 'ready:' .. key end
+local function glog(key) return K.group .. 'klog:' .. key end
+
+-- The fixed keys of the section, for DeleteQueue (the per-key ones empty themselves).
+local function group_keys()
+  return {gk('active'), gk('rotation'), gk('turn'), gk('parked'), gk('qlog'), gk('qblock')}
+end
+
+-- The concurrency key of job `seq`, or nil.
+local function key_of(seq)
+  local key = redis.call('HGET', K.job .. seq, J.concurrency_key)
+  if key and key ~= '' then return key end
+  return nil
+end
+
+-- The next job of `key` (seq, score) when the key may run one more now, else nil.
+local function group_head(key)
+  local head = redis.call('ZRANGE', gready(key), 0, 0, 'WITHSCORES')
+  if not head[1] or redis.call('ZSCORE', gk('parked'), key) then return nil end
+  local limit = tonumber(redis.call('HGET', K.job .. head[1], J.concurrency_limit) or '1')
+  if tonumber(redis.call('HGET', gk('active'), key) or '0') >= limit then return nil end
+  return head[1], tonumber(head[2])
+end
+
+-- Puts `key` at the back of the rotation when it may run a job now and is not in it,
+-- or takes it out when it may not. Returns true when it joined.
+local function group_refresh(key)
+  if not group_head(key) then
+    redis.call('ZREM', gk('rotation'), key)
+    return false
+  end
+  if redis.call('ZSCORE', gk('rotation'), key) then return false end
+  redis.call('ZADD', gk('rotation'), redis.call('INCR', gk('turn')), key)
+  return true
+end
+
+-- Adds job `seq` to ready (the caller sets its state), and a keyed one to its key's set.
+local function add_ready(seq, priority, key)
+  local score = ready_score(priority, seq)
+  if key == nil or key == '' then
+    redis.call('ZADD', K.ready, score, seq)
+    return
+  end
+  redis.call('ZADD', K.ready, GROUP_BAND + score, seq)
+  redis.call('ZADD', gready(key), score, seq)
+  group_refresh(key)
+end
+
+-- Takes job `seq` (of concurrency key `key`, or nil) out of ready.
+local function take_ready(seq, key)
+  redis.call('ZREM', K.ready, seq)
+  if key then
+    redis.call('ZREM', gready(key), seq)
+    group_refresh(key)
+  end
+end
+
+-- Takes job `seq` out of active and frees its key's slot, waking long-polls when that
+-- lets the key run again.
+local function leave_active(seq)
+  if redis.call('ZREM', K.active, seq) == 0 then return end
+  local key = key_of(seq)
+  if not key then return end
+  if redis.call('HINCRBY', gk('active'), key, -1) <= 0 then
+    redis.call('HDEL', gk('active'), key)
+  end
+  if group_refresh(key) then wake() end
+end
+
+-- Takes job `seq` out of the set of `state`, with its key's bookkeeping.
+local function leave_state(seq, state)
+  if state == 'ready' then
+    take_ready(seq, key_of(seq))
+  elseif state == 'active' then
+    leave_active(seq)
+  else
+    redis.call('ZREM', state_key(state), seq)
+  end
+end
+
+-- Holds `key` back until `until_ms` (a later hold wins).
+local function park(key, until_ms)
+  redis.call('ZADD', gk('parked'), 'GT', until_ms, key)
+  redis.call('ZREM', gk('rotation'), key)
+end
+
+-- Lets up to `limit` keys whose hold has passed back into the rotation.
+local function unpark_due(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', gk('parked'), '-inf', now, 'LIMIT', 0, limit)
+  for _, key in ipairs(due) do
+    redis.call('ZREM', gk('parked'), key)
+    group_refresh(key)
+  end
+  return #due
+end
+
+-- Holds back the key of job `seq`, or its queue when it has none, for `ms` (a Fail's
+-- rate_limit_delay).
+local function hold_back(seq, now, ms)
+  local key = key_of(seq)
+  if key then
+    park(key, now + ms)
+  elseif redis.call('PTTL', gk('qblock')) < ms then
+    redis.call('SET', gk('qblock'), '1', 'PX', ms)
+  end
+end
+
+-- Sliding window log: `log` holds one member per lease of the last `period` ms, scored
+-- by its time. Returns 0 when one more lease fits in the window now, else the ms until
+-- one does. Members that left the window are trimmed, at most 100 per call (counting
+-- needs no trim; the log also expires `period` after its last lease).
+local function window_wait(log, limit, period, now)
+  local cutoff = string.format('%d', now - period)
+  local old = redis.call('ZCOUNT', log, '-inf', cutoff)
+  if old > 0 then redis.call('ZREMRANGEBYRANK', log, 0, math.min(old, 100) - 1) end
+  local n = redis.call('ZCOUNT', log, '(' .. cutoff, '+inf')
+  if n < limit then return 0 end
+  local first = redis.call('ZRANGEBYSCORE', log, '(' .. cutoff, '+inf', 'WITHSCORES',
+    'LIMIT', n - limit, 1)
+  return math.max(1, tonumber(first[2]) + period - now)
+end
+
+local function window_add(log, period, now, member)
+  redis.call('ZADD', log, now, member)
+  redis.call('PEXPIRE', log, period)
 end
 
 -- Appends an event (a table of E fields) to the job's stream, only once someone has
@@ -363,7 +514,7 @@ local function remove_job(seq, state)
   if state ~= 'completed' and state ~= 'dead' and state ~= 'cancelled'
     and state ~= 'expired' then outcome = 'deleted' end
   resolve_dependants(seq, outcome, now_ms())
-  redis.call('ZREM', state_key(state), seq)
+  leave_state(seq, state)
   redis.call('ZREM', K.deadlines, seq)
   if state == 'dead' then dead_remove(seq) end
   local f = fields(seq, {'idempotency_key', 'watched', 'attempt'})
@@ -380,7 +531,7 @@ local function remove_job(seq, state)
 end
 
 local function make_ready(seq, priority)
-  redis.call('ZADD', K.ready, ready_score(priority, seq), seq)
+  add_ready(seq, priority, key_of(seq))
   set(seq, {[J.state] = 'ready'})
 end
 
@@ -411,7 +562,7 @@ local function settle_failure(seq, now, err, delay_override, rand, expired)
   tally('failed')
   -- Released leases are not failures: only attempt - releases counts.
   local counted = tonumber(f.attempt) - tonumber(f.releases or '0')
-  redis.call('ZREM', K.active, seq)
+  leave_active(seq)
   redis.call('HDEL', K.job .. seq, J.token, J.lease_until_ms, J.exec_until_ms)
   set(seq, record(err, ERROR, 1, {}))
   local state, due = nil, 0
@@ -455,7 +606,7 @@ end
 -- a dead dependency. Watchers see a state event; queue watchers a 'cancelled' event with
 -- state expired (QueueEventKind has no kind of its own).
 local function expire_job(seq, state, now)
-  redis.call('ZREM', state_key(state), seq)
+  leave_state(seq, state)
   redis.call('ZREM', K.deadlines, seq)
   redis.call('ZADD', K.expired, now, seq)
   set(seq, {[J.state] = 'expired', [J.finished_ms] = now})
@@ -472,18 +623,29 @@ local function overdue(seq, now)
   return nil
 end
 
--- Expires the jobs among the first `limit` ready ones whose start deadline has passed,
--- so that the ready jobs a Lease then takes from the head have none. Returns how many.
-local function expire_ready_heads(now, limit)
-  local n = 0
-  if redis.call('EXISTS', K.deadlines) == 0 then return 0 end
-  for _, seq in ipairs(redis.call('ZRANGE', K.ready, 0, limit - 1)) do
-    if overdue(seq, now) then
-      expire_job(seq, 'ready', now)
-      n = n + 1
-    end
+-- Hands an active job's lease back uncounted (ReleaseLease, a Fail's rate_limit_delay):
+-- ready again, or scheduled after `delay` ms; `releases` grows, so the attempts that
+-- count against max_attempts (attempt - releases) stay as they were. Returns state, due.
+local function hand_back(seq, now, delay)
+  leave_active(seq)
+  redis.call('HDEL', K.job .. seq, J.token, J.lease_until_ms, J.exec_until_ms)
+  redis.call('HINCRBY', K.job .. seq, J.releases, 1)
+  local f = fields(seq, {'attempt', 'priority', 'worker_id'})
+  worker_done(f.worker_id, now, false)
+  local due = now + math.max(delay, 0)
+  set(seq, {[J.run_at_ms] = due})
+  local state = 'ready'
+  if due > now then
+    state = 'scheduled'
+    redis.call('ZADD', K.scheduled, due, seq)
+    set(seq, {[J.state] = state})
+  else
+    make_ready(seq, f.priority)
+    wake()
   end
-  return n
+  emit(seq, {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt})
+  job_event('released', seq, state, f.attempt)
+  return state, due
 end
 
 -- Moves up to `limit` due scheduled jobs to ready. Returns how many moved.

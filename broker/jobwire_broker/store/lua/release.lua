@@ -9,27 +9,8 @@
 --          trace (the job's trace context members, when OK)}, in order
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
 
-local function release(seq, now, delay)
-  redis.call('ZREM', K.active, seq)
-  redis.call('HDEL', K.job .. seq, J.token, J.lease_until_ms, J.exec_until_ms)
-  redis.call('HINCRBY', K.job .. seq, J.releases, 1)
-  local f = fields(seq, {'attempt', 'priority', 'worker_id'})
-  worker_done(f.worker_id, now, false)
-  local due = now + math.max(delay, 0)
-  set(seq, {[J.run_at_ms] = due})
-  local state = 'ready'
-  if due > now then
-    state = 'scheduled'
-    redis.call('ZADD', K.scheduled, due, seq)
-    set(seq, {[J.state] = state})
-  else
-    make_ready(seq, f.priority)
-    wake()
-  end
-  emit(seq, {[E.kind] = 'state', [E.state] = state, [E.attempt] = f.attempt})
-  job_event('released', seq, state, f.attempt)
-  return state, due
-end
+-- lib.lua's hand_back, which a Fail's rate_limit_delay shares.
+local release = hand_back
 
 local now = now_ms()
 local out = {}

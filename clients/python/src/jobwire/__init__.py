@@ -14,6 +14,7 @@ from ._admin import (
     QueueInfo,
     QueueMinute,
     QueueSettings,
+    RateLimit,
     RedriveProgress,
     SyncAdmin,
     WorkerInfo,
@@ -53,7 +54,7 @@ from ._models import (
 )
 from ._schedules import CatchUpPolicy, OverlapPolicy, Schedule, Schedules, SyncSchedules
 from ._sync import SyncClient
-from ._worker import Job, NonRetryable, RetryAfter, Worker
+from ._worker import Job, NonRetryable, RateLimited, RetryAfter, Worker
 
 __all__ = [
     "Admin",
@@ -95,6 +96,8 @@ __all__ = [
     "QueueInfo",
     "QueueMinute",
     "QueueSettings",
+    "RateLimit",
+    "RateLimited",
     "RedriveProgress",
     "ResourceExhausted",
     "RetryAfter",

@@ -95,7 +95,33 @@ class WorkerState(Enum):
     UNSPECIFIED = pb.WORKER_STATE_UNSPECIFIED
 
 
-INT_SETTINGS = ("max_attempts", "priority", "keep_completed", "keep_dead", "event_history")
+INT_SETTINGS = (
+    "max_attempts",
+    "priority",
+    "keep_completed",
+    "keep_dead",
+    "event_history",
+    "concurrency_limit",
+)
+RATE_SETTINGS = ("rate_limit", "key_rate_limit")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `limit` leases in any window of `period` (seconds or timedelta), in Redis
+    time across every worker; limit in [1, 1,000,000], period in [10 ms, 24 h]."""
+
+    limit: int
+    period: Seconds
+
+    def to_proto(self) -> pb.RateLimit:
+        return pb.RateLimit(limit=self.limit, period=duration(self.period))
+
+    @classmethod
+    def from_proto(cls, r: pb.RateLimit) -> "RateLimit":
+        return cls(r.limit, _seconds(r.period))
+
+
 DURATION_SETTINGS = ("lease_duration", "execution_timeout", "completed_max_age", "dead_max_age")
 
 
@@ -114,10 +140,13 @@ class QueueSettings:
     keep_dead: int | None = None
     dead_max_age: Seconds | None = None
     event_history: int | None = None
+    concurrency_limit: int | None = None
+    rate_limit: RateLimit | None = None
+    key_rate_limit: RateLimit | None = None
 
     def fields_set(self) -> list[str]:
-        """The names of the fields that are not None, in proto order. (The proto's
-        settings this SDK does not carry, not served by the broker yet, count as None.)"""
+        """The names of the fields that are not None, in proto order. (A proto
+        setting this SDK does not carry counts as None.)"""
         return [
             f.name
             for f in pb.QueueSettings.DESCRIPTOR.fields
@@ -136,6 +165,10 @@ class QueueSettings:
                 getattr(out, name).CopyFrom(duration(value))
         if self.backoff is not None:
             out.backoff.CopyFrom(self.backoff.to_proto())
+        for name in RATE_SETTINGS:
+            rate = getattr(self, name)
+            if rate is not None:
+                getattr(out, name).CopyFrom(rate.to_proto())
         return out
 
     @classmethod
@@ -146,6 +179,9 @@ class QueueSettings:
         for name in DURATION_SETTINGS:
             values[name] = _seconds(getattr(s, name)) if s.HasField(name) else None  # type: ignore[arg-type]
         values["backoff"] = backoff_from(s.backoff) if s.HasField("backoff") else None
+        for name in RATE_SETTINGS:
+            has = s.HasField(name)  # type: ignore[arg-type]
+            values[name] = RateLimit.from_proto(getattr(s, name)) if has else None
         return cls(**values)
 
 

@@ -200,6 +200,8 @@ class Client:
         start_within: Seconds | None = None,
         depends_on: Sequence[str] = (),
         on_dependency_failure: DependencyFailure | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int = 0,
     ) -> EnqueueResult:
         """Adds a job. `payload`: bytes as they are, str as UTF-8 text, anything else as
         JSON. Retried on UNAVAILABLE only with an idempotency key (else a retry could
@@ -218,6 +220,8 @@ class Client:
                 execution_timeout=execution_timeout,
                 idempotency_key=idempotency_key,
                 idempotency_window=idempotency_window,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
                 trace=send.trace_contexts[0],
                 idempotency_mode=idempotency_mode,
                 start_deadline=start_deadline,

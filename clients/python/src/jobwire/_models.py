@@ -290,6 +290,8 @@ def job_spec(
     start_within: Seconds | None = None,
     depends_on: Sequence[str] = (),
     on_dependency_failure: DependencyFailure | None = None,
+    concurrency_key: str | None = None,
+    concurrency_limit: int = 0,
 ) -> job_pb2.JobSpec:
     """The JobSpec for a payload and the options of Client.enqueue; `trace` holds W3C
     traceparent/tracestate/baggage values. `start_within` is a start deadline relative
@@ -303,6 +305,8 @@ def job_spec(
         max_attempts=max_attempts,
         idempotency_key=idempotency_key or "",
         depends_on=list(depends_on),
+        concurrency_key=concurrency_key or "",
+        concurrency_limit=concurrency_limit,
     )
     if on_dependency_failure is not None:
         spec.on_dependency_failure = on_dependency_failure.value

@@ -9,6 +9,9 @@ applied by `jobwire queues apply FILE` and `jobwire serve --queues FILE`.
     [queues.reports]
     priority = 3
     keep_completed = 50
+    concurrency_limit = 2
+    rate_limit = { limit = 10, period = "1s" }
+    key_rate_limit = { limit = 100, period = "1m" }
 
 The file is declarative: each queue it names gets exactly the settings written there,
 and a setting left out goes back to the broker's default, so applying one file twice
@@ -28,7 +31,7 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 
-from ._admin import QueueSettings
+from ._admin import QueueSettings, RateLimit
 from ._models import Backoff, BackoffKind
 from .v1 import admin_service_pb2 as pb
 
@@ -38,6 +41,8 @@ NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 SETTINGS = [f.name for f in fields(QueueSettings)]
 DURATIONS = {"lease_duration", "execution_timeout", "completed_max_age", "dead_max_age"}
 BACKOFF_KEYS = {"kind", "initial_delay", "max_delay", "multiplier", "jitter"}
+RATE_LIMITS = {"rate_limit", "key_rate_limit"}
+RATE_KEYS = {"limit", "period"}
 BACKOFF_KINDS = {k.name.lower(): k for k in BackoffKind if k.value}
 
 
@@ -106,7 +111,21 @@ def _value(key: str, value: Any) -> Any:
         return _backoff(value)
     if key in DURATIONS:
         return _duration(value)
+    if key in RATE_LIMITS:
+        return _rate_limit(value)
     return _integer(value)
+
+
+def _rate_limit(value: Any) -> RateLimit:
+    """A table: limit (leases) and period (a duration), e.g. { limit = 10, period = "1s" }."""
+    if not isinstance(value, dict):
+        raise TypeError('must be a table, e.g. { limit = 10, period = "1s" }')
+    unknown = sorted(set(value) - RATE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (one of limit, period)")
+    if "limit" not in value or "period" not in value:
+        raise ValueError("limit and period are required")
+    return RateLimit(_integer(value["limit"]), _duration(value["period"]))
 
 
 def _integer(value: Any) -> int:

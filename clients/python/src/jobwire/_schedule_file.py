@@ -20,8 +20,8 @@ Schedules the file does not name are left alone. Keys are Schedule's field names
 skip, one or all; durations are as in the queue settings file ("30s", "5m", "1h30m").
 A job's `payload` is a string (sent as text) or a table or array (sent as JSON); its other
 keys are JobSpec's: content_type, headers, priority, max_attempts, delay, lease_duration,
-execution_timeout, backoff. Only syntax and types are checked here; the broker checks
-the rest, as for any CreateSchedule call.
+execution_timeout, backoff, concurrency_key, concurrency_limit. Only syntax and types are
+checked here; the broker checks the rest, as for any CreateSchedule call.
 """
 
 import tomllib
@@ -36,7 +36,8 @@ from .v1 import schedule_service_pb2 as pb
 KEYS = {"queue", "cron", "time_zone", "interval", "start_within", "overlap", "catch_up"}
 KEYS |= {"catch_up_limit", "job"}
 JOB_KEYS = {"payload", "content_type", "headers", "priority", "max_attempts", "delay"}
-JOB_KEYS |= {"lease_duration", "execution_timeout", "backoff"}
+JOB_KEYS |= {"lease_duration", "execution_timeout", "backoff", "concurrency_key"}
+JOB_KEYS |= {"concurrency_limit"}
 OVERLAP = {p.name.lower(): p for p in OverlapPolicy}
 CATCH_UP = {p.name.lower(): p for p in CatchUpPolicy}
 
@@ -127,6 +128,8 @@ JOB_READERS: dict[str, Callable[[Any], Any]] = {
     "lease_duration": lambda v: _duration(v),
     "execution_timeout": lambda v: _duration(v),
     "backoff": lambda v: _backoff(v),
+    "concurrency_key": lambda v: _text(v),
+    "concurrency_limit": lambda v: _integer(v),
 }
 
 

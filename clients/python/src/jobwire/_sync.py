@@ -106,6 +106,8 @@ class SyncClient:
         start_within: Seconds | None = None,
         depends_on: Sequence[str] = (),
         on_dependency_failure: DependencyFailure | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int = 0,
     ) -> EnqueueResult:
         """As Client.enqueue."""
         with Send(queue, 1) as send:
@@ -122,6 +124,8 @@ class SyncClient:
                 execution_timeout=execution_timeout,
                 idempotency_key=idempotency_key,
                 idempotency_window=idempotency_window,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
                 trace=send.trace_contexts[0],
                 idempotency_mode=idempotency_mode,
                 start_deadline=start_deadline,

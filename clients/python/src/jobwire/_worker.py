@@ -37,6 +37,7 @@ from .v1 import job_pb2
 log = logging.getLogger("jobwire.worker")
 BUFFER_S = 0.05
 MAX_PREFETCH = 500
+MAX_RETRY_AFTER_S = 5.0  # the longest pause for retry_after: a held key must not hide new work
 HEARTBEAT_RETRY_S = 1.0  # at most this apart while heartbeats fail: leases must not lapse
 Handler = Callable[["Job"], Any]
 H = TypeVar("H", bound=Handler)
@@ -53,6 +54,18 @@ class RetryAfter(Exception):
 
     def __init__(self, delay: Seconds, message: str = "") -> None:
         super().__init__(message or f"retry after {seconds(delay):g}s")
+        self.delay = delay
+
+
+class RateLimited(Exception):
+    """Raise when a downstream service rate limits the handler: the job is handed back
+    uncounted and, for `delay`, the broker leases no job of its concurrency key (or, for
+    a job without one, of its queue). `delay` in [1 ms, 1 h]."""
+
+    expected = True  # not an error of the process span: the handler asked for it
+
+    def __init__(self, delay: Seconds, message: str = "") -> None:
+        super().__init__(message or f"rate limited for {seconds(delay):g}s")
         self.delay = delay
 
 
@@ -380,6 +393,10 @@ class Worker:
             jobs = [self._hold(q, leased) for leased in reply.jobs]
             if jobs and _trace.enabled():
                 _trace.record_receive(q.name, started_ns, [j.trace_context for j in jobs])
+            if not jobs and reply.HasField("retry_after"):
+                # Rate limited: sleep until a job may be leased instead of asking again.
+                pause = min(reply.retry_after.ToMilliseconds() / 1000, MAX_RETRY_AFTER_S)
+                await _first(asyncio.sleep(pause), self._stopping.wait())
 
     def _hold(self, q: _Queue, leased: pb.LeasedJob) -> Job:
         job = Job(leased, self._wake_heartbeat)
@@ -745,7 +762,9 @@ def _failure(error: BaseException) -> pb.FailRequest:
     )
     if isinstance(error, RetryAfter):
         failure.retry_delay.CopyFrom(duration(error.delay))
-    if not isinstance(error, NonRetryable | RetryAfter):
+    if isinstance(error, RateLimited):
+        failure.rate_limit_delay.CopyFrom(duration(error.delay))
+    if not isinstance(error, NonRetryable | RetryAfter | RateLimited):
         log.warning("job failed: %s: %s", type(error).__name__, error, exc_info=error)
     return failure
 

@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from ._admin import Admin, JobFilter, QueueInfo, QueueSettings, RedriveProgress
+from ._admin import Admin, JobFilter, QueueInfo, QueueSettings, RateLimit, RedriveProgress
 from ._client import DEFAULT_TARGET, Client
 from ._errors import InvalidArgument, JobwireError, NotFound, Unavailable
 from ._models import Backoff, BackoffKind, JobEvent, JobInfo, JobState, seconds
@@ -688,6 +688,11 @@ def _setting_value(key: str, raw: str) -> Any:
         return _backoff(raw)
     if key in ("lease_duration", "execution_timeout", "completed_max_age", "dead_max_age"):
         return _duration(raw)
+    if key in ("rate_limit", "key_rate_limit"):  # LIMIT/PERIOD, e.g. 10/1s
+        limit, slash, period = raw.partition("/")
+        if not slash or not re.fullmatch(r"\d+", limit):
+            raise ValueError(f"not a rate limit: {raw!r} (LIMIT/PERIOD, e.g. 10/1s)")
+        return RateLimit(int(limit), _duration(period))
     if not re.fullmatch(r"-?\d+", raw):
         raise ValueError(f"not a whole number: {raw!r}")
     return int(raw)
@@ -732,6 +737,8 @@ def _settings_table(q: QueueInfo) -> str:
             text = "none"  # 0 s: no timeout
         elif name.endswith(("_duration", "_age")):
             text = _fmt_duration(value)
+        elif name.endswith("rate_limit") and value is not None:
+            text = f"{value.limit} per {_fmt_duration(seconds(value.period))}"
         else:
             text = "-" if value is None else str(value)
         rows.append([name, text, "set" if name in stored else "default"])

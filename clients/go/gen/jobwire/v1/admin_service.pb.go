@@ -273,18 +273,12 @@ type QueueSettings struct {
 	EventHistory *int32 `protobuf:"varint,10,opt,name=event_history,json=eventHistory,proto3,oneof" json:"event_history,omitempty"`
 	// Default `JobSpec.concurrency_limit` for jobs of this queue that have a
 	// `concurrency_key` and no limit of their own, in [1, 10,000]. Broker default: 1.
-	// Not served yet (issue 11): the broker refuses a value
-	// with `INVALID_ARGUMENT` naming the field, and writes nothing.
 	ConcurrencyLimit *int32 `protobuf:"varint,11,opt,name=concurrency_limit,json=concurrencyLimit,proto3,oneof" json:"concurrency_limit,omitempty"`
 	// The most leases of this queue's jobs per period, counted over every worker and
 	// broker replica (a sliding window in Redis time). Unset: no limit.
-	// Not served yet (issue 11): the broker refuses a value
-	// with `INVALID_ARGUMENT` naming the field, and writes nothing.
 	RateLimit *RateLimit `protobuf:"bytes,12,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	// The most leases per period for each `concurrency_key` of this queue, like
 	// `rate_limit` but counted per key. Unset: no limit.
-	// Not served yet (issue 11): the broker refuses a value
-	// with `INVALID_ARGUMENT` naming the field, and writes nothing.
 	KeyRateLimit  *RateLimit `protobuf:"bytes,13,opt,name=key_rate_limit,json=keyRateLimit,proto3" json:"key_rate_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

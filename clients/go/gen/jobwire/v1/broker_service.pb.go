@@ -484,7 +484,7 @@ type LeaseResponse struct {
 	// `key_rate_limit`, or a `FailRequest.rate_limit_delay`) held them back: how long
 	// until the next one may be leased. Sleep that long instead of calling again at once.
 	// A Lease with `wait` keeps waiting through a rate limit and leases as soon as it
-	// allows, within the wait. Not set yet (issue 11): no rate limit is served yet.
+	// allows, within the wait.
 	RetryAfter    *durationpb.Duration `protobuf:"bytes,2,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1017,8 +1017,6 @@ type FailRequest struct {
 	// job of its `concurrency_key` (or, for a job without one, of its queue) for this
 	// long, in [1 ms, 1 h]. The job itself is ready again after the same delay.
 	// Unset: an ordinary failure.
-	// Not served yet (issue 11): the broker refuses a value
-	// with `INVALID_ARGUMENT` naming the field, and writes nothing.
 	RateLimitDelay *durationpb.Duration `protobuf:"bytes,6,opt,name=rate_limit_delay,json=rateLimitDelay,proto3" json:"rate_limit_delay,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

@@ -481,14 +481,10 @@ type JobSpec struct {
 	// limit and leases jobs of other keys behind it in the same call, serving keys
 	// round-robin. The slot is freed when the job completes, fails, is released, expires
 	// its lease or is cancelled. At most 256 bytes. Empty: no key, no limit.
-	// Not served yet (issue 11): the broker refuses a value
-	// with `INVALID_ARGUMENT` naming the field, and writes nothing.
 	ConcurrencyKey string `protobuf:"bytes,16,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
 	// The most active jobs of `concurrency_key`, in [0, 10,000]. 0: the queue's
 	// `QueueSettings.concurrency_limit`, else 1. Ignored without a key. The limit of a key
 	// is the one of the job being leased (jobs of one key should agree).
-	// Not served yet (issue 11): the broker refuses a value
-	// with `INVALID_ARGUMENT` naming the field, and writes nothing.
 	ConcurrencyLimit int32 `protobuf:"varint,17,opt,name=concurrency_limit,json=concurrencyLimit,proto3" json:"concurrency_limit,omitempty"`
 	// Ids of jobs this one waits for (in any queue of the same hash slot: see
 	// `EnqueueFlow`). The job is `WAITING` until all of them have completed. At most 100,

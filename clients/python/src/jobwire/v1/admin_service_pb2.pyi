@@ -200,8 +200,6 @@ class QueueSettings(_message.Message):
     concurrency_limit: _builtins.int
     """Default `JobSpec.concurrency_limit` for jobs of this queue that have a
     `concurrency_key` and no limit of their own, in [1, 10,000]. Broker default: 1.
-    Not served yet (issue 11): the broker refuses a value
-    with `INVALID_ARGUMENT` naming the field, and writes nothing.
     """
     @_builtins.property
     def backoff(self) -> _job_pb2.BackoffPolicy:
@@ -233,16 +231,12 @@ class QueueSettings(_message.Message):
     def rate_limit(self) -> Global___RateLimit:
         """The most leases of this queue's jobs per period, counted over every worker and
         broker replica (a sliding window in Redis time). Unset: no limit.
-        Not served yet (issue 11): the broker refuses a value
-        with `INVALID_ARGUMENT` naming the field, and writes nothing.
         """
 
     @_builtins.property
     def key_rate_limit(self) -> Global___RateLimit:
         """The most leases per period for each `concurrency_key` of this queue, like
         `rate_limit` but counted per key. Unset: no limit.
-        Not served yet (issue 11): the broker refuses a value
-        with `INVALID_ARGUMENT` naming the field, and writes nothing.
         """
 
     def __init__(

@@ -334,15 +334,11 @@ class JobSpec(_message.Message):
     limit and leases jobs of other keys behind it in the same call, serving keys
     round-robin. The slot is freed when the job completes, fails, is released, expires
     its lease or is cancelled. At most 256 bytes. Empty: no key, no limit.
-    Not served yet (issue 11): the broker refuses a value
-    with `INVALID_ARGUMENT` naming the field, and writes nothing.
     """
     concurrency_limit: _builtins.int
     """The most active jobs of `concurrency_key`, in [0, 10,000]. 0: the queue's
     `QueueSettings.concurrency_limit`, else 1. Ignored without a key. The limit of a key
     is the one of the job being leased (jobs of one key should agree).
-    Not served yet (issue 11): the broker refuses a value
-    with `INVALID_ARGUMENT` naming the field, and writes nothing.
     """
     on_dependency_failure: Global___DependencyFailurePolicy.ValueType
     """What to do when a dependency ends without completing."""

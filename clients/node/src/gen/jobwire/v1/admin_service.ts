@@ -324,8 +324,6 @@ export interface QueueSettings {
   /**
    * Default `JobSpec.concurrency_limit` for jobs of this queue that have a
    * `concurrency_key` and no limit of their own, in [1, 10,000]. Broker default: 1.
-   * Not served yet (issue 11): the broker refuses a value
-   * with `INVALID_ARGUMENT` naming the field, and writes nothing.
    */
   concurrencyLimit?:
     | number
@@ -333,8 +331,6 @@ export interface QueueSettings {
   /**
    * The most leases of this queue's jobs per period, counted over every worker and
    * broker replica (a sliding window in Redis time). Unset: no limit.
-   * Not served yet (issue 11): the broker refuses a value
-   * with `INVALID_ARGUMENT` naming the field, and writes nothing.
    */
   rateLimit?:
     | RateLimit
@@ -342,8 +338,6 @@ export interface QueueSettings {
   /**
    * The most leases per period for each `concurrency_key` of this queue, like
    * `rate_limit` but counted per key. Unset: no limit.
-   * Not served yet (issue 11): the broker refuses a value
-   * with `INVALID_ARGUMENT` naming the field, and writes nothing.
    */
   keyRateLimit?: RateLimit | undefined;
 }

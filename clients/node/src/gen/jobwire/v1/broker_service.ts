@@ -186,7 +186,7 @@ export interface LeaseResponse {
    * `key_rate_limit`, or a `FailRequest.rate_limit_delay`) held them back: how long
    * until the next one may be leased. Sleep that long instead of calling again at once.
    * A Lease with `wait` keeps waiting through a rate limit and leases as soon as it
-   * allows, within the wait. Not set yet (issue 11): no rate limit is served yet.
+   * allows, within the wait.
    */
   retryAfter?: Duration | undefined;
 }
@@ -304,8 +304,6 @@ export interface FailRequest {
    * job of its `concurrency_key` (or, for a job without one, of its queue) for this
    * long, in [1 ms, 1 h]. The job itself is ready again after the same delay.
    * Unset: an ordinary failure.
-   * Not served yet (issue 11): the broker refuses a value
-   * with `INVALID_ARGUMENT` naming the field, and writes nothing.
    */
   rateLimitDelay?: Duration | undefined;
 }

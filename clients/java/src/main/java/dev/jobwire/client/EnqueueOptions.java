@@ -240,8 +240,8 @@ public final class EnqueueOptions {
     }
 
     /**
-     * Jobs of the queue with this key run at most their concurrency limit at a time. Not served
-     * by the broker yet: a job with a key is refused with {@code INVALID_ARGUMENT}.
+     * Jobs of the queue with this key run at most their concurrency limit at a time; Lease
+     * serves other keys past a key at its limit, round-robin. At most 256 bytes.
      */
     public Builder concurrencyKey(String concurrencyKey) {
       this.concurrencyKey = Objects.requireNonNull(concurrencyKey);
@@ -249,8 +249,8 @@ public final class EnqueueOptions {
     }
 
     /**
-     * Active jobs allowed per concurrency key, in [1, 10,000] (0: the queue's, else 1). Not served
-     * by the broker yet: a non-zero limit is refused with {@code INVALID_ARGUMENT}.
+     * Active jobs allowed per concurrency key, in [1, 10,000] (0: the queue's, else 1).
+     * Ignored without a key.
      */
     public Builder concurrencyLimit(int concurrencyLimit) {
       this.concurrencyLimit = concurrencyLimit;
