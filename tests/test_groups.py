@@ -18,7 +18,7 @@ from jobwire.v1 import broker_service_pb2_grpc as rpc
 from jobwire.v1 import job_pb2
 from jobwire_broker.server import BrokerApp
 from redis.asyncio import Redis
-from support import stub_for
+from support import BrokerProcess, RedisServer, stub_for
 from test_bad_input import World, rejected, world  # noqa: F401  (world: a fixture)
 
 pytestmark = pytest.mark.redis_matrix
@@ -135,6 +135,66 @@ async def test_an_idle_keys_job_is_not_delayed_behind_a_busy_key(
     finally:
         stop.set()
         await asyncio.gather(*workers)
+
+
+async def test_keys_hold_across_two_broker_processes_with_abandoned_leases(
+    redis_server: RedisServer, redis: Redis, prefix: str
+) -> None:
+    """Two `jobwire serve` processes on one Valkey, workers on both, and every 15th lease
+    abandoned as by a SIGKILLed worker (no heartbeat, no settle: the slot stays taken
+    until the lease expires). Accounting: every job completed exactly once, never two
+    live jobs of one key at once, every slot given back."""
+    replicas = [
+        BrokerProcess("--redis-url", redis_server.url, "--key-prefix", prefix) for _ in "ab"
+    ]
+    try:
+        async with stub_for(replicas[0].port) as stub:
+            specs = [
+                keyed(
+                    f"k{i % 12}",
+                    1,
+                    payload=str(i).encode(),
+                    max_attempts=10,
+                    lease_duration=ms(1000),
+                )
+                for i in range(240)
+            ]
+            ids = await enqueue_many(stub, specs)
+        running: Counter[str] = Counter()
+        overlaps: list[str] = []
+        completed: Counter[str] = Counter()
+        leases = 0
+
+        async def worker(n: int) -> None:
+            nonlocal leases
+            async with stub_for(replicas[n % 2].port) as own:
+                while sum(completed.values()) < len(ids):
+                    reply = await own.Lease(pb.LeaseRequest(queue="q", wait=ms(300)))
+                    for job in reply.jobs:
+                        leases += 1
+                        if leases % 15 == 0:
+                            continue  # abandoned: the broker takes it back at expiry
+                        key = key_of(job)
+                        running[key] += 1
+                        if running[key] > 1:
+                            overlaps.append(key)
+                        await asyncio.sleep(0.002)
+                        running[key] -= 1
+                        await own.Complete(
+                            pb.CompleteRequest(job_id=job.job.id, lease_token=job.lease_token)
+                        )
+                        completed[job.job.id] += 1
+
+        await asyncio.wait_for(asyncio.gather(*(worker(n) for n in range(8))), 120)
+    finally:
+        for replica in replicas:
+            assert replica.terminate() == 0
+    assert overlaps == []
+    assert set(completed) == set(ids) and set(completed.values()) == {1}
+    assert leases > len(ids), "some leases were abandoned and taken back"
+    group = f"{prefix}:{{q}}:group:"
+    assert await redis.exists(group + "active", group + "rotation", group + "parked") == 0
+    assert await redis.keys(group + "ready:*") == []
 
 
 # -- leasing -------------------------------------------------------------------------------

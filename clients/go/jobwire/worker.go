@@ -42,8 +42,8 @@ const (
 // Handler processes one job. Returning a nil error completes the job with the
 // returned bytes as its result; returning an error fails the attempt, and the job is
 // retried per its backoff policy while attempts remain. Wrap the error with Permanent
-// to send the job to the dead-letter set at once, or with RetryAfter to choose the
-// retry delay.
+// to send the job to the dead-letter set at once, with RetryAfter to choose the
+// retry delay, or with RateLimited to hand it back uncounted and hold its key or queue.
 //
 // ctx carries the producer's trace (the handler runs in a CONSUMER span) and baggage,
 // and is cancelled when the job should stop: the lease was lost (cause ErrLeaseLost),
@@ -405,6 +405,10 @@ func (w *Worker) settle(base context.Context, j *Job, result []byte, err error) 
 	if errors.As(err, &ra) {
 		req.RetryDelay = durationpb.New(max(ra.delay, 0))
 	}
+	var rl *rateLimitedError
+	if errors.As(err, &rl) {
+		req.RateLimitDelay = durationpb.New(min(max(rl.delay, time.Millisecond), time.Hour))
+	}
 	if ferr := w.fail(base, req); ferr != nil {
 		w.logger.Warn("jobwire: fail failed", "job", j.ID, "error", ferr)
 	}
@@ -475,6 +479,26 @@ func RetryAfter(err error, d time.Duration) error {
 	return &retryAfterError{err, d}
 }
 
+// RateLimited says the service the handler called is rate limiting us: the job is
+// handed back without counting an attempt against max_attempts, ready again after d,
+// and the broker leases no job of its concurrency key (or, for a job without one, of
+// its queue) for d (FailRequest.rate_limit_delay; d is clamped to [1 ms, 1 h]). err is
+// kept as the job's last error. errors.Is and errors.As see through it.
+func RateLimited(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &rateLimitedError{err, d}
+}
+
+type rateLimitedError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e *rateLimitedError) Error() string { return e.err.Error() }
+func (e *rateLimitedError) Unwrap() error { return e.err }
+
 type permanentError struct{ err error }
 
 func (e *permanentError) Error() string { return e.err.Error() }
@@ -517,7 +541,7 @@ func errorType(err error) string {
 			return named.ErrorType()
 		}
 		switch e.(type) {
-		case *permanentError, *retryAfterError:
+		case *permanentError, *retryAfterError, *rateLimitedError:
 			continue
 		}
 		if name := fmt.Sprintf("%T", e); !anonymous[name] {

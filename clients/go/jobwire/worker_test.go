@@ -142,6 +142,12 @@ func TestWorkerFailures(t *testing.T) {
 			state: StateCompleted, attempts: 2, errorType: "*jobwire.tempError", minWait: 300 * time.Millisecond,
 		},
 		{
+			// With one attempt allowed, only an uncounted hand-back can complete it.
+			name: "rate limited", opts: []Option{fastRetry, WithMaxAttempts(1), WithConcurrencyKey("api")},
+			fail:  []error{RateLimited(&tempError{1}, 300*time.Millisecond)},
+			state: StateCompleted, attempts: 2, errorType: "*jobwire.tempError", minWait: 300 * time.Millisecond,
+		},
+		{
 			name: "panic", opts: []Option{fastRetry},
 			fail:  []error{nil}, // the handler panics instead
 			state: StateCompleted, attempts: 2, errorType: ErrorTypePanic,

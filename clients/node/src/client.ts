@@ -172,6 +172,12 @@ export interface FailOptions extends CallOptions {
    * started. The job is ready again at once (or after `retryDelayMs`).
    */
   release?: boolean;
+  /**
+   * The downstream service is rate limiting: hand the job back without counting the
+   * attempt (the error is kept as its last error), ready again after this long, and lease
+   * no job of its concurrency key (or, without one, of its queue) meanwhile. In [1 ms, 1 h].
+   */
+  rateLimitDelayMs?: number;
 }
 
 /** One event of a watched job. */
@@ -496,6 +502,7 @@ export class JobwireClient {
         },
         retryDelay: options.retryDelayMs === undefined ? undefined : msToDuration(options.retryDelayMs),
         release: options.release ?? false,
+        rateLimitDelay: options.rateLimitDelayMs === undefined ? undefined : msToDuration(options.rateLimitDelayMs),
       },
       options,
     );

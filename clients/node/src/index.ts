@@ -65,6 +65,7 @@ export {
   JobCancelledError,
   JobResult,
   PermanentError,
+  RateLimitedError,
   ReceivedJob,
   RetryAfterError,
   Worker,

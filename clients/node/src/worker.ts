@@ -50,6 +50,23 @@ export class RetryAfterError extends Error {
   }
 }
 
+/**
+ * Throw it from a handler when the service it called is rate limiting: the job is handed
+ * back without counting an attempt, ready again after `delayMs`, and the broker leases no
+ * job of its concurrency key (or, for a job without one, of its queue) for that long.
+ * `delayMs` is clamped to [1 ms, 1 h].
+ */
+export class RateLimitedError extends Error {
+  override name = "RateLimitedError";
+  constructor(
+    readonly delayMs: number,
+    message = `rate limited for ${delayMs} ms`,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
 /** The abort reason when the broker reports that CancelJob was called on the running job. */
 export class JobCancelledError extends Error {
   override name = "JobCancelledError";
@@ -539,7 +556,7 @@ class ActiveJob {
       return;
     }
     const error = outcome.error;
-    if (!(error instanceof RetryAfterError)) {
+    if (!(error instanceof RetryAfterError || error instanceof RateLimitedError)) {
       if (error instanceof Error) span.recordException(error);
       span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
     }
@@ -550,12 +567,18 @@ class ActiveJob {
   private sendFail(error: unknown): Promise<Delivery> {
     const err = error instanceof Error ? error : new Error(String(error));
     const retryDelayMs = error instanceof RetryAfterError ? error.delayMs : undefined;
+    const rateLimitDelayMs =
+      error instanceof RateLimitedError ? Math.min(Math.max(error.delayMs, 1), 3_600_000) : undefined;
+    const options = {
+      ...(retryDelayMs === undefined ? {} : { retryDelayMs }),
+      ...(rateLimitDelayMs === undefined ? {} : { rateLimitDelayMs }),
+    };
     return this.retrying(() =>
       this.client.fail(
         this.job.id,
         this.job.leaseToken,
         { type: err.name, message: err.message, nonRetryable: error instanceof PermanentError },
-        retryDelayMs === undefined ? {} : { retryDelayMs },
+        options,
       ),
     );
   }

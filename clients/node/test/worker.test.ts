@@ -9,6 +9,7 @@ import {
   JobwireClient,
   LeaseLostError,
   PermanentError,
+  RateLimitedError,
   RetryAfterError,
   Worker,
   WorkerClosingError,
@@ -98,6 +99,33 @@ describe("Worker", () => {
     assert.equal(job.result.toString("utf8"), "second time lucky");
     assert.equal(job.lastError?.type, "RetryAfterError");
     assert.equal(job.lastError?.message, "flaky upstream");
+  });
+
+  it("hands a rate-limited job back uncounted and holds its key", async () => {
+    const queue = uniqueQueue("ratelimited");
+    // One attempt allowed: only an uncounted hand-back lets the second run happen.
+    const { jobId } = await client.enqueue(queue, "x", { maxAttempts: 1, concurrencyKey: "api" });
+    const worker = new Worker(client);
+    const starts: number[] = [];
+    worker.process(
+      queue,
+      (job) => {
+        starts.push(Date.now());
+        if (job.attempt === 1) throw new RateLimitedError(300, "429 from the API");
+        return "done";
+      },
+      { maxJobs: 2 },
+    );
+    await worker.run();
+
+    assert.equal(starts.length, 2);
+    assert.ok(starts[1]! - starts[0]! >= 290, `second run after ${starts[1]! - starts[0]!} ms`);
+    const job = await client.getJob(jobId);
+    assert.equal(job.state, JobState.JOB_STATE_COMPLETED);
+    assert.equal(job.attempt, 2);
+    assert.equal(job.countedAttempts, 1);
+    assert.equal(job.lastError?.type, "RateLimitedError");
+    assert.equal(job.lastError?.message, "429 from the API");
   });
 
   it("records the error name as the failure type and dead-letters permanent errors", async () => {
