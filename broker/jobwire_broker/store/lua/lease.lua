@@ -74,7 +74,12 @@ local function next_keyed()
   while looks > 0 do
     looks = looks - 1
     local key = redis.call('ZRANGE', gk('rotation'), 0, 0)[1]
-    if not key then return nil end
+    if not key then
+      -- None in turn: a key that joins later in this call (a dependant made ready by an
+      -- expiry) waits for the next call.
+      looks = 0
+      return nil
+    end
     local seq, score = group_head(key)
     if not seq then
       redis.call('ZREM', gk('rotation'), key)
@@ -90,15 +95,26 @@ local function next_keyed()
   return nil
 end
 
--- The next job to lease (seq, and its key or nil), or nil.
+-- The first max_jobs unkeyed ready jobs, read once: nothing else adds unkeyed jobs to
+-- ready during the call, and each pick either takes the next one or leaves it.
 local band = string.format('(%d', GROUP_BAND)
+local heads = redis.call('ZRANGEBYSCORE', K.ready, '-inf', band, 'WITHSCORES', 'LIMIT', 0,
+  ARGS.max_jobs)
+local next_head = 1
+
+-- The next job to lease (seq, and its key or nil), or nil.
 local function pick()
-  local head = redis.call('ZRANGEBYSCORE', K.ready, '-inf', band, 'WITHSCORES', 'LIMIT', 0, 1)
-  local seq, key = head[1], nil
+  local seq, score, key = heads[next_head], tonumber(heads[next_head + 1]), nil
   local kseq, kscore, kkey = next_keyed()
-  if kseq and (not seq or kscore < tonumber(head[2])) then seq, key = kseq, kkey end
+  if kseq and (not seq or kscore < score) then
+    return kseq, kkey
+  end
+  if seq then next_head = next_head + 2 end
   return seq, key
 end
+
+-- Start deadlines are looked up only on a queue that has some.
+local has_deadlines = redis.call('EXISTS', K.deadlines) == 1
 
 -- Leases job `seq` (of key `key`, or nil) as the reply's job number `n`.
 local function lease(seq, key, n)
@@ -145,7 +161,7 @@ for _ = 1, ARGS.max_jobs do
   end
   local seq, key = pick()
   if not seq then break end
-  if overdue(seq, now) then
+  if has_deadlines and overdue(seq, now) then
     expire_job(seq, 'ready', now)
     out.expired = out.expired + 1
   else
