@@ -2,9 +2,10 @@ package jobwire
 
 import (
 	"context"
-	"net"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,72 +14,6 @@ import (
 
 	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
 )
-
-// leaseFake is a broker whose Lease answers as its test says and whose Enqueue records
-// the request, for what the real broker cannot be made to do on cue (a rate limit's
-// retry_after) or does not store yet.
-type leaseFake struct {
-	jobwirev1.UnimplementedBrokerServiceServer
-	mu       sync.Mutex
-	enqueued []*jobwirev1.JobSpec // of Enqueue and EnqueueBatch, in order
-	leases   []time.Time
-	lease    func(ctx context.Context, n int) (*jobwirev1.LeaseResponse, error)
-}
-
-func (f *leaseFake) Enqueue(_ context.Context, req *jobwirev1.EnqueueRequest) (*jobwirev1.EnqueueResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.enqueued = append(f.enqueued, req.GetJob())
-	return &jobwirev1.EnqueueResponse{JobId: req.GetQueue() + ":1", State: StateWaiting}, nil
-}
-
-func (f *leaseFake) EnqueueBatch(_ context.Context, req *jobwirev1.EnqueueBatchRequest) (*jobwirev1.EnqueueBatchResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	resp := &jobwirev1.EnqueueBatchResponse{}
-	for range req.GetJobs() {
-		resp.Results = append(resp.Results, &jobwirev1.EnqueueResponse{JobId: req.GetQueue() + ":2", State: StateWaiting})
-	}
-	f.enqueued = append(f.enqueued, req.GetJobs()...)
-	return resp, nil
-}
-
-func (f *leaseFake) Lease(ctx context.Context, _ *jobwirev1.LeaseRequest) (*jobwirev1.LeaseResponse, error) {
-	f.mu.Lock()
-	f.leases = append(f.leases, time.Now())
-	n := len(f.leases)
-	f.mu.Unlock()
-	return f.lease(ctx, n)
-}
-
-func (f *leaseFake) leaseTimes() []time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.leases)
-}
-
-func startLeaseFake(t *testing.T, f *leaseFake) *Client {
-	t.Helper()
-	srv := grpc.NewServer()
-	jobwirev1.RegisterBrokerServiceServer(srv, f)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	return dialAt(t, ln.Addr().String())
-}
-
-func dialAt(t *testing.T, addr string) *Client {
-	t.Helper()
-	c, err := Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 // TestCoordinationOptions: the options of concurrency keys, dependencies, start
 // deadlines and idempotency modes set their JobSpec fields, and Enqueue sends them.
@@ -115,24 +50,56 @@ func TestCoordinationOptions(t *testing.T) {
 		t.Errorf("without the options the broker's defaults must stay: %v", plain)
 	}
 
-	f := &leaseFake{}
-	c := startLeaseFake(t, f)
+	// The real broker stores what was sent: enqueue after the jobs depended on exist.
+	c := dialTest(t)
 	ctx := context.Background()
-	res, err := c.Enqueue(ctx, "q", []byte("x"), opts...)
+	queue := queueName(t)
+	var deps []string
+	for range 3 {
+		dep, err := c.Enqueue(ctx, queue, []byte("dep"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps = append(deps, dep.JobID)
+	}
+	sent := []Option{
+		WithConcurrencyKey("wallet:0xabc"), WithConcurrencyLimit(2),
+		WithDependsOn(deps[:2]...), WithDependsOn(deps[2]), WithOnDependencyFailure(DependencyIgnore),
+		WithStartDeadline(deadline),
+		WithIdempotencyKey("k"), WithIdempotencyMode(IdempotencyReplace),
+	}
+	res, err := c.Enqueue(ctx, queue, []byte("x"), sent...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.State != StateWaiting {
-		t.Errorf("state = %v", res.State)
+		t.Errorf("state = %v, want waiting for its dependencies", res.State)
 	}
-	if _, err := c.EnqueueBatch(ctx, "q", []Spec{{Payload: []byte("y"), Options: opts}}); err != nil {
+	// REPLACE: the same key while the job is pending takes the new payload.
+	again, err := c.EnqueueBatch(ctx, queue, []Spec{{Payload: []byte("y"), Options: sent}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.enqueued) != 2 {
-		t.Fatalf("the fake saw %d jobs", len(f.enqueued))
+	if again[0].JobID != res.JobID || !again[0].Duplicate {
+		t.Errorf("replace made %v, want %s again", again[0], res.JobID)
 	}
-	for _, spec := range f.enqueued {
-		check(t, spec)
+	job, err := c.GetJob(ctx, res.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := job.GetSpec()
+	if string(spec.GetPayload()) != "y" {
+		t.Errorf("payload = %q, want the replacement's", spec.GetPayload())
+	}
+	if spec.GetConcurrencyKey() != "wallet:0xabc" || spec.GetConcurrencyLimit() != 2 {
+		t.Errorf("concurrency key or limit lost: %v", spec)
+	}
+	if !slices.Equal(spec.GetDependsOn(), deps) ||
+		spec.GetOnDependencyFailure() != jobwirev1.DependencyFailurePolicy_DEPENDENCY_FAILURE_POLICY_IGNORE {
+		t.Errorf("dependencies = %v, %v", spec.GetDependsOn(), spec.GetOnDependencyFailure())
+	}
+	if !spec.GetStartDeadline().AsTime().Equal(deadline) {
+		t.Errorf("start deadline = %v, want %v", spec.GetStartDeadline().AsTime(), deadline)
 	}
 }
 
@@ -147,33 +114,54 @@ func TestTerminalStates(t *testing.T) {
 	}
 }
 
-// TestWorkerWaitsForRetryAfter: a Lease that says a rate limit holds the jobs back
-// (retry_after) is not called again before that long.
+// TestWorkerWaitsForRetryAfter: on a queue limited to one lease per 1.5 s, a worker
+// whose long-poll (300 ms) is shorter than the limit gets retry_after and sleeps it out
+// instead of asking again every poll: a handful of Lease calls, not one per poll.
 func TestWorkerWaitsForRetryAfter(t *testing.T) {
-	const wait = 400 * time.Millisecond
-	second := make(chan struct{})
-	f := &leaseFake{lease: func(ctx context.Context, n int) (*jobwirev1.LeaseResponse, error) {
-		if n == 1 {
-			return &jobwirev1.LeaseResponse{RetryAfter: durationpb.New(wait)}, nil
+	var leases atomic.Int64
+	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if strings.HasSuffix(method, "/Lease") {
+			leases.Add(1)
 		}
-		if n == 2 {
-			close(second)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+	c := dialTest(t, WithDialOptions(count))
+	ctx := context.Background()
+	queue := queueName(t)
+	limit := &jobwirev1.RateLimit{Limit: 1, Period: durationpb.New(1500 * time.Millisecond)}
+	if _, err := c.Admin().UpdateQueue(ctx, queue, &jobwirev1.QueueSettings{RateLimit: limit}, "rate_limit"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := c.Enqueue(ctx, queue, nil); err != nil {
+			t.Fatal(err)
 		}
-		<-ctx.Done() // an empty queue: hold the long-poll until the worker stops
-		return nil, ctx.Err()
-	}}
-	c := startLeaseFake(t, f)
-	w := NewWorker(c, WithLogger(quiet), WithPollWait(time.Second), WithGracePeriod(time.Second))
-	w.HandleFunc("q", func(context.Context, *Job) ([]byte, error) { return nil, nil })
+	}
+	var mu sync.Mutex
+	var starts []time.Time
+	two := make(chan struct{})
+	w := NewWorker(c, WithLogger(quiet), WithPollWait(300*time.Millisecond), WithGracePeriod(time.Second))
+	w.HandleFunc(queue, func(context.Context, *Job) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		starts = append(starts, time.Now())
+		if len(starts) == 2 {
+			close(two)
+		}
+		return nil, nil
+	})
 	stop := startWorker(t, w)
 	select {
-	case <-second:
+	case <-two:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the worker never leased again after retry_after")
+		t.Fatal("the second job was never leased")
 	}
 	stop()
-	times := f.leaseTimes()
-	if gap := times[1].Sub(times[0]); gap < wait {
-		t.Errorf("the second Lease came %v after the first, before retry_after (%v)", gap, wait)
+	if gap := starts[1].Sub(starts[0]); gap < 1400*time.Millisecond {
+		t.Errorf("the second job ran %v after the first, inside the 1.5 s limit", gap)
+	}
+	// 1.5 s of 300 ms polls would be five Leases or more; sleeping out retry_after, a few.
+	if n := leases.Load(); n > 5 {
+		t.Errorf("%d Lease calls for two jobs under the limit", n)
 	}
 }
