@@ -943,8 +943,16 @@ LOST_TARGETS = [
 ]
 
 
-@pytest.mark.parametrize("method", LEASE_METHODS)
-@pytest.mark.parametrize("target", LOST_TARGETS)
+# A token retried on the settlement it already made is answered as the first time
+# (test_settlement_retried_with_its_token_is_answered_again), not LEASE_LOST.
+REPLAYS = {
+    ("stale_token_of_earlier_attempt", "Fail"),
+    ("completed_job_with_its_old_token", "Complete"),
+}
+LOST_CASES = [(t, m) for t in LOST_TARGETS for m in LEASE_METHODS if (t, m) not in REPLAYS]
+
+
+@pytest.mark.parametrize(("target", "method"), LOST_CASES)
 async def test_lease_lost(
     stub: rpc.BrokerServiceStub,
     redis: Redis,
@@ -973,11 +981,29 @@ async def test_lease_lost_leaves_the_job_hash_unchanged(
     before = await redis.hgetall(key)
     assert before[b"state"] == b"active" and before[b"token"] == world.token.encode()
     for method in LEASE_METHODS:
-        await call_error(by_job_id(stub, method, world.active, world.stale_token))
+        if ("stale_token_of_earlier_attempt", method) not in REPLAYS:
+            await call_error(by_job_id(stub, method, world.active, world.stale_token))
     assert await redis.hgetall(key) == before
 
 
-async def test_double_complete_is_refused_and_changes_nothing(
+@pytest.mark.parametrize(("target", "method"), sorted(REPLAYS))
+async def test_settlement_retried_with_its_token_is_answered_again(
+    stub: rpc.BrokerServiceStub,
+    redis: Redis,
+    prefix: str,
+    world: World,
+    target: str,
+    method: str,
+) -> None:
+    """Its first reply lost, a worker retries the Complete or Fail it already made: OK
+    again, and nothing at all is written."""
+    job_id, token = lost_lease_targets(world)[target]
+    before = await snapshot(redis, prefix)
+    await by_job_id(stub, method, job_id, token)
+    assert_unchanged(before, await snapshot(redis, prefix))
+
+
+async def test_double_complete_is_answered_again_and_changes_nothing(
     stub: rpc.BrokerServiceStub, redis: Redis, prefix: str, world: World
 ) -> None:
     leased = await lease_one(stub, world.ready)
@@ -989,10 +1015,13 @@ async def test_double_complete_is_refused_and_changes_nothing(
             result_content_type="text/plain",
         )
     )
+    # The same Complete again (its reply lost, say) is answered OK and writes nothing.
+    before = await snapshot(redis, prefix)
+    await stub.Complete(
+        pb.CompleteRequest(job_id=world.ready, lease_token=leased.lease_token, result=b"second")
+    )
+    assert_unchanged(before, await snapshot(redis, prefix))
     for again in (
-        lambda: stub.Complete(
-            pb.CompleteRequest(job_id=world.ready, lease_token=leased.lease_token, result=b"second")
-        ),
         lambda: stub.Fail(
             pb.FailRequest(
                 job_id=world.ready,
@@ -1299,7 +1328,7 @@ async def test_settle_batch_reports_each_item(
     statuses = [(r.status.code, r.status.reason) for r in response.results]
     assert statuses == [
         (0, ""),
-        (9, "LEASE_LOST"),
+        (0, ""),  # the completed job's own Complete again: answered as the first time
         (5, "JOB_NOT_FOUND"),
         (0, ""),
         (9, "LEASE_LOST"),

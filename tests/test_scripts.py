@@ -224,9 +224,43 @@ async def test_complete_moves_the_job_to_completed_once(
     assert await zset(redis, prefix, "completed") == {"1": T0 + 5}
     assert await field(redis, prefix, seq, "result") == "out"
     assert await field(redis, prefix, seq, "token") is None
+    # A retry whose first reply was lost: OK again, nothing written.
     (again,) = await s.complete(Q, [CompleteItem(seq, token, b"second")])
-    assert again.outcome is Outcome.LEASE_LOST
+    assert again.outcome is Outcome.OK
     assert await field(redis, prefix, seq, "result") == "out"
+    assert await zset(redis, prefix, "completed") == {"1": T0 + 5}
+    (other,) = await s.complete(Q, [CompleteItem(seq, token + "x", b"third")])
+    assert other.outcome is Outcome.LEASE_LOST
+    clock.now += 600_001  # past the replay window: the token is just stale
+    (late,) = await s.complete(Q, [CompleteItem(seq, token, b"late")])
+    assert late.outcome is Outcome.LEASE_LOST
+    assert await field(redis, prefix, seq, "result") == "out"
+
+
+async def test_a_retried_fail_or_release_gets_its_first_outcome(
+    s: Store, redis: Redis, prefix: str, clock: Clock
+) -> None:
+    await s.enqueue(Q, [NewJob(b"a", max_attempts=3), NewJob(b"b")])
+    leased = (await s.lease(Q, 2)).jobs
+    fail = FailItem(leased[0].seq, leased[0].token, JobError("E"), retry_delay_ms=500)
+    (first,) = await s.fail(Q, [fail])
+    release = ReleaseItem(leased[1].seq, leased[1].token, 0)
+    (released,) = await s.release(Q, [release])
+    clock.now += 100
+    (again,) = await s.fail(Q, [fail])
+    assert (again.outcome, again.state, again.due_ms) == (
+        Outcome.OK,
+        JobState.SCHEDULED,
+        first.due_ms,
+    )
+    assert await field(redis, prefix, leased[0].seq, "attempt") == "1"
+    assert await zset(redis, prefix, "scheduled") == {str(leased[0].seq): T0 + 500}
+    (released_again,) = await s.release(Q, [release])
+    assert (released_again.outcome, released_again.state) == (Outcome.OK, released.state)
+    assert await field(redis, prefix, leased[1].seq, "releases") == "1"
+    # A Complete with a Fail's token is not that Fail again.
+    (other,) = await s.complete(Q, [CompleteItem(leased[0].seq, leased[0].token)])
+    assert other.outcome is Outcome.LEASE_LOST
 
 
 # -- fail and backoff ----------------------------------------------------------------
@@ -363,7 +397,9 @@ async def test_settling_scripts_return_the_jobs_trace_context(s: Store, clock: C
     clock.now += 1_000
     (reclaimed,) = await s.reclaim(Q)
     assert (done.trace, failed.trace, reclaimed.trace) == (trace, trace, trace)
-    (lost,) = await s.complete(Q, [CompleteItem(leased[0].seq, leased[0].token)])
+    (again,) = await s.complete(Q, [CompleteItem(leased[0].seq, leased[0].token)])
+    assert again.outcome is Outcome.OK and again.trace == TraceContext()  # no second span
+    (lost,) = await s.complete(Q, [CompleteItem(leased[2].seq, leased[2].token)])
     assert lost.outcome is Outcome.LEASE_LOST and lost.trace == TraceContext()
 
 

@@ -379,8 +379,8 @@ async def test_a_settlement_retried_after_it_landed_counts_as_done(
     broker: BrokerApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The broker completes the job but its reply is lost: the worker's call times out
-    and is retried, and the retry is refused as LEASE_LOST. That is the first call's
-    success, not a failure: the worker counts the job done, without a warning."""
+    and is retried, and the retry, with the same token, gets the first outcome again
+    (OK, not LEASE_LOST): the worker counts the job done, without a warning."""
     holder = ReplyHolder(broker.port)
     target = await holder.start()
     release = asyncio.Event()
@@ -414,6 +414,5 @@ async def test_a_settlement_retried_after_it_landed_counts_as_done(
     finally:
         await holder.stop()
     messages = [r.getMessage() for r in caplog.records]
-    assert any("already settled" in m for m in messages), messages
-    assert [m for m in messages if "refused" in m] == []
+    assert [m for m in messages if "refused" in m or "LEASE_LOST" in m] == [], messages
     assert runs == {job.job_id: 1}

@@ -37,7 +37,10 @@ SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(NewJob) if not f.metadata
 LIFECYCLE_FIELDS = tuple(
     f.name for f in dataclasses.fields(JobRecord) if f.name not in (*SPEC_FIELDS, "queue", "seq")
 )
-INTERNAL_FIELDS = ("id", "exec_until_ms", "watched")
+# The last settlement of the job (its token, operation, time and outcome), so a retried
+# Complete, Fail or ReleaseLease whose first reply was lost gets that outcome again.
+SETTLED_FIELDS = ("settled_token", "settled_op", "settled_ms", "settled_state", "settled_due_ms")
+INTERNAL_FIELDS = ("id", "exec_until_ms", "watched", *SETTLED_FIELDS)
 
 
 def _flat_names(cls: Any, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -60,18 +63,14 @@ def _record_type(hint: Any) -> Any:
     return hint if dataclasses.is_dataclass(hint) else None
 
 
-_LIFECYCLE_STORED = tuple(
-    n for n in LIFECYCLE_FIELDS if n not in ("id", "exec_until_ms", "watched")
-)
+_LIFECYCLE_STORED = tuple(n for n in LIFECYCLE_FIELDS if n not in INTERNAL_FIELDS)
 _SPEC_STORED = _flat_names(NewJob, SPEC_FIELDS)
 # Every stored spec field, as stored: what a replaced job's new spec may leave out.
 SPEC_STORED = _SPEC_STORED
 # Every field of a job hash, as stored.
 JOB_FIELDS = (
     *_SPEC_STORED,
-    "id",
-    "exec_until_ms",
-    "watched",
+    *INTERNAL_FIELDS,
     *_flat_names(JobRecord, _LIFECYCLE_STORED),
 )
 # The spec fields scripts read (the others they only store as given) and every

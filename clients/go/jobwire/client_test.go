@@ -180,9 +180,10 @@ func TestErrors(t *testing.T) {
 			sentinel: ErrJobFinished, code: codes.FailedPrecondition, reason: ReasonJobFinished,
 		},
 		{
+			// (The token that completed the job is answered OK again: a retry of a lost reply.)
 			name: "complete with a stale token",
 			call: func() error {
-				_, err := c.rpc.Complete(ctx, &jobwirev1.CompleteRequest{JobId: done.JobID, LeaseToken: leased.GetLeaseToken()})
+				_, err := c.rpc.Complete(ctx, &jobwirev1.CompleteRequest{JobId: done.JobID, LeaseToken: leased.GetLeaseToken() + "x"})
 				return mapError(err)
 			},
 			sentinel: ErrLeaseLost, code: codes.FailedPrecondition, reason: ReasonLeaseLost,

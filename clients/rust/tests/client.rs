@@ -144,8 +144,15 @@ async fn stale_lease_is_lease_lost_and_finished_job_cannot_be_cancelled() {
         ..Default::default()
     };
     raw.complete(complete.clone()).await.unwrap();
+    // The same Complete again (its reply lost) is answered as the first time; another
+    // token is a stale lease.
+    raw.complete(complete.clone()).await.unwrap();
+    let stale = CompleteRequest {
+        lease_token: format!("{}x", complete.lease_token),
+        ..complete
+    };
 
-    let again = Error::from(raw.complete(complete).await.unwrap_err());
+    let again = Error::from(raw.complete(stale).await.unwrap_err());
     assert!(matches!(again, Error::LeaseLost(_)), "{again:?}");
     assert!(again.is_failed_precondition());
 

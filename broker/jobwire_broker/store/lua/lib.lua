@@ -90,6 +90,8 @@ local J = {
   start_deadline_ms = 'start_deadline_ms',
   depends_on = 'depends_on', on_dependency_failure = 'on_dependency_failure',
   pending_dependencies = 'pending_dependencies',
+  settled_token = 'settled_token', settled_op = 'settled_op', settled_ms = 'settled_ms',
+  settled_state = 'settled_state', settled_due_ms = 'settled_due_ms',
   concurrency_key = 'concurrency_key', concurrency_limit = 'concurrency_limit',
 }
 
@@ -670,6 +672,30 @@ local function check_lease(seq, token, now, keys)
   if f.state ~= 'active' or f.token ~= token then return LEASE_LOST, 'lease is not current' end
   if tonumber(f.lease_until_ms) <= now then return LEASE_LOST, 'lease expired' end
   return OK, '', f
+end
+
+-- Settlements that survive lost replies ------------------------------------------------
+-- A Complete, Fail or ReleaseLease records its token, operation and outcome on the job;
+-- the same call retried with the same token within REPLAY_MS (its first reply lost) gets
+-- that outcome again instead of LEASE_LOST, and changes nothing. Only the job's last
+-- settlement is kept.
+local REPLAY_MS = 600000
+
+-- Records that `token` settled job `seq` by `op` ('complete', 'fail' or 'release') with
+-- `state` after it and `due` (ms, 0 when not retried).
+local function remember_settlement(seq, token, op, now, state, due)
+  set(seq, {[J.settled_token] = token, [J.settled_op] = op, [J.settled_ms] = now,
+    [J.settled_state] = state, [J.settled_due_ms] = due or 0})
+end
+
+-- When `token` already settled job `seq` by `op` within REPLAY_MS: the state after it
+-- and its due time, else nil.
+local function replayed(seq, token, op, now)
+  local f = fields(seq, {'settled_token', 'settled_op', 'settled_ms', 'settled_state',
+    'settled_due_ms'})
+  if f.settled_token ~= token or f.settled_op ~= op then return nil end
+  if now - tonumber(f.settled_ms) > REPLAY_MS then return nil end
+  return f.settled_state, tonumber(f.settled_due_ms)
 end
 
 -- Dependencies (docs/flows.md) ---------------------------------------------------------

@@ -5,6 +5,8 @@
 -- KEYS: the queue key set (lib.lua); uses ready, scheduled, active, waiting, job:, events:,
 --       qevents, worker:.
 -- ARGS: list of {seq, token, delay_ms}
+-- A retry with the token of the job's last ReleaseLease, within lib.lua's REPLAY_MS,
+-- gets its state and due_ms again and writes nothing.
 -- Returns: list of {code, reason, state (after; "" unless OK), due_ms,
 --          trace (the job's trace context members, when OK)}, in order
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
@@ -18,10 +20,15 @@ for _, item in ipairs(ARGS) do
   local seq = tostring(item.seq)
   local code, reason, f = check_lease(seq, item.token, now,
     {'traceparent', 'tracestate', 'baggage'})
-  if code ~= OK then
+  local again, again_due = nil, 0
+  if code == LEASE_LOST then again, again_due = replayed(seq, item.token, 'release', now) end
+  if again then  -- a retry whose first reply was lost: its outcome, nothing written
+    out[#out + 1] = {code = OK, reason = '', state = again, due_ms = again_due, trace = {}}
+  elseif code ~= OK then
     out[#out + 1] = {code = code, reason = reason, state = '', due_ms = 0, trace = {}}
   else
     local state, due = release(seq, now, item.delay_ms)
+    remember_settlement(seq, item.token, 'release', now, state, due)
     out[#out + 1] = {code = code, reason = reason, state = state, due_ms = due,
       trace = trace_of(f)}
   end

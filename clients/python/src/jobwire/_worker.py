@@ -631,9 +631,10 @@ class Worker:
 
     async def _send_settlements(self, batch: list[tuple[pb.Settlement, _Held]]) -> None:
         """Sends one SettleBatch, retried through any outage: a lease token is settled
-        at most once, so a retry of a call that did land is refused as LEASE_LOST, which
-        then means done. Gives up only once the worker is stopping and its grace period
-        is over (the leases expire and the broker retries those jobs)."""
+        at most once, and a retry of a call that did land gets each item's first outcome
+        again (a LEASE_LOST on a retry means the lease ran out meanwhile). Gives up only
+        once the worker is stopping and its grace period is over (the leases expire and
+        the broker retries those jobs)."""
         loop = asyncio.get_running_loop()
         request = pb.SettleBatchRequest(settlements=[s for s, _ in batch])
         queues = [held.job.queue for _, held in batch]
@@ -673,8 +674,8 @@ class Worker:
                 pass
             elif retried and isinstance(error, LeaseLost):
                 log.info(
-                    "%s already settled by an earlier try, or its lease ran out meanwhile"
-                    " (LEASE_LOST on a retry): done either way",
+                    "%s: its lease ran out while the settlement was retried"
+                    " (LEASE_LOST on a retry); the broker retries the job",
                     held.job.id,
                 )
             else:

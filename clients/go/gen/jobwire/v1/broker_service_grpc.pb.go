@@ -74,20 +74,24 @@ type BrokerServiceClient interface {
 	HeartbeatBatch(ctx context.Context, in *HeartbeatBatchRequest, opts ...grpc.CallOption) (*HeartbeatBatchResponse, error)
 	// Finishes a leased job with a result. `FAILED_PRECONDITION` (reason `LEASE_LOST`) if
 	// the token is not the job's current lease (expired, re-leased, or already finished):
-	// nothing is written. `NOT_FOUND` if the job is gone.
+	// nothing is written. `NOT_FOUND` if the job is gone. Safe to retry: a Complete with
+	// the token that already completed the job (its reply was lost) answers OK again, for
+	// 10 minutes after the first, and writes nothing.
 	Complete(ctx context.Context, in *CompleteRequest, opts ...grpc.CallOption) (*CompleteResponse, error)
 	// Reports a failed attempt. The job is retried after its backoff (or `retry_delay`)
 	// while attempts remain and the error is retryable, else it goes dead. Same lease
-	// errors as Complete.
+	// errors as Complete; a Fail retried with the token of the job's last Fail (its reply
+	// lost) gets the first `FailResponse` again, for 10 minutes, and writes nothing.
 	Fail(ctx context.Context, in *FailRequest, opts ...grpc.CallOption) (*FailResponse, error)
 	// Hands a leased job back without counting the attempt, for a job the worker leased
 	// but will not run (prefetched when it shut down, say). The job is ready again at once,
 	// or after `delay`; no error is recorded. The next lease still gets the next `attempt`
 	// number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
-	// Complete.
+	// Complete, and retried with the same token it answers as the first time.
 	ReleaseLease(ctx context.Context, in *ReleaseLeaseRequest, opts ...grpc.CallOption) (*ReleaseLeaseResponse, error)
 	// Completes, fails and releases many leased jobs (of any queues) in one call. Each
-	// item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+	// item gets its own status, as Complete, Fail and ReleaseLease would have returned
+	// (so a retried batch gets the first outcome of each item it had already settled).
 	// The broker settles them in script calls of at most 50 items (so Redis is never held
 	// for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
 	// already settled stay settled.
@@ -321,20 +325,24 @@ type BrokerServiceServer interface {
 	HeartbeatBatch(context.Context, *HeartbeatBatchRequest) (*HeartbeatBatchResponse, error)
 	// Finishes a leased job with a result. `FAILED_PRECONDITION` (reason `LEASE_LOST`) if
 	// the token is not the job's current lease (expired, re-leased, or already finished):
-	// nothing is written. `NOT_FOUND` if the job is gone.
+	// nothing is written. `NOT_FOUND` if the job is gone. Safe to retry: a Complete with
+	// the token that already completed the job (its reply was lost) answers OK again, for
+	// 10 minutes after the first, and writes nothing.
 	Complete(context.Context, *CompleteRequest) (*CompleteResponse, error)
 	// Reports a failed attempt. The job is retried after its backoff (or `retry_delay`)
 	// while attempts remain and the error is retryable, else it goes dead. Same lease
-	// errors as Complete.
+	// errors as Complete; a Fail retried with the token of the job's last Fail (its reply
+	// lost) gets the first `FailResponse` again, for 10 minutes, and writes nothing.
 	Fail(context.Context, *FailRequest) (*FailResponse, error)
 	// Hands a leased job back without counting the attempt, for a job the worker leased
 	// but will not run (prefetched when it shut down, say). The job is ready again at once,
 	// or after `delay`; no error is recorded. The next lease still gets the next `attempt`
 	// number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
-	// Complete.
+	// Complete, and retried with the same token it answers as the first time.
 	ReleaseLease(context.Context, *ReleaseLeaseRequest) (*ReleaseLeaseResponse, error)
 	// Completes, fails and releases many leased jobs (of any queues) in one call. Each
-	// item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+	// item gets its own status, as Complete, Fail and ReleaseLease would have returned
+	// (so a retried batch gets the first outcome of each item it had already settled).
 	// The broker settles them in script calls of at most 50 items (so Redis is never held
 	// for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
 	// already settled stay settled.

@@ -73,23 +73,27 @@ class BrokerServiceStub:
     Complete: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.CompleteRequest, _broker_service_pb2.CompleteResponse]
     """Finishes a leased job with a result. `FAILED_PRECONDITION` (reason `LEASE_LOST`) if
     the token is not the job's current lease (expired, re-leased, or already finished):
-    nothing is written. `NOT_FOUND` if the job is gone.
+    nothing is written. `NOT_FOUND` if the job is gone. Safe to retry: a Complete with
+    the token that already completed the job (its reply was lost) answers OK again, for
+    10 minutes after the first, and writes nothing.
     """
     Fail: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.FailRequest, _broker_service_pb2.FailResponse]
     """Reports a failed attempt. The job is retried after its backoff (or `retry_delay`)
     while attempts remain and the error is retryable, else it goes dead. Same lease
-    errors as Complete.
+    errors as Complete; a Fail retried with the token of the job's last Fail (its reply
+    lost) gets the first `FailResponse` again, for 10 minutes, and writes nothing.
     """
     ReleaseLease: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.ReleaseLeaseRequest, _broker_service_pb2.ReleaseLeaseResponse]
     """Hands a leased job back without counting the attempt, for a job the worker leased
     but will not run (prefetched when it shut down, say). The job is ready again at once,
     or after `delay`; no error is recorded. The next lease still gets the next `attempt`
     number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
-    Complete.
+    Complete, and retried with the same token it answers as the first time.
     """
     SettleBatch: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.SettleBatchRequest, _broker_service_pb2.SettleBatchResponse]
     """Completes, fails and releases many leased jobs (of any queues) in one call. Each
-    item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+    item gets its own status, as Complete, Fail and ReleaseLease would have returned
+    (so a retried batch gets the first outcome of each item it had already settled).
     The broker settles them in script calls of at most 50 items (so Redis is never held
     for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
     already settled stay settled.
@@ -175,23 +179,27 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     Complete: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.CompleteRequest, _broker_service_pb2.CompleteResponse]  # type: ignore[assignment]
     """Finishes a leased job with a result. `FAILED_PRECONDITION` (reason `LEASE_LOST`) if
     the token is not the job's current lease (expired, re-leased, or already finished):
-    nothing is written. `NOT_FOUND` if the job is gone.
+    nothing is written. `NOT_FOUND` if the job is gone. Safe to retry: a Complete with
+    the token that already completed the job (its reply was lost) answers OK again, for
+    10 minutes after the first, and writes nothing.
     """
     Fail: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.FailRequest, _broker_service_pb2.FailResponse]  # type: ignore[assignment]
     """Reports a failed attempt. The job is retried after its backoff (or `retry_delay`)
     while attempts remain and the error is retryable, else it goes dead. Same lease
-    errors as Complete.
+    errors as Complete; a Fail retried with the token of the job's last Fail (its reply
+    lost) gets the first `FailResponse` again, for 10 minutes, and writes nothing.
     """
     ReleaseLease: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.ReleaseLeaseRequest, _broker_service_pb2.ReleaseLeaseResponse]  # type: ignore[assignment]
     """Hands a leased job back without counting the attempt, for a job the worker leased
     but will not run (prefetched when it shut down, say). The job is ready again at once,
     or after `delay`; no error is recorded. The next lease still gets the next `attempt`
     number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
-    Complete.
+    Complete, and retried with the same token it answers as the first time.
     """
     SettleBatch: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.SettleBatchRequest, _broker_service_pb2.SettleBatchResponse]  # type: ignore[assignment]
     """Completes, fails and releases many leased jobs (of any queues) in one call. Each
-    item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+    item gets its own status, as Complete, Fail and ReleaseLease would have returned
+    (so a retried batch gets the first outcome of each item it had already settled).
     The broker settles them in script calls of at most 50 items (so Redis is never held
     for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
     already settled stay settled.
@@ -310,7 +318,9 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_broker_service_pb2.CompleteResponse, _abc.Awaitable[_broker_service_pb2.CompleteResponse]]:
         """Finishes a leased job with a result. `FAILED_PRECONDITION` (reason `LEASE_LOST`) if
         the token is not the job's current lease (expired, re-leased, or already finished):
-        nothing is written. `NOT_FOUND` if the job is gone.
+        nothing is written. `NOT_FOUND` if the job is gone. Safe to retry: a Complete with
+        the token that already completed the job (its reply was lost) answers OK again, for
+        10 minutes after the first, and writes nothing.
         """
 
     @_abc_1.abstractmethod
@@ -321,7 +331,8 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_broker_service_pb2.FailResponse, _abc.Awaitable[_broker_service_pb2.FailResponse]]:
         """Reports a failed attempt. The job is retried after its backoff (or `retry_delay`)
         while attempts remain and the error is retryable, else it goes dead. Same lease
-        errors as Complete.
+        errors as Complete; a Fail retried with the token of the job's last Fail (its reply
+        lost) gets the first `FailResponse` again, for 10 minutes, and writes nothing.
         """
 
     @_abc_1.abstractmethod
@@ -334,7 +345,7 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         but will not run (prefetched when it shut down, say). The job is ready again at once,
         or after `delay`; no error is recorded. The next lease still gets the next `attempt`
         number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
-        Complete.
+        Complete, and retried with the same token it answers as the first time.
         """
 
     @_abc_1.abstractmethod
@@ -344,7 +355,8 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_service_pb2.SettleBatchResponse, _abc.Awaitable[_broker_service_pb2.SettleBatchResponse]]:
         """Completes, fails and releases many leased jobs (of any queues) in one call. Each
-        item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+        item gets its own status, as Complete, Fail and ReleaseLease would have returned
+        (so a retried batch gets the first outcome of each item it had already settled).
         The broker settles them in script calls of at most 50 items (so Redis is never held
         for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
         already settled stay settled.

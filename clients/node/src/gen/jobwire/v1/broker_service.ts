@@ -3778,7 +3778,9 @@ export const BrokerServiceService = {
   /**
    * Finishes a leased job with a result. `FAILED_PRECONDITION` (reason `LEASE_LOST`) if
    * the token is not the job's current lease (expired, re-leased, or already finished):
-   * nothing is written. `NOT_FOUND` if the job is gone.
+   * nothing is written. `NOT_FOUND` if the job is gone. Safe to retry: a Complete with
+   * the token that already completed the job (its reply was lost) answers OK again, for
+   * 10 minutes after the first, and writes nothing.
    */
   complete: {
     path: "/jobwire.v1.BrokerService/Complete" as const,
@@ -3792,7 +3794,8 @@ export const BrokerServiceService = {
   /**
    * Reports a failed attempt. The job is retried after its backoff (or `retry_delay`)
    * while attempts remain and the error is retryable, else it goes dead. Same lease
-   * errors as Complete.
+   * errors as Complete; a Fail retried with the token of the job's last Fail (its reply
+   * lost) gets the first `FailResponse` again, for 10 minutes, and writes nothing.
    */
   fail: {
     path: "/jobwire.v1.BrokerService/Fail" as const,
@@ -3808,7 +3811,7 @@ export const BrokerServiceService = {
    * but will not run (prefetched when it shut down, say). The job is ready again at once,
    * or after `delay`; no error is recorded. The next lease still gets the next `attempt`
    * number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
-   * Complete.
+   * Complete, and retried with the same token it answers as the first time.
    */
   releaseLease: {
     path: "/jobwire.v1.BrokerService/ReleaseLease" as const,
@@ -3822,7 +3825,8 @@ export const BrokerServiceService = {
   },
   /**
    * Completes, fails and releases many leased jobs (of any queues) in one call. Each
-   * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+   * item gets its own status, as Complete, Fail and ReleaseLease would have returned
+   * (so a retried batch gets the first outcome of each item it had already settled).
    * The broker settles them in script calls of at most 50 items (so Redis is never held
    * for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
    * already settled stay settled.
@@ -3956,13 +3960,16 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
   /**
    * Finishes a leased job with a result. `FAILED_PRECONDITION` (reason `LEASE_LOST`) if
    * the token is not the job's current lease (expired, re-leased, or already finished):
-   * nothing is written. `NOT_FOUND` if the job is gone.
+   * nothing is written. `NOT_FOUND` if the job is gone. Safe to retry: a Complete with
+   * the token that already completed the job (its reply was lost) answers OK again, for
+   * 10 minutes after the first, and writes nothing.
    */
   complete: handleUnaryCall<CompleteRequest, CompleteResponse>;
   /**
    * Reports a failed attempt. The job is retried after its backoff (or `retry_delay`)
    * while attempts remain and the error is retryable, else it goes dead. Same lease
-   * errors as Complete.
+   * errors as Complete; a Fail retried with the token of the job's last Fail (its reply
+   * lost) gets the first `FailResponse` again, for 10 minutes, and writes nothing.
    */
   fail: handleUnaryCall<FailRequest, FailResponse>;
   /**
@@ -3970,12 +3977,13 @@ export interface BrokerServiceServer extends UntypedServiceImplementation {
    * but will not run (prefetched when it shut down, say). The job is ready again at once,
    * or after `delay`; no error is recorded. The next lease still gets the next `attempt`
    * number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
-   * Complete.
+   * Complete, and retried with the same token it answers as the first time.
    */
   releaseLease: handleUnaryCall<ReleaseLeaseRequest, ReleaseLeaseResponse>;
   /**
    * Completes, fails and releases many leased jobs (of any queues) in one call. Each
-   * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+   * item gets its own status, as Complete, Fail and ReleaseLease would have returned
+   * (so a retried batch gets the first outcome of each item it had already settled).
    * The broker settles them in script calls of at most 50 items (so Redis is never held
    * for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
    * already settled stay settled.
@@ -4127,7 +4135,9 @@ export interface BrokerServiceClient extends Client {
   /**
    * Finishes a leased job with a result. `FAILED_PRECONDITION` (reason `LEASE_LOST`) if
    * the token is not the job's current lease (expired, re-leased, or already finished):
-   * nothing is written. `NOT_FOUND` if the job is gone.
+   * nothing is written. `NOT_FOUND` if the job is gone. Safe to retry: a Complete with
+   * the token that already completed the job (its reply was lost) answers OK again, for
+   * 10 minutes after the first, and writes nothing.
    */
   complete(
     request: CompleteRequest,
@@ -4147,7 +4157,8 @@ export interface BrokerServiceClient extends Client {
   /**
    * Reports a failed attempt. The job is retried after its backoff (or `retry_delay`)
    * while attempts remain and the error is retryable, else it goes dead. Same lease
-   * errors as Complete.
+   * errors as Complete; a Fail retried with the token of the job's last Fail (its reply
+   * lost) gets the first `FailResponse` again, for 10 minutes, and writes nothing.
    */
   fail(request: FailRequest, callback: (error: ServiceError | null, response: FailResponse) => void): ClientUnaryCall;
   fail(
@@ -4166,7 +4177,7 @@ export interface BrokerServiceClient extends Client {
    * but will not run (prefetched when it shut down, say). The job is ready again at once,
    * or after `delay`; no error is recorded. The next lease still gets the next `attempt`
    * number (fencing), but `Job.counted_attempts` does not grow. Same lease errors as
-   * Complete.
+   * Complete, and retried with the same token it answers as the first time.
    */
   releaseLease(
     request: ReleaseLeaseRequest,
@@ -4185,7 +4196,8 @@ export interface BrokerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Completes, fails and releases many leased jobs (of any queues) in one call. Each
-   * item gets its own status, as Complete, Fail and ReleaseLease would have returned.
+   * item gets its own status, as Complete, Fail and ReleaseLease would have returned
+   * (so a retried batch gets the first outcome of each item it had already settled).
    * The broker settles them in script calls of at most 50 items (so Redis is never held
    * for long): if Redis goes away midway, the call fails `UNAVAILABLE` and the items
    * already settled stay settled.

@@ -209,7 +209,11 @@ class JobwireClientTest {
         assertThrows(JobFinishedException.class, () -> client.cancel(job.jobId()));
     assertEquals(ErrorReason.JOB_FINISHED, finished.reason());
 
-    StatusRuntimeException again = assertThrows(StatusRuntimeException.class, () -> raw.complete(complete));
+    // The same Complete again (its reply lost) is answered as the first time; another
+    // token is a stale lease.
+    raw.complete(complete);
+    CompleteRequest stale = complete.toBuilder().setLeaseToken(leased.getLeaseToken() + "x").build();
+    StatusRuntimeException again = assertThrows(StatusRuntimeException.class, () -> raw.complete(stale));
     JobwireException mapped = Errors.map(again);
     assertInstanceOf(LeaseLostException.class, mapped);
     assertEquals(ErrorReason.LEASE_LOST, mapped.reason());
