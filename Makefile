@@ -9,7 +9,10 @@ UV_VERSION := 0.13.8
 GRPCURL_VERSION := v1.9.4
 GHZ_VERSION := v0.120.0
 GRPC_HEALTH_PROBE_VERSION := v0.4.63
-GRPC_TOOLS_STAMP := $(TOOLS)/grpc-tools-$(GRPCURL_VERSION)-$(GHZ_VERSION)-$(GRPC_HEALTH_PROBE_VERSION).stamp
+# Shopify's toxiproxy, the fault proxy of tests/test_lost_reply.py (its server command is
+# installed as .tools/toxiproxy/server).
+TOXIPROXY_VERSION := v2.5.0
+GRPC_TOOLS_STAMP := $(TOOLS)/grpc-tools-$(GRPCURL_VERSION)-$(GHZ_VERSION)-$(GRPC_HEALTH_PROBE_VERSION)-$(TOXIPROXY_VERSION).stamp
 
 .PHONY: setup tools serve test test-python lint generate check-generated bench clean
 
@@ -34,6 +37,7 @@ $(GRPC_TOOLS_STAMP):
 	GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 	GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/grpc-ecosystem/grpc-health-probe@$(GRPC_HEALTH_PROBE_VERSION)
+	GOBIN=$(CURDIR)/$(TOOLS)/toxiproxy go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
 	touch $@
 
 tools: $(GRPC_TOOLS_STAMP)
