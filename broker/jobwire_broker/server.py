@@ -18,7 +18,7 @@ from jobwire.v1 import broker_service_pb2 as pb
 from jobwire.v1 import broker_service_pb2_grpc as rpc
 
 from . import queue_file, schedule_file
-from .api import reflection
+from .api import reflection, undecodable
 from .api.admin import AdminServicer
 from .api.durations import OperationDurations
 from .api.health import HealthServicer
@@ -96,7 +96,7 @@ class BrokerApp:
             self.settings.defaults,
             reply_limit=self.settings.max_message_bytes,
         )
-        rpc.add_BrokerServiceServicer_to_server(servicer, self.server)
+        undecodable.register(rpc.add_BrokerServiceServicer_to_server, servicer, self.server)
         self.admin = AdminContext(
             self.store,
             self.notifier,
@@ -104,10 +104,13 @@ class BrokerApp:
             self.settings.defaults,
             self.settings.maintenance.retention,
         )
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.admin, self.settings.limits, self.settings.defaults), self.server
+        undecodable.register(
+            admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
+            AdminServicer(self.admin, self.settings.limits, self.settings.defaults),
+            self.server,
         )
-        schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
+        undecodable.register(
+            schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server,
             ScheduleServicer(self.admin, self.settings.limits, self.settings.defaults),
             self.server,
         )

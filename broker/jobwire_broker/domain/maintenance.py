@@ -15,6 +15,10 @@ from .hooks import Hooks, NoHooks
 from .model import Retention
 from .workers import forget_old_workers
 
+# Jitter from a generator of its own, so nothing that seeds or reads the global one
+# (tests, libraries) shares or changes its sequence.
+_JITTER = random.Random()
+
 log = logging.getLogger(__name__)
 # Script calls per step and queue in one tick: up to 1000 jobs moved per tick and step.
 ROUNDS = 10
@@ -46,7 +50,7 @@ class Maintenance:
                 log.debug("maintenance skipped, store unavailable: %s", exc)
             # Jitter keeps replicas from running in lockstep.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.interval_s * random.uniform(0.8, 1.2)):
+                async with asyncio.timeout(self.settings.interval_s * _JITTER.uniform(0.8, 1.2)):
                     await stop.wait()
 
     async def tick(self) -> None:

@@ -18,6 +18,10 @@ from .errors import schedule_exists, schedule_not_found
 from .model import NewJob
 from .schedule_model import CatchUp, ScheduleRecord, ScheduleSpec
 
+# Jitter from a generator of its own, so nothing that seeds or reads the global one
+# (tests, libraries) shares or changes its sequence.
+_JITTER = random.Random()
+
 log = logging.getLogger(__name__)
 MISSED_AFTER_MS = 60_000  # a tick not fired within this of its time was missed
 NEXT_RUNS = 5
@@ -211,7 +215,7 @@ class ScheduleTicker:
             except StoreUnavailable as exc:
                 log.debug("schedules skipped, store unavailable: %s", exc)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.interval_s * random.uniform(0.8, 1.2)):
+                async with asyncio.timeout(self.settings.interval_s * _JITTER.uniform(0.8, 1.2)):
                     await stop.wait()
 
     async def _scan(self) -> None:

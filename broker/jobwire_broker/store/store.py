@@ -51,6 +51,10 @@ from .keys import (
 )
 from .scripts import Code, load_scripts
 
+# Jitter from a generator of its own, so nothing that seeds or reads the global one
+# (tests, libraries) shares or changes its sequence.
+_JITTER = random.Random()
+
 Clock = Callable[[], int | None]
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -429,7 +433,7 @@ class Store:
                 "token": item.token,
                 "error": {**schema.members(item.error), "template": item.template},
                 "retry_delay_ms": item.retry_delay_ms,
-                "rand": random.random(),
+                "rand": _JITTER.random(),
                 "rate_limit_delay_ms": item.rate_limit_delay_ms,
             }
             for item in items
@@ -490,7 +494,7 @@ class Store:
     # -- maintenance ----------------------------------------------------------------
 
     async def reclaim(self, queue: str, limit: int = JOBS_PER_CALL) -> list[Reclaimed]:
-        args = {"limit": limit, "rand": random.random(), "errors": RECLAIM_ERRORS}
+        args = {"limit": limit, "rand": _JITTER.random(), "errors": RECLAIM_ERRORS}
         rows = await self._run("reclaim", queue, args)
         return [
             Reclaimed(
