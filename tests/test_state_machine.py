@@ -1,9 +1,10 @@
 """The job state machine against a reference model (issue 14, "Proof"): Hypothesis drives
-random sequences of enqueue, lease, heartbeat, complete, fail, cancel, time passing and
-lease expiry (reclaim) against the real scripts on a real Valkey, with the scripts' clock
-simulated, and after every step compares each job's state and attempts with a small
-model. Jobs may carry a concurrency key (limit 1), and settlements are retried with old
-tokens, so fencing, per-key exclusion and the replay of a settlement are checked too.
+random sequences of enqueue, lease, heartbeat, complete, fail, cancel, time passing,
+lease expiry (reclaim) and redrive (RetryJobs) against the real scripts on a real
+Valkey, with the scripts' clock simulated, and after every step compares each job's
+state and attempts with a small model. Jobs may carry a concurrency key (limit 1), and
+settlements are retried with old tokens, so fencing, per-key exclusion and the replay
+of a settlement are checked too.
 
 JOBWIRE_STATE_MACHINE_EXAMPLES sets how many sequences run (CI: the default below)."""
 
@@ -35,6 +36,7 @@ from jobwire_broker.domain.model import (
     Outcome,
 )
 from jobwire_broker.store import Store
+from jobwire_broker.store.jobs_admin import JobsAdminStore
 from redis.asyncio import Redis
 from support import RedisServer, unique_prefix
 
@@ -53,6 +55,7 @@ class Job:
     max_attempts: int
     state: JobState = JobState.READY
     attempt: int = 0
+    releases: int = 0  # attempt - releases counts against max_attempts
     token: str | None = None  # of the current lease
     deadline_ms: int = 0
     cancel_requested: bool = False
@@ -76,6 +79,7 @@ class JobMachine(RuleBasedStateMachine):
         self.loop = loop
         self.now = 1_800_000_000_000
         self.store = Store(redis, unique_prefix(), clock=lambda: self.now)
+        self.admin = JobsAdminStore(self.store)
         self.jobs: list[Job] = []
 
     def run(self, call: Coroutine[Any, Any, T]) -> T:
@@ -155,7 +159,8 @@ class JobMachine(RuleBasedStateMachine):
         """The state a failed attempt of `job` ends in (no backoff: ready at once)."""
         if job.cancel_requested:
             return JobState.CANCELLED
-        return JobState.DEAD if job.attempt >= job.max_attempts else JobState.READY
+        counted = job.attempt - job.releases
+        return JobState.DEAD if counted >= job.max_attempts else JobState.READY
 
     @precondition(lambda self: self.jobs)
     @rule(i=st.integers(0, 99), t=st.integers(0, 9))
@@ -189,6 +194,19 @@ class JobMachine(RuleBasedStateMachine):
             job.cancel_requested = True
         assert r.state is job.state
 
+    @precondition(lambda self: self.jobs)
+    @rule(i=st.integers(0, 99))
+    def redrive(self, i: int) -> None:
+        """RetryJobs by id: a dead or cancelled job is ready again, its attempts counted
+        afresh; any other state is refused and nothing changes."""
+        job = self.pick(i)
+        change = self.run(self.admin.retry(Q, [job.seq]))
+        if job.state in (JobState.DEAD, JobState.CANCELLED):
+            assert change.done == 1
+            job.state, job.releases, job.cancel_requested = JobState.READY, job.attempt, False
+        else:
+            assert (change.done, change.refused_state) == (0, job.state)
+
     @rule(ms=st.sampled_from([0, 1, 400, 999, 1_000, 1_500, REPLAY_MS]))
     def time_passes(self, ms: int) -> None:
         self.now += ms
@@ -210,6 +228,7 @@ class JobMachine(RuleBasedStateMachine):
             record = self.run(self.store.get(Q, job.seq))
             assert record is not None
             assert (record.state, record.attempt) == (job.state, job.attempt), job
+            assert record.releases == job.releases, job
             assert record.cancel_requested == job.cancel_requested or job.state in (
                 JobState.CANCELLED,
                 JobState.COMPLETED,
