@@ -9,10 +9,10 @@ from jobwire.v1 import admin_service_pb2 as pb
 from ..domain import queues
 from ..domain.admin import AdminContext
 from ..domain.limits import DAY_MS, SECOND_MS, Defaults, Limits
-from ..domain.model import QueueInfo, QueueSettings, RateLimit
+from ..domain.model import RATE_LIMIT_SETTINGS, QueueInfo, QueueSettings, RateLimit
 from . import responses as out
 from .errors import unary
-from .requests import Parser
+from .requests import MAX_CONCURRENCY_LIMIT, Parser
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # QueueSettings' proto field -> the domain's field.
@@ -35,7 +35,6 @@ DURATIONS = {"lease_duration", "execution_timeout", "completed_max_age", "dead_m
 MAX_KEEP = 100_000_000
 MAX_AGE_MS = 3_650 * DAY_MS
 MAX_EVENT_HISTORY = 1_000_000
-MAX_CONCURRENCY_LIMIT = 10_000
 MAX_RATE = 1_000_000
 RATE_PERIOD_MS = (10, DAY_MS)  # [10 ms, 24 h]
 
@@ -54,8 +53,8 @@ def parse_limits(p: Parser, field: str, s: pb.QueueSettings) -> dict[str, Any]:
     if s.HasField("concurrency_limit"):
         p.in_range(f"{field}.concurrency_limit", s.concurrency_limit, 1, MAX_CONCURRENCY_LIMIT)
         values["concurrency_limit"] = s.concurrency_limit
-    for name in ("rate_limit", "key_rate_limit"):
-        if s.HasField(name):
+    for name in RATE_LIMIT_SETTINGS:
+        if s.HasField(name):  # type: ignore[arg-type]
             values[name] = parse_rate_limit(p, f"{field}.{name}", getattr(s, name))
     return values
 
@@ -126,7 +125,7 @@ def settings_message(s: QueueSettings) -> pb.QueueSettings:
             continue
         if proto == "backoff":
             m.backoff.CopyFrom(out.backoff(value))
-        elif proto in ("rate_limit", "key_rate_limit"):
+        elif proto in RATE_LIMIT_SETTINGS:
             getattr(m, proto).CopyFrom(rate_limit_message(value))
         elif proto in DURATIONS:
             getattr(m, proto).CopyFrom(out.duration(value))

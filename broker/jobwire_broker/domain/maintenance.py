@@ -5,19 +5,15 @@ is one atomic script per queue, so replicas may overlap freely."""
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 
 from ..store import Store, StoreUnavailable
 from ..store.batches import JOBS_PER_CALL
 from .hooks import Hooks, NoHooks
+from .jitter import JITTER
 from .model import Retention
 from .workers import forget_old_workers
-
-# Jitter from a generator of its own, so nothing that seeds or reads the global one
-# (tests, libraries) shares or changes its sequence.
-_JITTER = random.Random()
 
 log = logging.getLogger(__name__)
 # Script calls per step and queue in one tick: up to 1000 jobs moved per tick and step.
@@ -50,7 +46,7 @@ class Maintenance:
                 log.debug("maintenance skipped, store unavailable: %s", exc)
             # Jitter keeps replicas from running in lockstep.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.interval_s * _JITTER.uniform(0.8, 1.2)):
+                async with asyncio.timeout(self.settings.interval_s * JITTER.uniform(0.8, 1.2)):
                     await stop.wait()
 
     async def tick(self) -> None:

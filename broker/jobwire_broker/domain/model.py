@@ -322,6 +322,10 @@ class RateLimit:
     period_ms: int
 
 
+# The QueueSettings fields that hold a RateLimit.
+RATE_LIMIT_SETTINGS = ("rate_limit", "key_rate_limit")
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
     """A queue's settings; None inherits the broker's default. Field names are the

@@ -8,7 +8,7 @@ from ..store import queues as store_queues
 from .admin import AdminContext
 from .broker import store_errors
 from .errors import queue_busy
-from .model import Backoff, BackoffKind, QueueInfo, QueueSettings
+from .model import RATE_LIMIT_SETTINGS, Backoff, BackoffKind, QueueInfo, QueueSettings
 from .workers import list_workers
 
 DEFAULT_EVENT_HISTORY = 10_000  # lib.lua DEFAULT_EVENT_HISTORY (a test holds them equal)
@@ -37,7 +37,7 @@ def effective(ctx: AdminContext, s: QueueSettings) -> QueueSettings:
     own = {k: v for k, v in dataclasses.asdict(s).items() if v is not None}
     if s.backoff is not None:
         own["backoff"] = s.backoff
-    for name in ("rate_limit", "key_rate_limit"):  # records: asdict made them dicts
+    for name in RATE_LIMIT_SETTINGS:  # records: asdict made them dicts
         if getattr(s, name) is not None:
             own[name] = getattr(s, name)
     return dataclasses.replace(broker, **own)

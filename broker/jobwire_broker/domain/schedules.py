@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import random
 from dataclasses import dataclass
 
 from ..store import Store, StoreUnavailable
@@ -15,12 +14,9 @@ from ..store.batches import JOBS_PER_CALL
 from . import schedule_times as times
 from .broker import store_errors
 from .errors import schedule_exists, schedule_not_found
+from .jitter import JITTER
 from .model import NewJob
 from .schedule_model import CatchUp, ScheduleRecord, ScheduleSpec
-
-# Jitter from a generator of its own, so nothing that seeds or reads the global one
-# (tests, libraries) shares or changes its sequence.
-_JITTER = random.Random()
 
 log = logging.getLogger(__name__)
 MISSED_AFTER_MS = 60_000  # a tick not fired within this of its time was missed
@@ -215,7 +211,7 @@ class ScheduleTicker:
             except StoreUnavailable as exc:
                 log.debug("schedules skipped, store unavailable: %s", exc)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.interval_s * _JITTER.uniform(0.8, 1.2)):
+                async with asyncio.timeout(self.settings.interval_s * JITTER.uniform(0.8, 1.2)):
                     await stop.wait()
 
     async def _scan(self) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..domain.model import (
+    RATE_LIMIT_SETTINGS,
     Backoff,
     BackoffKind,
     JobState,
@@ -26,7 +27,6 @@ PENDING = (JobState.READY.value, JobState.SCHEDULED.value)
 ALL_STATES = tuple(s.value for s in JobState)
 _BACKOFF_MEMBERS = tuple(f.name for f in dataclasses.fields(Backoff))
 _RATE_MEMBERS = tuple(f.name for f in dataclasses.fields(RateLimit))
-RATE_LIMITS = ("rate_limit", "key_rate_limit")  # stored as <field>.limit, <field>.period_ms
 
 
 def stored(settings: QueueSettings) -> dict[str, bytes | str]:
@@ -41,7 +41,7 @@ def stored_names(field: str) -> list[str]:
     """The hash fields that hold one QueueSettings field."""
     if field == "backoff":
         return [f"backoff.{m}" for m in _BACKOFF_MEMBERS]
-    if field in RATE_LIMITS:
+    if field in RATE_LIMIT_SETTINGS:
         return [f"{field}.{m}" for m in _RATE_MEMBERS]
     return [field]
 
@@ -60,7 +60,7 @@ def _settings(raw: dict[bytes, bytes]) -> QueueSettings:
                     float(b["multiplier"]),
                     float(b["jitter"]),
                 )
-        elif f.name in RATE_LIMITS:
+        elif f.name in RATE_LIMIT_SETTINGS:
             if f"{f.name}.limit" in text:
                 values[f.name] = RateLimit(
                     int(text[f"{f.name}.limit"]), int(text.get(f"{f.name}.period_ms", "0"))

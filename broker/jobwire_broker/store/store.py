@@ -3,7 +3,6 @@ Arguments go to a script as one MessagePack value of named fields, and its answe
 back the same way; this module is the one place that packs and unpacks them."""
 
 import contextlib
-import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -14,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from ..domain.fingerprint import fingerprint
+from ..domain.jitter import JITTER
 from ..domain.limits import DEFAULT_REPLY_BYTES, Defaults
 from ..domain.model import (
     CancelResult,
@@ -50,10 +50,6 @@ from .keys import (
     state_set,
 )
 from .scripts import Code, load_scripts
-
-# Jitter from a generator of its own, so nothing that seeds or reads the global one
-# (tests, libraries) shares or changes its sequence.
-_JITTER = random.Random()
 
 Clock = Callable[[], int | None]
 T = TypeVar("T")
@@ -433,7 +429,7 @@ class Store:
                 "token": item.token,
                 "error": {**schema.members(item.error), "template": item.template},
                 "retry_delay_ms": item.retry_delay_ms,
-                "rand": _JITTER.random(),
+                "rand": JITTER.random(),
                 "rate_limit_delay_ms": item.rate_limit_delay_ms,
             }
             for item in items
@@ -494,7 +490,7 @@ class Store:
     # -- maintenance ----------------------------------------------------------------
 
     async def reclaim(self, queue: str, limit: int = JOBS_PER_CALL) -> list[Reclaimed]:
-        args = {"limit": limit, "rand": _JITTER.random(), "errors": RECLAIM_ERRORS}
+        args = {"limit": limit, "rand": JITTER.random(), "errors": RECLAIM_ERRORS}
         rows = await self._run("reclaim", queue, args)
         return [
             Reclaimed(

@@ -15,7 +15,7 @@ for _, item in ipairs(ARGS) do
   local seq = tostring(item.seq)
   local code, reason, f = check_lease(seq, item.token, now,
     {'attempt', 'traceparent', 'tracestate', 'baggage', 'worker_id'})
-  if code == LEASE_LOST and replayed(seq, item.token, 'complete', now) then
+  if replayed(code, seq, item.token, 'complete', now) then
     code, reason, f = OK, '', nil  -- a retry whose first reply was lost: done already
   elseif code == OK then
     worker_done(f.worker_id, now, false)

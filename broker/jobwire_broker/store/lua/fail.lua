@@ -24,8 +24,7 @@ for _, item in ipairs(ARGS) do
   local seq = tostring(item.seq)
   local code, reason, f = check_lease(seq, item.token, now,
     {'traceparent', 'tracestate', 'baggage'})
-  local again, again_due = nil, 0
-  if code == LEASE_LOST then again, again_due = replayed(seq, item.token, 'fail', now) end
+  local again, again_due = replayed(code, seq, item.token, 'fail', now)
   if again then  -- a retry whose first reply was lost: its outcome, nothing written
     out[#out + 1] = {code = OK, reason = '', state = again, due_ms = again_due, trace = {}}
   elseif code ~= OK then

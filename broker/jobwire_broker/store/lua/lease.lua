@@ -104,13 +104,13 @@ local next_head = 1
 
 -- The next job to lease (seq, and its key or nil), or nil.
 local function pick()
-  local seq, score, key = heads[next_head], tonumber(heads[next_head + 1]), nil
+  local seq, score = heads[next_head], tonumber(heads[next_head + 1])
   local kseq, kscore, kkey = next_keyed()
   if kseq and (not seq or kscore < score) then
     return kseq, kkey
   end
   if seq then next_head = next_head + 2 end
-  return seq, key
+  return seq, nil
 end
 
 -- Start deadlines are looked up only on a queue that has some.
@@ -119,16 +119,15 @@ local has_deadlines = redis.call('EXISTS', K.deadlines) == 1
 -- Leases job `seq` (of key `key`, or nil) as the reply's job number `n`.
 local function lease(seq, key, n)
   local jk = K.job .. seq
-  redis.call('ZREM', K.ready, seq)
-  redis.call('ZREM', K.deadlines, seq)  -- a retry is not held to the start deadline
   if key then
-    -- The key's slot is taken; it goes to the back of the rotation (if it may run more).
-    redis.call('ZREM', gready(key), seq)
+    -- The key's slot is taken; take_ready sends it to the back of the rotation (if it
+    -- may run more).
     redis.call('HINCRBY', gk('active'), key, 1)
     redis.call('ZREM', gk('rotation'), key)
-    group_refresh(key)
     if k_limit then window_add(glog(key), k_period, now, now .. ':' .. seq) end
   end
+  take_ready(seq, key)
+  redis.call('ZREM', K.deadlines, seq)  -- a retry is not held to the start deadline
   if q_limit then window_add(gk('qlog'), q_period, now, now .. ':' .. seq) end
   local f = fields(seq, {'lease_ms', 'timeout_ms'})
   local attempt = redis.call('HINCRBY', jk, J.attempt, 1)

@@ -688,9 +688,10 @@ local function remember_settlement(seq, token, op, now, state, due)
     [J.settled_state] = state, [J.settled_due_ms] = due or 0})
 end
 
--- When `token` already settled job `seq` by `op` within REPLAY_MS: the state after it
--- and its due time, else nil.
-local function replayed(seq, token, op, now)
+-- When check_lease answered `code` LEASE_LOST and `token` already settled job `seq` by
+-- `op` within REPLAY_MS: the state after it and its due time, else nil.
+local function replayed(code, seq, token, op, now)
+  if code ~= LEASE_LOST then return nil end
   local f = fields(seq, {'settled_token', 'settled_op', 'settled_ms', 'settled_state',
     'settled_due_ms'})
   if f.settled_token ~= token or f.settled_op ~= op then return nil end

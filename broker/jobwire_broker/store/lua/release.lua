@@ -11,23 +11,19 @@
 --          trace (the job's trace context members, when OK)}, in order
 -- Codes: 0 OK, 1 NOT_FOUND, 2 LEASE_LOST
 
--- lib.lua's hand_back, which a Fail's rate_limit_delay shares.
-local release = hand_back
-
 local now = now_ms()
 local out = {}
 for _, item in ipairs(ARGS) do
   local seq = tostring(item.seq)
   local code, reason, f = check_lease(seq, item.token, now,
     {'traceparent', 'tracestate', 'baggage'})
-  local again, again_due = nil, 0
-  if code == LEASE_LOST then again, again_due = replayed(seq, item.token, 'release', now) end
+  local again, again_due = replayed(code, seq, item.token, 'release', now)
   if again then  -- a retry whose first reply was lost: its outcome, nothing written
     out[#out + 1] = {code = OK, reason = '', state = again, due_ms = again_due, trace = {}}
   elseif code ~= OK then
     out[#out + 1] = {code = code, reason = reason, state = '', due_ms = 0, trace = {}}
   else
-    local state, due = release(seq, now, item.delay_ms)
+    local state, due = hand_back(seq, now, item.delay_ms)  -- lib.lua: shared with Fail
     remember_settlement(seq, item.token, 'release', now, state, due)
     out[#out + 1] = {code = code, reason = reason, state = state, due_ms = due,
       trace = trace_of(f)}
