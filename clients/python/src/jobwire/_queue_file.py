@@ -31,7 +31,7 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 
-from ._admin import QueueSettings, RateLimit
+from ._admin import DURATION_SETTINGS, RATE_SETTINGS, QueueSettings, RateLimit
 from ._models import Backoff, BackoffKind
 from .v1 import admin_service_pb2 as pb
 
@@ -39,9 +39,7 @@ UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 SETTINGS = [f.name for f in fields(QueueSettings)]
-DURATIONS = {"lease_duration", "execution_timeout", "completed_max_age", "dead_max_age"}
 BACKOFF_KEYS = {"kind", "initial_delay", "max_delay", "multiplier", "jitter"}
-RATE_LIMITS = {"rate_limit", "key_rate_limit"}
 RATE_KEYS = {"limit", "period"}
 BACKOFF_KINDS = {k.name.lower(): k for k in BackoffKind if k.value}
 
@@ -109,23 +107,29 @@ def _settings(table: dict[str, Any], where: str) -> QueueSettings:
 def _value(key: str, value: Any) -> Any:
     if key == "backoff":
         return _backoff(value)
-    if key in DURATIONS:
+    if key in DURATION_SETTINGS:
         return _duration(value)
-    if key in RATE_LIMITS:
+    if key in RATE_SETTINGS:
         return _rate_limit(value)
     return _integer(value)
 
 
 def _rate_limit(value: Any) -> RateLimit:
     """A table: limit (leases) and period (a duration), e.g. { limit = 10, period = "1s" }."""
-    if not isinstance(value, dict):
-        raise TypeError('must be a table, e.g. { limit = 10, period = "1s" }')
-    unknown = sorted(set(value) - RATE_KEYS)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} (one of limit, period)")
+    only_keys(value, RATE_KEYS, '{ limit = 10, period = "1s" }')
     if "limit" not in value or "period" not in value:
         raise ValueError("limit and period are required")
     return RateLimit(_integer(value["limit"]), _duration(value["period"]))
+
+
+def only_keys(value: Any, keys: set[str], example: str) -> dict[str, Any]:
+    """`value` as a TOML table of only `keys`; else the error says what one looks like."""
+    if not isinstance(value, dict):
+        raise TypeError(f"must be a table, e.g. {example}")
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (one of {', '.join(sorted(keys))})")
+    return value
 
 
 def _integer(value: Any) -> int:
@@ -153,11 +157,7 @@ def _number(value: Any, name: str) -> float:
 def _backoff(value: Any) -> Backoff:
     """A table: kind (fixed, linear, exponential), initial_delay, and optionally
     max_delay (default: initial_delay for fixed, 1h otherwise), multiplier (2), jitter (0)."""
-    if not isinstance(value, dict):
-        raise TypeError('must be a table, e.g. { kind = "exponential", initial_delay = "1s" }')
-    unknown = sorted(set(value) - BACKOFF_KEYS)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} (one of {', '.join(sorted(BACKOFF_KEYS))})")
+    only_keys(value, BACKOFF_KEYS, '{ kind = "exponential", initial_delay = "1s" }')
     kind = BACKOFF_KINDS.get(str(value.get("kind", "")).lower())
     if kind is None:
         raise ValueError(f"kind must be one of {', '.join(BACKOFF_KINDS)}")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._models import job_spec
-from ._queue_file import _backoff, _duration, _integer
+from ._queue_file import _backoff, _duration, _integer, only_keys
 from ._schedules import FIELDS, CatchUpPolicy, OverlapPolicy, Schedule
 from .v1 import schedule_service_pb2 as pb
 
@@ -140,10 +140,6 @@ def _headers(value: Any) -> dict[str, str]:
 
 
 def _job(value: Any) -> Any:
-    if not isinstance(value, dict):
-        raise TypeError('must be a table, e.g. { payload = "hello", max_attempts = 3 }')
-    unknown = sorted(set(value) - JOB_KEYS)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} (one of {', '.join(sorted(JOB_KEYS))})")
+    only_keys(value, JOB_KEYS, '{ payload = "hello", max_attempts = 3 }')
     options: dict[str, Any] = {k: JOB_READERS[k](v) for k, v in value.items() if k != "payload"}
     return job_spec(value.get("payload", b""), **options)

@@ -22,7 +22,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from ._admin import Admin, JobFilter, QueueInfo, QueueSettings, RateLimit, RedriveProgress
+from ._admin import (
+    DURATION_SETTINGS,
+    RATE_SETTINGS,
+    Admin,
+    JobFilter,
+    QueueInfo,
+    QueueSettings,
+    RateLimit,
+    RedriveProgress,
+)
 from ._client import DEFAULT_TARGET, Client
 from ._errors import InvalidArgument, JobwireError, NotFound, Unavailable
 from ._models import Backoff, BackoffKind, JobEvent, JobInfo, JobState, seconds
@@ -686,9 +695,9 @@ def _settings_change(pairs: Sequence[str]) -> tuple[QueueSettings, list[str]]:
 def _setting_value(key: str, raw: str) -> Any:
     if key == "backoff":
         return _backoff(raw)
-    if key in ("lease_duration", "execution_timeout", "completed_max_age", "dead_max_age"):
+    if key in DURATION_SETTINGS:
         return _duration(raw)
-    if key in ("rate_limit", "key_rate_limit"):  # LIMIT/PERIOD, e.g. 10/1s
+    if key in RATE_SETTINGS:  # LIMIT/PERIOD, e.g. 10/1s
         limit, slash, period = raw.partition("/")
         if not slash or not re.fullmatch(r"\d+", limit):
             raise ValueError(f"not a rate limit: {raw!r} (LIMIT/PERIOD, e.g. 10/1s)")
