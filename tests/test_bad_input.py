@@ -146,6 +146,13 @@ async def rejected(
     return err
 
 
+async def refused(
+    redis: Redis, prefix: str, make_call: Callable[[], Awaitable[Any]], fields: list[str]
+) -> None:
+    """The call is INVALID_ARGUMENT naming exactly `fields`, and wrote nothing."""
+    await rejected(redis, prefix, make_call, grpc.StatusCode.INVALID_ARGUMENT, INVALID, fields)
+
+
 def job_key(prefix: str, job_id: str) -> bytes:
     queue, seq = job_id.rsplit(":", 1)
     return f"{prefix}:{{{queue}}}:job:{seq}".encode()

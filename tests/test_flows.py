@@ -8,7 +8,7 @@ import contextlib
 import os
 import socket
 import subprocess
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from support import (
     stub_for,
     unique_prefix,
 )
-from test_bad_input import rejected
+from test_bad_input import refused, rejected
 
 FAIL = job_pb2.DEPENDENCY_FAILURE_POLICY_FAIL
 IGNORE = job_pb2.DEPENDENCY_FAILURE_POLICY_IGNORE
@@ -41,15 +41,6 @@ DEAD = job_pb2.JOB_STATE_DEAD
 COMPLETED = job_pb2.JOB_STATE_COMPLETED
 CANCELLED = job_pb2.JOB_STATE_CANCELLED
 TERMINAL = {COMPLETED, DEAD, CANCELLED}
-
-
-async def refused(
-    redis: Redis, prefix: str, make_call: Callable[[], Awaitable[Any]], fields: list[str]
-) -> None:
-    """The call is INVALID_ARGUMENT naming exactly `fields`, and wrote nothing."""
-    await rejected(
-        redis, prefix, make_call, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", fields
-    )
 
 
 def spec(payload: bytes = b"", **kwargs: Any) -> job_pb2.JobSpec:
