@@ -132,7 +132,7 @@ class BrokerServicer(rpc.BrokerServiceServicer):
         p.in_range("max_response_bytes", request.max_response_bytes, 0, 2**31 - 1)
         p.done()
         max_bytes = min(request.max_response_bytes or DEFAULT_REPLY_BYTES, self.reply_limit)
-        leased = await self.broker.lease_batch(
+        leased = await self.broker.lease(
             queue, request.max_jobs or 1, _wait_s(wait_ms, context), max_bytes, request.worker_id
         )
         jobs = leased.jobs

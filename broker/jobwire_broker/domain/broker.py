@@ -189,24 +189,11 @@ class Broker:
         wait_s: float,
         max_bytes: int = DEFAULT_REPLY_BYTES,
         worker_id: str = "",
-    ) -> list[JobRecord]:
-        """Leases up to max_jobs whose reply fits in max_bytes, waiting up to wait_s for
-        the first one to arrive. A first job that alone does not fit stays ready and the
-        call fails with JOB_TOO_LARGE: leasing it would strand it."""
-        batch = await self.lease_batch(queue, max_jobs, wait_s, max_bytes, worker_id)
-        return batch.jobs
-
-    @store_errors
-    async def lease_batch(
-        self,
-        queue: str,
-        max_jobs: int,
-        wait_s: float,
-        max_bytes: int = DEFAULT_REPLY_BYTES,
-        worker_id: str = "",
     ) -> LeaseBatch:
-        """As lease(), with what else the lease said: retry_after_ms when a rate limit
-        held ready jobs back (a wait keeps waiting through it)."""
+        """Leases up to max_jobs whose reply fits in max_bytes, waiting up to wait_s for
+        the first one to arrive (and through a rate limit: the batch's retry_after_ms says
+        how long one held ready jobs back). A first job that alone does not fit stays
+        ready and the call fails with JOB_TOO_LARGE: leasing it would strand it."""
         take = functools.partial(
             self._lease, queue, max_jobs, max_bytes=max_bytes, worker_id=worker_id
         )
